@@ -1,0 +1,249 @@
+"""The bench contract in code: every identifier a BMS board and the framework agree on.
+
+`docs/bench-contract.md` is the prose version written for BMS vendors; this module is the
+single source the framework and the virtual bench both import, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------- CAN / ISO-TP
+#: 11-bit identifiers, normal addressing.
+UDS_PHYS_REQUEST_ID = 0x7E0
+UDS_PHYS_RESPONSE_ID = 0x7E8
+UDS_FUNC_REQUEST_ID = 0x7DF
+
+#: Periodic frames (names as in benches/dbc/bms.dbc).
+MSG_SOC_CORE = "BMS_SocCore"  # 0x180, every SOC cycle
+MSG_CYCLE_DIAG = "BMS_CycleDiag"  # 0x181, every SOC cycle
+MSG_CELL_VOLTAGES = "BMS_CellVoltages"  # 0x190, multiplexed, every cycle
+MSG_TEMPERATURES = "BMS_Temperatures"  # 0x191, multiplexed, every cycle
+MSG_CHARGE_LIMITS = "BMS_ChargeLimits"  # 0x1A0, every 10th cycle
+MSG_UPDATE_STATUS = "BMS_UpdateStatus"  # 0x1B0, every 10th cycle and on change
+MSG_BALANCING = "BMS_Balancing"  # 0x1C0, only builds that declare it (2.0.0)
+
+CAN_ID = {
+    MSG_SOC_CORE: 0x180,
+    MSG_CYCLE_DIAG: 0x181,
+    MSG_CELL_VOLTAGES: 0x190,
+    MSG_TEMPERATURES: 0x191,
+    MSG_CHARGE_LIMITS: 0x1A0,
+    MSG_UPDATE_STATUS: 0x1B0,
+    MSG_BALANCING: 0x1C0,
+}
+
+N_CELLS = 12
+N_TEMPS = 8
+CELLS_PER_FRAME = 3
+TEMPS_PER_FRAME = 4
+
+# --------------------------------------------------------------------------- UDS
+SESSION_DEFAULT = 0x01
+SESSION_PROGRAMMING = 0x02
+SESSION_EXTENDED = 0x03
+
+#: P2 / P2* the server reports in its 0x50 response (udsoncan adopts them).
+P2_SERVER_MS = 50
+P2_STAR_SERVER_MS = 5000
+#: Non-default session falls back to default after this long without a request.
+S3_SERVER_S = 5.0
+
+SA_LEVEL_PROGRAMMING = 0x01  # seed 0x01, key 0x02
+SA_LEVEL_BENCH = 0x61  # seed 0x61, key 0x62: development boards only (restore path)
+SA_SEED_LENGTH = 4
+SA_KEY_LENGTH = 4
+SA_MAX_ATTEMPTS = 3
+
+#: maxNumberOfBlockLength returned by RequestDownload: SID + counter + 4094 data bytes,
+#: which fills the last consecutive frame on classic CAN and CAN FD alike.
+MAX_BLOCK_LENGTH = 4096
+TRANSFER_DATA_PER_BLOCK = MAX_BLOCK_LENGTH - 2
+
+
+class Did(enum.IntEnum):
+    """DataIdentifiers served by ReadDataByIdentifier (0x22)."""
+
+    ACTIVE_SESSION = 0xF186
+    SPARE_PART_NUMBER = 0xF187
+    SOFTWARE_VERSION = 0xF189  # ASCII, e.g. "1.1.0"
+    SERIAL_NUMBER = 0xF18C  # ASCII
+    HARDWARE_NUMBER = 0xF191  # ASCII, e.g. "BMS-HW-A2"
+    SUPPLIER_SW_VERSION = 0xF195  # ASCII, "<version>+<build>"
+    RXSWIN = 0xF1A0  # ASCII
+    BOOT_INFO = 0xFD00  # see BootInfo
+    UPDATE_STATUS = 0xFD01  # see UpdateStatusRecord
+    BOOT_COUNTER = 0xFD02  # u32 big endian
+    CONFIG_VERSION = 0xFD03  # u16 schema, u32 crc32 of the config record
+    SECURITY_COUNTER = 0xFD04  # u32 stored anti-rollback counter
+    BACKUP_IMAGE = 0xFD05  # version of the image in the secondary slot (ASCII, "" if none)
+    FLASH_LAYOUT = 0xFD06  # u32 secondary slot address, u32 slot size, u32 sector size
+    CONFIGURATION = 0xFD20  # UTF-8 JSON object; writable with 0x2E in extended/programming
+
+
+class Routine(enum.IntEnum):
+    """RoutineControl (0x31) identifiers, all startRoutine (0x01)."""
+
+    ERASE_MEMORY = 0xFF00  # erase the inactive (secondary) slot; long -> 0x78
+    CHECK_PROGRAMMING_DEPENDENCIES = 0xFF01  # verify the staged image: status record below
+    ACTIVATE_UPDATE = 0x0301  # option record: ActivationMode; takes effect at the next reset
+
+
+class ActivationMode(enum.IntEnum):
+    TEST = 0x00  # run once; reverted at the next boot unless the image confirms itself
+    PERMANENT = 0x01
+    RESTORE = 0x02  # bench level only: install even if older, reset the counter to the image's
+
+
+class Nrc(enum.IntEnum):
+    GENERAL_REJECT = 0x10
+    SERVICE_NOT_SUPPORTED = 0x11
+    SUBFUNCTION_NOT_SUPPORTED = 0x12
+    INCORRECT_MESSAGE_LENGTH = 0x13
+    CONDITIONS_NOT_CORRECT = 0x22
+    REQUEST_SEQUENCE_ERROR = 0x24
+    REQUEST_OUT_OF_RANGE = 0x31
+    SECURITY_ACCESS_DENIED = 0x33
+    INVALID_KEY = 0x35
+    EXCEEDED_NUMBER_OF_ATTEMPTS = 0x36
+    REQUIRED_TIME_DELAY_NOT_EXPIRED = 0x37
+    UPLOAD_DOWNLOAD_NOT_ACCEPTED = 0x70
+    TRANSFER_DATA_SUSPENDED = 0x71
+    GENERAL_PROGRAMMING_FAILURE = 0x72
+    WRONG_BLOCK_SEQUENCE_COUNTER = 0x73
+    RESPONSE_PENDING = 0x78
+    SUBFUNCTION_NOT_SUPPORTED_IN_SESSION = 0x7E
+    SERVICE_NOT_SUPPORTED_IN_SESSION = 0x7F
+    VOLTAGE_TOO_HIGH = 0x92
+    VOLTAGE_TOO_LOW = 0x93
+
+
+class UpdateState(enum.IntEnum):
+    """Update status (DID 0xFD01 byte 0, CAN BMS_UpdateStatus.State); names after Mender/hawkBit."""
+
+    IDLE = 0
+    DOWNLOADING = 1
+    DOWNLOADED = 2  # transfer complete, not yet verified
+    VERIFIED = 3  # check routine passed
+    REJECTED = 4  # check routine or bootloader refused the image: see Reason
+    ACTIVATION_PENDING = 5  # activation accepted, waiting for reset
+    INSTALLING = 6  # bootloader swapping
+    TESTING = 7  # trial boot of the new image, self-test running
+    SUCCESS = 8  # new image confirmed
+    ROLLED_BACK = 9  # reverted to the previous image: see Reason
+    RECOVERY = 10  # no bootable image: recovery server running
+
+
+class Reason(enum.IntEnum):
+    """Reason code (DID 0xFD01 byte 1): why an image was rejected or reverted."""
+
+    NONE = 0x00
+    SELFTEST_FAILED = 0x01
+    CRASHED_AT_BOOT = 0x02
+    WATCHDOG_RESET = 0x03
+    NOT_CONFIRMED = 0x04  # reset or power loss during the trial boot
+    BAD_MAGIC = 0x10
+    HASH_MISMATCH = 0x11
+    SIGNATURE_INVALID = 0x12
+    UNKNOWN_KEY = 0x13
+    UNSIGNED = 0x14
+    DOWNGRADE_VERSION = 0x15
+    DOWNGRADE_SECURITY_COUNTER = 0x16
+    WRONG_HARDWARE = 0x17
+    TRUNCATED = 0x18
+    OVERSIZE = 0x19
+    CONFIG_INCOMPATIBLE = 0x1A
+    BAD_TLV = 0x1B
+    CURRENT_FLOWING = 0x20
+    SUPPLY_LOW = 0x21
+    DOWNLOAD_ABORTED = 0x30
+    NO_VALID_IMAGE = 0x40
+
+
+@dataclass(frozen=True)
+class UpdateStatusRecord:
+    """DID 0xFD01: state u8, reason u8, progress u8 (percent), target version (3 x u8)."""
+
+    state: UpdateState
+    reason: Reason
+    progress: int
+    target: tuple[int, int, int]
+
+    def encode(self) -> bytes:
+        return bytes([int(self.state), int(self.reason), self.progress, *self.target])
+
+    @classmethod
+    def decode(cls, data: bytes) -> "UpdateStatusRecord":
+        if len(data) != 6:
+            raise ValueError(f"update status record must be 6 bytes, got {len(data)}: {data.hex()}")
+        return cls(UpdateState(data[0]), Reason(data[1]), data[2], (data[3], data[4], data[5]))
+
+
+class BootMode(enum.IntEnum):
+    APPLICATION = 0
+    RECOVERY = 1
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    """DID 0xFD00: mode u8, active slot u8 (0 = primary), confirmed u8, reset cause u8."""
+
+    mode: BootMode
+    active_slot: int
+    confirmed: bool
+    reset_cause: int
+
+    def encode(self) -> bytes:
+        return bytes([int(self.mode), self.active_slot, int(self.confirmed), self.reset_cause])
+
+    @classmethod
+    def decode(cls, data: bytes) -> "BootInfo":
+        if len(data) != 4:
+            raise ValueError(f"boot info must be 4 bytes, got {len(data)}: {data.hex()}")
+        return cls(BootMode(data[0]), data[1], bool(data[2]), data[3])
+
+
+class ResetCause(enum.IntEnum):
+    POWER_ON = 0
+    SOFTWARE = 1  # ECUReset or a self-requested reset
+    WATCHDOG = 2
+    FAULT = 3  # crash (hard fault)
+    BROWN_OUT = 4
+
+
+#: Length of each DID's record, for udsoncan's data-identifier codecs. None = variable
+#: (the framework reads those with a codec that takes whatever remains).
+DID_LENGTH: dict[Did, int | None] = {
+    Did.ACTIVE_SESSION: 1,
+    Did.SPARE_PART_NUMBER: None,
+    Did.SOFTWARE_VERSION: None,
+    Did.SERIAL_NUMBER: None,
+    Did.HARDWARE_NUMBER: None,
+    Did.SUPPLIER_SW_VERSION: None,
+    Did.RXSWIN: None,
+    Did.BOOT_INFO: 4,
+    Did.UPDATE_STATUS: 6,
+    Did.BOOT_COUNTER: 4,
+    Did.CONFIG_VERSION: 6,
+    Did.SECURITY_COUNTER: 4,
+    Did.BACKUP_IMAGE: None,
+    Did.FLASH_LAYOUT: 12,
+    Did.CONFIGURATION: None,
+}
+
+# --------------------------------------------------------------------------- image
+#: Vendor TLVs in the protected TLV area (covered by hash and signature).
+TLV_HARDWARE_ID = 0x00A0  # ASCII hardware number the image is built for
+TLV_CONFIG_COMPAT = 0x00A1  # two bytes: lowest and highest configuration schema supported
+
+IMAGE_HEADER_SIZE = 0x200
+
+#: Firmware payload: this magic, u32 little-endian descriptor length, UTF-8 JSON descriptor,
+#: then filler bytes up to the build's code size. See hil/images/payload.py.
+PAYLOAD_MAGIC = b"BMSFW1\x00\x00"
+
+# --------------------------------------------------------------------------- SCPI / console
+PSU_IDN_SIM = "Keysight Technologies,E36312A,MY-HILSIM-0001,2.1.0-sim"
+LOAD_IDN_SIM = "HIL-SIM,BATTEMU-12S,SIM-0001,1.0.0"
+CONSOLE_BAUD = 115200

@@ -1,0 +1,1 @@
+"""Bench drivers: small typed classes behind the protocols tests ask for."""

@@ -1,0 +1,1 @@
+"""Firmware images: MCUboot format, building, signing, verification, mutations."""

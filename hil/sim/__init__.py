@@ -1,0 +1,1 @@
+"""The virtual bench: a simulated BMS board, supply, battery emulator and console."""
