@@ -1,0 +1,157 @@
+"""The `hil` command: sim, doctor, flash, images."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console as RichConsole
+from rich.table import Table
+
+from hil.config import BenchConfig, load_bench
+from hil.errors import BenchConfigError, HilError
+
+out = RichConsole()
+DEFAULT_BENCH = "benches/sim.yaml"
+
+
+def _load(bench: str) -> BenchConfig:
+    try:
+        return load_bench(bench)
+    except BenchConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bms-ota-hil")
+def main() -> None:
+    """Hardware-in-the-loop validation of BMS firmware updates."""
+
+
+@main.command()
+@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
+              help="bench YAML with virtual: true")
+@click.option("--power-on", is_flag=True, help="switch the emulated supply on at start (else the framework does)")
+@click.option("--ready-line", is_flag=True, hidden=True, help="print a machine-readable READY line (for the plugin)")
+def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
+    """Run a virtual bench in the foreground until Ctrl-C."""
+    from hil.bench import READY_MARK
+    from hil.sim.bench import VirtualBench
+
+    cfg = _load(bench_file)
+    if not cfg.virtual:
+        raise click.ClickException(f"{bench_file}: virtual is false; `hil sim` runs virtual benches only")
+    if cfg.can.interface == "virtual":
+        raise click.ClickException(f"{bench_file}: can.interface 'virtual' only works inside one process; "
+                                   "use udp_multicast for a bench in its own process")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    bench = VirtualBench(cfg)
+    try:
+        bench.start()
+    except (HilError, OSError) as exc:
+        bench.stop()
+        raise click.ClickException(f"virtual bench {cfg.bench} could not start: {exc}") from None
+    try:
+        if power_on:
+            bench.supply.power_on(cfg.psu.channel, cfg.psu.nominal_voltage, cfg.psu.current_limit)
+        endpoints = bench.endpoints()
+        table = Table(title=f"virtual bench {cfg.bench}")
+        table.add_column("endpoint")
+        table.add_column("address")
+        for name, addr in endpoints.items():
+            table.add_row(name, addr)
+        out.print(table, file=sys.stderr) if ready_line else out.print(table)
+        if ready_line:
+            print(READY_MARK + json.dumps(endpoints), flush=True)
+        else:
+            out.print("Ctrl-C stops the bench.")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bench.stop()
+        if not ready_line:
+            out.print("virtual bench stopped")
+
+
+@main.command()
+@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
+def doctor(bench_file: str) -> None:
+    """Check every part of a bench; exit 0 only when it is healthy."""
+    from hil.doctor import run_doctor
+
+    cfg = _load(bench_file)
+    report = run_doctor(cfg)
+    table = Table(title=f"bench {cfg.bench} ({'virtual' if cfg.virtual else 'real'})")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for check in report:
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+    out.print(table)
+    failed = [c for c in report if not c.ok]
+    if failed:
+        raise click.ClickException("bench is not healthy: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+    out.print("[green]bench healthy[/]")
+
+
+@main.command()
+@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["test", "permanent", "restore"]), default="test", show_default=True,
+              help="test: revertible until the image confirms itself; restore: bench level, allows older images")
+@click.argument("image")
+def flash(bench_file: str, mode: str, image: str) -> None:
+    """Flash IMAGE (a recipe name or a .bin path) and print the outcome."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from hil.bench import Bench
+    from hil.contract import ActivationMode
+    from hil.images.build import load_image
+
+    cfg = _load(bench_file)
+    try:
+        data = load_image(image, cfg)
+    except (HilError, OSError, ValueError) as exc:
+        raise click.ClickException(f"image {image!r}: {exc}") from None
+    activation = {"test": ActivationMode.TEST, "permanent": ActivationMode.PERMANENT, "restore": ActivationMode.RESTORE}[mode]
+    try:
+        with Bench.open(cfg) as bench:
+            before = bench.uds.software_version()
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), console=out) as progress:
+                task = progress.add_task(f"{before} -> {image}", total=len(data))
+                bench.flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
+                staged = bench.flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
+            out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s)")
+            if not staged.accepted:
+                raise click.ClickException(f"the DUT rejected the image: {staged.reason.name}")
+            t0 = time.monotonic()
+            bench.flasher.activate(activation)
+            outcome = bench.flasher.wait_outcome()
+            out.print(f"outcome: {outcome.state.name} (reason {outcome.reason.name}), running {outcome.version}, "
+                      f"{time.monotonic() - t0:.1f} s after activation; states: {' -> '.join(outcome.states_seen)}")
+            if not outcome.confirmed:
+                raise click.ClickException(f"update not confirmed: {outcome.state.name} / {outcome.reason.name}")
+    except HilError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _mount_images() -> None:
+    try:
+        from hil.images.cli import images
+    except ImportError:  # pragma: no cover - only while the package is incomplete
+        return
+    main.add_command(images, "images")
+
+
+_mount_images()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,96 @@
+"""`hil doctor`: check every part of a bench, one named result per part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from hil import contract
+from hil.bench import Bench
+from hil.config import BenchConfig
+from hil.errors import HilError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _run(name: str, fn: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, fn())
+    except (HilError, OSError, ValueError) as exc:
+        return Check(name, False, f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def run_doctor(cfg: BenchConfig) -> list[Check]:
+    """Start a virtual bench if the file says so, then check instruments, CAN and the DUT's identity."""
+    checks: list[Check] = []
+    bench = Bench(cfg)
+    try:
+        if cfg.virtual:
+            started = _run("virtual bench", lambda: (bench._start_sim(), "started")[1])
+            checks.append(started)
+            if not started.ok:
+                return checks
+        checks.append(_run(f"supply {bench.cfg.psu.resource}", lambda: _open_psu(bench)))
+        if not checks[-1].ok:
+            return checks
+        if bench.cfg.load is not None:
+            checks.append(_run(f"battery emulator {bench.cfg.load.resource}", lambda: _open_load(bench)))
+        if bench.cfg.console is not None:
+            checks.append(_run(f"console {bench.cfg.console.url}", lambda: _open_console(bench)))
+        checks.append(_run(f"CAN {bench.cfg.can.interface}:{bench.cfg.can.channel}", lambda: _can_alive(bench)))
+        if checks[-1].ok:
+            checks.append(_run("DUT identity", lambda: _dut_identity(bench)))
+    finally:
+        bench.close()
+    return checks
+
+
+def _open_psu(bench: Bench) -> str:
+    from hil.drivers.psu import ScpiPowerSupply
+
+    bench.psu = ScpiPowerSupply(bench.cfg.psu)
+    return bench.psu.identity()
+
+
+def _open_load(bench: Bench) -> str:
+    from hil.drivers.load import ScpiBatteryEmulator
+
+    assert bench.cfg.load is not None
+    bench.load = ScpiBatteryEmulator(bench.cfg.load)
+    return bench.load.identity()
+
+
+def _open_console(bench: Bench) -> str:
+    from hil.drivers.console import Console
+
+    assert bench.cfg.console is not None
+    bench.console = Console(bench.cfg.console.url, bench.cfg.console.baudrate)
+    return "open"
+
+
+def _can_alive(bench: Bench) -> str:
+    from hil.drivers.can import CanChannel
+    from hil.drivers.uds import UdsClient
+
+    bench.can = CanChannel(bench.cfg.can)
+    bench.uds = UdsClient(bench.can, bench.cfg.dut)
+    bench.power_on_and_wait()
+    frame = bench.can.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
+    return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals['SOC']):.1f} %)"
+
+
+def _dut_identity(bench: Bench) -> str:
+    hw = bench.uds.read_str(contract.Did.HARDWARE_NUMBER)
+    sw = bench.uds.software_version()
+    serial = bench.uds.read_str(contract.Did.SERIAL_NUMBER)
+    expected = bench.cfg.dut.hardware_number
+    if hw != expected:
+        raise ValueError(f"hardware number {hw!r}, bench file expects {expected!r}")
+    if bench.cfg.dut.serial_number and serial != bench.cfg.dut.serial_number:
+        raise ValueError(f"serial number {serial!r}, bench file expects {bench.cfg.dut.serial_number!r}")
+    return f"hardware {hw}, software {sw}, serial {serial}"

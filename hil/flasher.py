@@ -1,0 +1,217 @@
+"""The UDS programming sequence as one object: stage, activate, wait for the outcome.
+
+Fault injectors attach to its hooks: `on_phase` (a phase begins), `on_progress` (bytes
+transferred, the byte-offset hook power cuts use) and `block_filter` (rewrites the TransferData
+blocks actually sent: drop, repeat, reorder, wrong counter).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from hil import contract
+from hil.config import DutConfig
+from hil.contract import ActivationMode, Did, Reason, Routine, UpdateState
+from hil.errors import HilTimeout, UdsError, UpdateFailed
+
+
+class Phase(str, enum.Enum):
+    """Phases of an update as the tester sees them (names used in evidence and fault ids)."""
+
+    UNLOCK = "unlock"
+    ERASE = "erase"
+    DOWNLOAD = "download"
+    TRANSFER_EXIT = "transfer_exit"
+    VERIFY = "verify"
+    ACTIVATE = "activate"
+    RESET = "reset"
+    INSTALL = "install"  # ECU silent: bootloader swapping
+    FIRST_BOOT = "first_boot"  # new image running its self-test
+    DONE = "done"
+
+
+#: (counter, data) pairs actually sent for one block; the default sends the block unchanged.
+BlockFilter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
+
+TERMINAL_STATES = (UpdateState.SUCCESS, UpdateState.ROLLED_BACK, UpdateState.REJECTED, UpdateState.RECOVERY)
+
+
+@dataclass
+class StageResult:
+    """Outcome of the background download and the ECU's check of the staged image."""
+
+    size: int
+    seconds: float
+    accepted: bool
+    reason: Reason
+
+    @property
+    def kib_per_s(self) -> float:
+        return self.size / 1024 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class UpdateOutcome:
+    """How an update ended, read back from the DUT."""
+
+    state: UpdateState
+    reason: Reason
+    version: str
+    seconds: float
+    states_seen: list[str] = field(default_factory=list)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.state is UpdateState.SUCCESS
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.state is UpdateState.ROLLED_BACK
+
+
+def _num(value: object) -> int:
+    """cantools decodes VAL_ tables to NamedSignalValue; the contract speaks integers."""
+    return int(getattr(value, "value", value))  # type: ignore[arg-type]
+
+
+class Flasher:
+    """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
+
+    def __init__(self, uds: "UdsLike", can: "CanLike", dut: DutConfig) -> None:
+        self.uds = uds
+        self.can = can
+        self.dut = dut
+        self.on_phase: list[Callable[[Phase], None]] = []
+        self.on_progress: list[Callable[[int, int], None]] = []
+        self.block_filter: BlockFilter | None = None
+        self.phases: list[tuple[Phase, float]] = []
+
+    def _phase(self, phase: Phase) -> None:
+        self.phases.append((phase, time.monotonic()))
+        for hook in list(self.on_phase):
+            hook(phase)
+
+    def unlock(self, bench_level: bool = False) -> None:
+        """Programming session and SecurityAccess (the bench level for restores)."""
+        self._phase(Phase.UNLOCK)
+        self.uds.session(contract.SESSION_PROGRAMMING)
+        security = self.dut.bench_security if bench_level else self.dut.security
+        if security is None:
+            raise UpdateFailed("this bench has no bench_security level configured; restores need it")
+        self.uds.unlock(security)
+
+    def stage(self, image: bytes, *, bench_level: bool = False, check: bool = True) -> StageResult:
+        """Background download into the inactive slot, then the ECU's check routine."""
+        start = time.monotonic()
+        self.unlock(bench_level)
+        address, slot_size, _sector = struct.unpack(">III", self.uds.read_did(Did.FLASH_LAYOUT))
+        self._phase(Phase.ERASE)
+        self.uds.routine(Routine.ERASE_MEMORY)
+        self._phase(Phase.DOWNLOAD)
+        block_len = self.uds.request_download(address, len(image))
+        per_block = block_len - 2
+        counter = 1
+        sent = 0
+        for offset in range(0, len(image), per_block):
+            chunk = image[offset:offset + per_block]
+            frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
+            for c, data in frames:
+                self.uds.transfer_data(c, data)
+            sent = offset + len(chunk)
+            for hook in list(self.on_progress):
+                hook(sent, len(image))
+            counter = (counter + 1) & 0xFF
+        self._phase(Phase.TRANSFER_EXIT)
+        self.uds.request_transfer_exit()
+        if not check:
+            return StageResult(len(image), time.monotonic() - start, True, Reason.NONE)
+        self._phase(Phase.VERIFY)
+        status = self.uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
+        accepted = len(status) >= 1 and status[0] == 0
+        reason = Reason(status[1]) if len(status) >= 2 else Reason.NONE
+        return StageResult(len(image), time.monotonic() - start, accepted, reason)
+
+    def activate(self, mode: ActivationMode = ActivationMode.TEST) -> None:
+        """Activation routine, then ECUReset: the bootloader installs at the reset."""
+        self._phase(Phase.ACTIVATE)
+        self.uds.routine(Routine.ACTIVATE_UPDATE, bytes([int(mode)]))
+        self._phase(Phase.RESET)
+        self.uds.ecu_reset()
+        self._phase(Phase.INSTALL)
+
+    def wait_outcome(self, timeout: float | None = None) -> UpdateOutcome:
+        """Wait until the DUT reports a terminal update state (success, rolled back, rejected, recovery)."""
+        timeout = timeout if timeout is not None else max(60.0, self.dut.boot_timeout_s * 4)
+        start = time.monotonic()
+        deadline = start + timeout
+        seen: list[str] = []
+        first_boot_seen = False
+        while time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, remaining)),
+                                          since=start)
+                state = UpdateState(_num(frame.signals["State"]))
+                reason = Reason(_num(frame.signals["Reason"]))
+            except HilTimeout:
+                # No status frames: the ECU is installing (silent) or in recovery (no application frames).
+                state, reason = self._poll_status()
+                if state is None:
+                    continue
+            label = f"{state.name}/{reason.name}"
+            if not seen or seen[-1] != label:
+                seen.append(label)
+            if state is UpdateState.TESTING and not first_boot_seen:
+                first_boot_seen = True
+                self._phase(Phase.FIRST_BOOT)
+            if state in TERMINAL_STATES:
+                self._phase(Phase.DONE)
+                version = self._version()
+                return UpdateOutcome(state, reason, version, time.monotonic() - start, seen)
+        raise HilTimeout(f"update did not reach a terminal state within {timeout:.0f} s", " -> ".join(seen))
+
+    def _poll_status(self) -> tuple[UpdateState | None, Reason]:
+        try:
+            rec = self.uds.update_status()
+        except (HilTimeout, UdsError, TimeoutError):
+            return None, Reason.NONE
+        return rec.state, rec.reason
+
+    def _version(self) -> str:
+        for _ in range(3):
+            try:
+                return self.uds.software_version()
+            except (HilTimeout, UdsError, TimeoutError):
+                time.sleep(0.2)
+        return "?"
+
+    def update(self, image: bytes, mode: ActivationMode = ActivationMode.TEST, *, bench_level: bool = False,
+               timeout: float | None = None) -> UpdateOutcome:
+        """Stage, activate and wait: the whole update. A rejected image raises UpdateFailed with its reason."""
+        staged = self.stage(image, bench_level=bench_level)
+        if not staged.accepted:
+            raise UpdateFailed(f"the DUT rejected the staged image: {staged.reason.name}")
+        self.activate(mode)
+        return self.wait_outcome(timeout)
+
+
+class UdsLike:  # pragma: no cover - typing aid: what the Flasher needs from hil.drivers.uds.UdsClient
+    def session(self, n: int) -> None: ...
+    def unlock(self, security: object) -> None: ...
+    def read_did(self, did: int) -> bytes: ...
+    def routine(self, rid: int, data: bytes = b"") -> bytes: ...
+    def request_download(self, address: int, size: int) -> int: ...
+    def transfer_data(self, counter: int, data: bytes) -> None: ...
+    def request_transfer_exit(self) -> None: ...
+    def ecu_reset(self, hard: bool = True) -> None: ...
+    def update_status(self) -> contract.UpdateStatusRecord: ...
+    def software_version(self) -> str: ...
+
+
+class CanLike:  # pragma: no cover - typing aid: what the Flasher needs from hil.drivers.can.CanChannel
+    def wait_for(self, message: str, signals: dict | None = None, predicate: object = None, timeout: float = 2.0,
+                 since: float | None = None) -> object: ...

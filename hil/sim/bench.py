@@ -1,0 +1,173 @@
+"""The virtual bench: a simulated BMS board with its supply, battery emulator, console and CAN bus.
+
+`VirtualBench(cfg).start()` brings up every endpoint named in the bench file (SCPI over TCP,
+the console as `socket://`, CAN on the configured python-can interface) and returns the
+effective configuration (ports resolved where the file says 0). The framework then talks to it
+exactly as to a real bench. `hil sim` runs one in the foreground.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import can
+
+from hil import contract
+from hil.canbus import open_bus
+from hil.config import BenchConfig, socket_resource_address, socket_url_address
+from hil.errors import BenchConfigError
+from hil.images.build import load_image
+from hil.images.keys import ensure_dev_keys
+from hil.images.mcuboot import load_trusted_keys
+from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
+from hil.sim.bootloader import Bootloader
+from hil.sim.console import ConsoleServer
+from hil.sim.flash import FlashModel
+from hil.sim.instruments import BatteryEmulatorModel, SupplyModel
+from hil.sim.nvstore import NvStore
+from hil.sim.scpi import ScpiServer
+
+
+def _with_port(resource: str, port: int) -> str:
+    return re.sub(r"::\d+::SOCKET$", f"::{port}::SOCKET", resource, flags=re.IGNORECASE)
+
+
+class VirtualBench:
+    """Everything a real bench has, simulated in this process."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        if not cfg.virtual or cfg.sim is None:
+            raise BenchConfigError(f"bench {cfg.bench!r} is not virtual (virtual: true and a sim section are needed)")
+        self.cfg = cfg
+        self.effective: BenchConfig | None = None
+        self.supply = SupplyModel()
+        self.battery = BatteryEmulatorModel()
+        self._servers: list[ScpiServer] = []
+        self.console: ConsoleServer | None = None
+        self.bus: can.BusABC | None = None
+        self.notifier: can.Notifier | None = None
+        self.flash: FlashModel | None = None
+        self.board: Board | None = None
+        self._stopped = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> BenchConfig:
+        """Bring up every endpoint; return the effective bench config (real ports)."""
+        cfg = self.cfg
+        sim = cfg.sim
+        assert sim is not None
+        self.flash = self._open_flash()
+        trusted = load_trusted_keys(sim.trusted_keys)
+
+        psu_host, psu_port = socket_resource_address(cfg.psu.resource)
+        psu_server = ScpiServer(self.supply, host=psu_host, port=psu_port)
+        psu_port = psu_server.start()
+        self._servers.append(psu_server)
+        update: dict[str, object] = {"psu": cfg.psu.model_copy(update={"resource": _with_port(cfg.psu.resource, psu_port)})}
+        if cfg.load is not None:
+            host, port = socket_resource_address(cfg.load.resource)
+            load_server = ScpiServer(self.battery, host=host, port=port)
+            port = load_server.start()
+            self._servers.append(load_server)
+            update["load"] = cfg.load.model_copy(update={"resource": _with_port(cfg.load.resource, port)})
+        if cfg.console is not None:
+            host, port = socket_url_address(cfg.console.url)
+            self.console = ConsoleServer(host=host, port=port)
+            port = self.console.start()
+            update["console"] = cfg.console.model_copy(update={"url": f"socket://{host}:{port}"})
+        self.bus = open_bus(cfg.can)
+        self.notifier = can.Notifier(self.bus, [], timeout=0.05)
+        console_write = self.console.write_line if self.console is not None else (lambda line: None)
+        pack = PackSource(self.battery.pack_current, self.battery.temperatures, self.battery.cell_voltages)
+        self.board = Board(cfg, self.flash, trusted, self.bus, self.notifier, pack, console_write)
+        self.supply.set_load(cfg.psu.channel, self.board.supply_current)
+        self.supply.add_listener(cfg.psu.channel, self.board.supply_changed)
+        self.effective = cfg.model_copy(update=update)
+        return self.effective
+
+    def stop(self) -> None:
+        """Power the board down and close every endpoint."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.board is not None:
+            self.board.shutdown()
+        if self.notifier is not None:
+            self.notifier.stop(timeout=1.0)
+        if self.bus is not None:
+            self.bus.shutdown()
+        for server in self._servers:
+            server.stop()
+        if self.console is not None:
+            self.console.stop()
+        if self.flash is not None:
+            self.flash.close()
+
+    def __enter__(self) -> "VirtualBench":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def endpoints(self) -> dict[str, str]:
+        """Where each endpoint listens (printed by `hil sim`)."""
+        cfg = self.effective or self.cfg
+        out = {"can": f"{cfg.can.interface}:{cfg.can.channel} {cfg.can.args or ''}".strip(),
+               "psu": cfg.psu.resource}
+        if cfg.load is not None:
+            out["load"] = cfg.load.resource
+        if cfg.console is not None:
+            out["console"] = cfg.console.url
+        assert cfg.sim is not None
+        out["flash"] = str(cfg.sim.flash_file)
+        return out
+
+    # ------------------------------------------------------------------ flash
+    def _open_flash(self) -> FlashModel:
+        cfg = self.cfg
+        sim = cfg.sim
+        assert sim is not None
+        path = Path(sim.flash_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        timing = {} if sim.flash_timing == "fast" else {
+            "erase_s": sim.erase_sector_ms / 1000.0, "program_s_per_phrase": sim.program_us_per_phrase / 1e6}
+        flash = FlashModel.open_file(path, cfg.flash_layout, **timing)
+        if fresh:
+            self._factory_program(flash)
+        return flash
+
+    def _factory_program(self, flash: FlashModel) -> None:
+        """A new board: the initial image confirmed in the primary slot, default configuration in NV."""
+        cfg = self.cfg
+        assert cfg.sim is not None
+        ensure_dev_keys(cfg.images.keys_dir)
+        image = load_image(cfg.sim.initial_image, cfg)
+        interrupter = flash.interrupter
+        flash.interrupter = None  # factory programming happens at full speed, before the board exists
+        try:
+            Bootloader.factory_program(flash, cfg.flash_layout, image)
+            NvStore(flash, cfg.flash_layout).update(config=DEFAULT_CONFIG[1], config_schema=1, security_counter=0,
+                                                    boot_count=0, update={"state": 0, "reason": 0, "target": [0, 0, 0]})
+        finally:
+            flash.interrupter = interrupter
+
+
+@contextlib.contextmanager
+def running_bench(cfg: BenchConfig, *, power_on: bool = False) -> Iterator[tuple[VirtualBench, BenchConfig]]:
+    """An in-process virtual bench for the duration of a with-block."""
+    bench = VirtualBench(cfg)
+    try:
+        effective = bench.start()
+        if power_on:
+            bench.supply.power_on(cfg.psu.channel, cfg.psu.nominal_voltage, cfg.psu.current_limit)
+        yield bench, effective
+    finally:
+        bench.stop()
+
+

@@ -1,0 +1,390 @@
+"""The simulated BMS board: MCU (bootloader + firmware), program flash, CAN transceiver, UART, supply input.
+
+The board is powered by the emulated supply: an output below the brown-out threshold is a
+power loss (every running thread stops where it is, a flash operation in flight is torn), and
+power returning is a power-on reset. Resets (ECUReset, a crash, the watchdog) reboot through the
+bootloader without losing power. Nothing here is reachable by the framework except through the
+wire protocols: CAN (UDS and the DBC frames), SCPI and the console.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import can
+import cantools
+
+from hil import contract
+from hil.config import BenchConfig
+from hil.contract import BootMode, Reason, ResetCause, UpdateState
+from hil.errors import PowerLoss
+from hil.images.mcuboot import ParsedImage, TrustedKey
+from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
+from hil.sim.bootloader import Bootloader
+from hil.sim.diag import DiagServer
+from hil.sim.flash import Cut, FlashModel, FlashOp
+from hil.sim.nvstore import NvStore
+from hil.sim.soc import SocCore, SocEstimator, TimingProfile
+from hil.sim.uds_server import UdsServerTransport
+
+#: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
+DEFAULT_CONFIG: dict[int, dict[str, Any]] = {
+    1: {"profile": "default", "cell_ov_mV": 4200, "cell_uv_mV": 2800, "max_charge_A": 100,
+        "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50},
+}
+DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
+
+
+class CpuReset(Exception):
+    """The MCU resets (ECUReset, crash, watchdog); the board reboots through the bootloader."""
+
+    def __init__(self, cause: ResetCause) -> None:
+        self.cause = cause
+        super().__init__(cause.name)
+
+
+class Cpu:
+    """One boot of the MCU. Every wait of the board's code goes through `sleep`, which ends on power loss or reset."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.reset_cause: ResetCause | None = None
+        self.power_lost = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, seconds: float | None) -> bool:
+        """True when the boot ended during the wait."""
+        return self._stop.wait(seconds)
+
+    def sleep(self, seconds: float | None) -> None:
+        """Sleep, or raise PowerLoss / CpuReset if the boot ends meanwhile."""
+        if self._stop.wait(seconds):
+            self.raise_stop()
+
+    def raise_stop(self) -> None:
+        if self.power_lost or self.reset_cause is None:
+            raise PowerLoss("supply lost")
+        raise CpuReset(self.reset_cause)
+
+    def reset(self, cause: ResetCause) -> None:
+        if not self._stop.is_set():
+            self.reset_cause = cause
+            self._stop.set()
+
+    def lose_power(self) -> None:
+        self.power_lost = True
+        self._stop.set()
+
+
+@dataclass
+class PackSource:
+    """Callables the board reads its analog front end through (the battery emulator's model)."""
+
+    pack_current: Callable[[], float]
+    temperatures: Callable[[], list[float]]
+    cell_voltages: Callable[[], list[float]]
+
+
+class Board:
+    """A BMS board. Power comes from `supply_changed(volts)`; CAN, console and battery inputs are injected."""
+
+    def __init__(self, cfg: BenchConfig, flash: FlashModel, trusted: Sequence[TrustedKey], bus: can.BusABC,
+                 notifier: can.Notifier, battery: PackSource, console: Callable[[str], None]) -> None:
+        assert cfg.sim is not None
+        self.cfg = cfg
+        self.sim = cfg.sim
+        self.layout = cfg.flash_layout
+        self.flash = flash
+        self.trusted = list(trusted)
+        self.bus = bus
+        self.notifier = notifier
+        self.battery = battery
+        self._console = console
+        self.db = cantools.database.load_file(str(cfg.can.dbc))
+        self.hardware_number = cfg.dut.hardware_number
+        self.serial_number = cfg.dut.serial_number or "UNKNOWN"
+        self.nv = NvStore(flash, self.layout)
+        self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log)
+        self._nv_lock = threading.RLock()
+        self._power_lock = threading.Lock()
+        self._powered = False
+        self._supply_volts = 0.0
+        self._min_volts_while_off = 0.0
+        self._cpu: Cpu | None = None
+        self._cpu_thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+        self._boot_threads: list[threading.Thread] = []
+        self._transport: UdsServerTransport | None = None
+        self._kick = time.monotonic()
+        self.diag: DiagServer | None = None
+        self.reset_cause = ResetCause.POWER_ON
+        self.running_image: ParsedImage | None = None
+        self.descriptor: FirmwareDescriptor | None = None
+        self.soc: SocCore | None = None
+        flash.interrupter = self._flash_gate
+
+    # ------------------------------------------------------------------ shared with DiagServer
+    def log(self, line: str) -> None:
+        """A console line, prefixed with milliseconds since power-on as the firmware prints them."""
+        self._console(f"[{(time.monotonic() - self._t0) * 1000:10.1f}] {line}")
+
+    def nv_get(self, key: str, default: Any = None) -> Any:
+        with self._nv_lock:
+            return self.nv.get(key, default)
+
+    def nv_update(self, **changes: Any) -> None:
+        with self._nv_lock:
+            self.nv.update(**changes)
+
+    def update_state(self) -> UpdateState:
+        return UpdateState(int(self.nv_get("update", {}).get("state", UpdateState.IDLE)))
+
+    def set_update(self, state: UpdateState, reason: Reason, target: tuple[int, int, int] | None = None) -> None:
+        with self._nv_lock:
+            current = dict(self.nv.get("update", {}))
+            record = {"state": int(state), "reason": int(reason),
+                      "target": list(target) if target is not None else current.get("target", [0, 0, 0])}
+            if record != current:
+                self.nv.update(update=record)
+
+    def update_record(self, progress: int) -> contract.UpdateStatusRecord:
+        upd = self.nv_get("update", {})
+        target = tuple(upd.get("target", [0, 0, 0]))[:3]
+        state = UpdateState(int(upd.get("state", UpdateState.IDLE)))
+        if state is not UpdateState.DOWNLOADING:
+            progress = 100 if state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.SUCCESS) else 0
+        return contract.UpdateStatusRecord(state, Reason(int(upd.get("reason", 0))), progress,
+                                           (int(target[0]), int(target[1]), int(target[2])))
+
+    def supply_voltage(self) -> float:
+        return self._supply_volts
+
+    def security_level(self, level: int) -> tuple[str, bytes] | None:
+        """(algorithm, secret) of a SecurityAccess level this board is provisioned with; None if absent."""
+        dut = self.cfg.dut
+        for sec in (dut.security, dut.bench_security):
+            if sec is not None and sec.level == level:
+                return sec.algorithm, sec.resolve_secret()
+        return None
+
+    def request_reset_after_response(self) -> None:
+        """ECUReset: answer first, then reset (the transport sends the response within a few ms)."""
+        cpu = self._cpu
+        if cpu is not None:
+            timer = threading.Timer(0.05, cpu.reset, args=(ResetCause.SOFTWARE,))
+            timer.daemon = True
+            timer.start()
+
+    # ------------------------------------------------------------------ power
+    @property
+    def powered(self) -> bool:
+        return self._powered
+
+    def supply_current(self, volts: float) -> float:
+        """What the board draws at `volts` (the supply emulator's load callback)."""
+        return self.sim.supply_current_a if volts >= self.sim.brownout_v else 0.0
+
+    def supply_changed(self, volts: float) -> None:
+        """Called by the supply emulator on every change of its output voltage."""
+        with self._power_lock:
+            self._supply_volts = volts
+            if self._powered and volts < self.sim.brownout_v:
+                self._powered = False
+                self._min_volts_while_off = volts
+                self._power_down()
+            elif not self._powered and volts >= self.sim.brownout_v:
+                cause = ResetCause.BROWN_OUT if self._min_volts_while_off > 0.5 else ResetCause.POWER_ON
+                self._powered = True
+                self._power_up(cause)
+            elif not self._powered:
+                self._min_volts_while_off = min(self._min_volts_while_off, volts)
+
+    def _power_up(self, cause: ResetCause) -> None:
+        self._t0 = time.monotonic()
+        thread = threading.Thread(target=self._cpu_loop, args=(cause,), name="bms-cpu", daemon=True)
+        self._cpu_thread = thread
+        thread.start()
+
+    def _power_down(self) -> None:
+        cpu = self._cpu
+        if cpu is not None:
+            cpu.lose_power()
+        thread = self._cpu_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+
+    def shutdown(self) -> None:
+        """Stop the board for good (bench shutdown)."""
+        with self._power_lock:
+            if self._powered:
+                self._powered = False
+                self._power_down()
+
+    def _flash_gate(self, op: FlashOp, duration_s: float) -> Cut | None:
+        """The flash choke point's interrupter: ops take their time; power loss or reset tears them."""
+        cpu = self._cpu
+        if cpu is None or cpu.stopped:
+            return Cut(torn=False, fraction=0.0)
+        if duration_s <= 0:
+            return None
+        start = time.monotonic()
+        if cpu.wait(duration_s):
+            return Cut(torn=True, fraction=min(1.0, (time.monotonic() - start) / duration_s))
+        return None
+
+    # ------------------------------------------------------------------ boot loop
+    def _cpu_loop(self, cause: ResetCause) -> None:
+        while True:
+            cpu = Cpu()
+            self._cpu = cpu
+            self.reset_cause = cause
+            try:
+                self._boot(cpu, cause)
+            except CpuReset as reset:
+                cpu.reset(reset.cause)
+            except PowerLoss:
+                pass
+            except Exception as exc:  # a model bug must show, not kill the board silently
+                self.log(f"SIM: internal error {type(exc).__name__}: {exc}")
+                cpu.reset(ResetCause.FAULT)
+            finally:
+                cpu.reset(ResetCause.SOFTWARE)  # ends every wait of this boot (no-op if already stopped)
+                self._teardown_boot()
+            if cpu.power_lost or not self._powered:
+                return
+            cause = cpu.reset_cause or ResetCause.SOFTWARE
+
+    def _teardown_boot(self) -> None:
+        if self._transport is not None:
+            self._transport.stop()
+            self._transport = None
+        for t in self._boot_threads:
+            if t is not threading.current_thread():
+                t.join(timeout=2.0)
+        self._boot_threads.clear()
+        self.diag = None
+        self.soc = None
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except (PowerLoss, CpuReset):
+                pass
+        t = threading.Thread(target=guarded, name=name, daemon=True)
+        self._boot_threads.append(t)
+        t.start()
+
+    def _start_diag(self, recovery: bool) -> None:
+        self.diag = DiagServer(self, recovery=recovery)
+        self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
+                                             fd=self.cfg.can.fd, handler=self.diag.handle)
+        self._transport.start()
+
+    def _boot(self, cpu: Cpu, cause: ResetCause) -> None:
+        self.log(f"BOOT: reset cause={cause.name}")
+        with self._nv_lock:
+            result = self.bootloader.boot(cause)
+        self.running_image = result.image
+        with self._nv_lock:
+            self.nv.update(boot_count=int(self.nv.get("boot_count", 0)) + 1)
+        if result.mode is BootMode.RECOVERY:
+            self.descriptor = None
+            self.log("RECOVERY: minimal UDS server running")
+            self._start_diag(recovery=True)
+            cpu.sleep(None)
+            return
+        assert result.image is not None
+        try:
+            desc = decode_payload(result.image.payload)
+        except PayloadError as exc:
+            self.log(f"APP: HardFault: cannot decode firmware payload ({exc})")
+            raise CpuReset(ResetCause.FAULT) from None
+        self.descriptor = desc
+        self.log(f"APP: BMS firmware {desc.version} ({desc.build}) starting{' (trial boot)' if result.trial else ''}")
+        self._kick = time.monotonic()
+        self._spawn("watchdog", lambda: self._watchdog(cpu))
+        if desc.self_test == "crash":
+            self.log("APP: HardFault at 0x0800_1f3c during init")
+            raise CpuReset(ResetCause.FAULT)
+        if desc.self_test == "hang":
+            self.log("APP: init waiting for AFE ...")
+            cpu.sleep(None)  # never kicks the watchdog again
+        self._migrate_config(desc)
+        if self.update_state() is UpdateState.DOWNLOADING:
+            self.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
+        self._start_soc(cpu, desc)
+        self._start_diag(recovery=False)
+        if result.trial:
+            self._self_test(cpu, desc)
+        while True:
+            self._kick = time.monotonic()
+            cpu.sleep(0.1)
+
+    def _watchdog(self, cpu: Cpu) -> None:
+        period = self.sim.watchdog_ms / 1000.0
+        while not cpu.wait(min(0.05, period / 4)):
+            if time.monotonic() - self._kick > period:
+                self.log("WDG: watchdog expired, resetting")
+                cpu.reset(ResetCause.WATCHDOG)
+                return
+
+    def _migrate_config(self, desc: FirmwareDescriptor) -> None:
+        with self._nv_lock:
+            schema = int(self.nv.get("config_schema", 1))
+            config = dict(self.nv.get("config", {})) or dict(DEFAULT_CONFIG[1])
+            if desc.config_schema > schema:
+                for version in range(schema + 1, desc.config_schema + 1):
+                    for key, value in DEFAULT_CONFIG.get(version, {}).items():
+                        config.setdefault(key, value)
+                self.nv.update(config=config, config_schema=desc.config_schema)
+                self.log(f"APP: configuration migrated to schema {desc.config_schema}")
+
+    def _self_test(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
+        self.set_update(UpdateState.TESTING, Reason.NONE, target=self.running_image.version_tuple if self.running_image else None)
+        self.log("APP: self-test running")
+        cpu.sleep(self.sim.selftest_ms / 1000.0)
+        self._kick = time.monotonic()
+        if desc.self_test == "fail":
+            self.log(f"APP: self-test FAILED code=0x{desc.selftest_code:02x}")
+            self.set_update(UpdateState.TESTING, Reason.SELFTEST_FAILED)
+            raise CpuReset(ResetCause.SOFTWARE)
+        with self._nv_lock:
+            self.bootloader.confirm()
+        self.set_update(UpdateState.SUCCESS, Reason.NONE)
+        self.log("APP: self-test passed, image confirmed")
+
+    def _start_soc(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
+        config = self.nv_get("config", DEFAULT_CONFIG[1])
+        estimator = SocEstimator(capacity_ah=float(config.get("capacity_Ah", 50)),
+                                 soc=float(self.nv_get("soc", 50.0)), algorithm=desc.soc_algorithm)
+        t = desc.timing
+        core = SocCore(bus=self.bus, db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
+                       timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
+                       extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
+                       update_status=self._update_status_signals)
+        self.soc = core
+        self._spawn("soc-core", core.run)
+
+    def _charge_limits(self) -> dict[str, float]:
+        cfg = self.nv_get("config", DEFAULT_CONFIG[1])
+        temps = self.battery.temperatures()
+        hot = max(temps) if temps else 25.0
+        derate = 0.5 if hot > float(cfg.get("temp_max_C", 55)) - 10 else 1.0
+        return {"MaxChargeCurrent": float(cfg.get("max_charge_A", 100)) * derate,
+                "MaxDischargeCurrent": float(cfg.get("max_discharge_A", 200)) * derate,
+                "MaxChargeVoltage": contract.N_CELLS * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,
+                "MinDischargeVoltage": contract.N_CELLS * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}
+
+    def _update_status_signals(self) -> dict[str, int]:
+        rec = self.update_record(self.diag.progress if self.diag is not None else 0)
+        version = self.running_image.version_tuple if self.running_image is not None else (0, 0, 0)
+        return {"State": int(rec.state), "Reason": int(rec.reason), "Progress": rec.progress,
+                "BootMode": 0, "BootCount": int(self.nv_get("boot_count", 0)) % 65536,
+                "SwMajor": version[0], "SwMinor": version[1]}

@@ -1,0 +1,186 @@
+"""The SOC core of the simulated firmware: a periodic task on absolute deadlines.
+
+Coulomb counting with OCV correction on a simple 12-cell pack. The pack's inputs (current, cell
+voltages, temperatures) come from the battery emulator; the outputs are the DBC frames of the
+bench contract. Execution time is modelled (nominal, jitter, periodic overruns from the build's
+descriptor) so timing tests have something real to measure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import can
+import cantools
+
+from hil import contract
+
+#: Open-circuit voltage (V) against SOC (%) of an NMC cell; enough points for a monotone lookup.
+_OCV_CURVE = [(3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
+              (3.77, 50.0), (3.84, 60.0), (3.92, 70.0), (4.00, 80.0), (4.08, 90.0), (4.20, 100.0)]
+
+
+def soc_from_ocv(volts: float) -> float:
+    """SOC (%) for a rested cell voltage, by linear interpolation on the OCV curve."""
+    xs = [v for v, _ in _OCV_CURVE]
+    i = bisect.bisect_left(xs, volts)
+    if i <= 0:
+        return 0.0
+    if i >= len(xs):
+        return 100.0
+    (v0, s0), (v1, s1) = _OCV_CURVE[i - 1], _OCV_CURVE[i]
+    return s0 + (s1 - s0) * (volts - v0) / (v1 - v0)
+
+
+class PackInputs(Protocol):
+    """What the battery emulator provides to the board's analog front end."""
+
+    def pack_current(self) -> float: ...
+    def temperatures(self) -> list[float]: ...
+    def cell_voltages(self) -> list[float]: ...
+
+
+@dataclass
+class SocEstimator:
+    """Coulomb counter with OCV correction while the pack rests; v2 also compensates temperature."""
+
+    capacity_ah: float
+    soc: float
+    algorithm: str = "coulomb_ocv_v1"
+    rest_s: float = 0.0
+
+    def step(self, current_a: float, cells: list[float], temps: list[float], dt_s: float) -> float:
+        """Advance by one cycle; positive current charges."""
+        self.soc += current_a * dt_s / (self.capacity_ah * 3600.0) * 100.0
+        self.rest_s = self.rest_s + dt_s if abs(current_a) < 0.5 else 0.0
+        if self.rest_s > 2.0 and cells:
+            ocv_soc = soc_from_ocv(sum(cells) / len(cells))
+            gain = 0.02
+            if self.algorithm == "coulomb_ocv_v2" and temps:
+                # Cold cells relax slower: trust the OCV less below 10 degC.
+                gain *= max(0.25, min(1.0, (sum(temps) / len(temps) + 10.0) / 20.0))
+            self.soc += (ocv_soc - self.soc) * gain
+        self.soc = min(100.0, max(0.0, self.soc))
+        return self.soc
+
+
+@dataclass(frozen=True)
+class TimingProfile:
+    """Modelled execution time of one SOC cycle (from the build descriptor)."""
+
+    exec_ms: float = 2.0
+    jitter_ms: float = 0.3
+    overrun_every: int = 0
+    overrun_ms: float = 0.0
+
+
+@dataclass
+class CycleStats:
+    """What the SOC task knows about its own timing (also sent in BMS_CycleDiag)."""
+
+    cycles: int = 0
+    missed: int = 0
+    last_exec_us: int = 0
+    last_latency_us: int = 0
+
+
+class CpuSleep(Protocol):
+    def __call__(self, seconds: float) -> None: ...
+
+
+@dataclass
+class SocCore:
+    """The periodic SOC task. `run()` loops until `sleep` raises (power loss or reset)."""
+
+    bus: can.BusABC
+    db: cantools.database.Database
+    pack: PackInputs
+    estimator: SocEstimator
+    sleep: CpuSleep
+    period_s: float = 0.1
+    timing: TimingProfile = TimingProfile()
+    extra_messages: tuple[str, ...] = ()
+    charge_limits: Callable[[], dict[str, float]] = lambda: {}
+    update_status: Callable[[], dict[str, int]] = lambda: {}
+    stats: CycleStats = field(default_factory=CycleStats)
+    seed: int = 0
+    _last_status: tuple[int, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        """Run cycles on absolute deadlines: a late cycle does not shift the ones after it."""
+        rng = random.Random(self.seed)
+        deadline = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now < deadline:
+                self.sleep(deadline - now)
+                now = time.monotonic()
+            if now - deadline >= self.period_s:
+                # Overran one or more whole periods: those cycles are lost, as on an RTOS.
+                skipped = int((now - deadline) // self.period_s)
+                self.stats.missed += skipped
+                deadline += skipped * self.period_s
+            start = time.monotonic()
+            latency = start - deadline
+            self._cycle(rng, latency)
+            self.stats.last_exec_us = int((time.monotonic() - start) * 1e6)
+            deadline += self.period_s
+
+    def _exec_time_s(self, rng: random.Random) -> float:
+        t = self.timing.exec_ms + rng.uniform(-self.timing.jitter_ms, self.timing.jitter_ms)
+        if self.timing.overrun_every and (self.stats.cycles + 1) % self.timing.overrun_every == 0:
+            t += self.timing.overrun_ms
+        return max(0.0, t) / 1000.0
+
+    def _cycle(self, rng: random.Random, latency_s: float) -> None:
+        current = self.pack.pack_current()
+        cells = self.pack.cell_voltages()
+        temps = self.pack.temperatures()
+        soc = self.estimator.step(current, cells, temps, self.period_s)
+        # The computation itself is modelled as time spent, preemptible by power loss.
+        self.sleep(self._exec_time_s(rng))
+        n = self.stats.cycles
+        self.stats.cycles += 1
+        self.stats.last_latency_us = int(max(0.0, latency_s) * 1e6)
+        pack_v = sum(cells) + current * 0.01
+        frames = [
+            (contract.MSG_SOC_CORE, {"SOC": round(soc, 2), "PackVoltage": round(max(0.0, pack_v), 2),
+                                     "PackCurrent": round(current, 1), "RollingCounter": n % 16,
+                                     "CycleExecTime": min(40950, self.stats.last_exec_us // 10 * 10)}),
+            (contract.MSG_CYCLE_DIAG, {"CycleCounter": n % 2**32, "StartLatency": min(65535, self.stats.last_latency_us),
+                                       "ExecTime": min(65535, self.stats.last_exec_us)}),
+        ]
+        g = n % (contract.N_CELLS // contract.CELLS_PER_FRAME)
+        cell_sig: dict[str, float] = {"CellGroup": g}
+        for k in range(contract.CELLS_PER_FRAME):
+            idx = g * contract.CELLS_PER_FRAME + k
+            cell_sig[f"Cell{idx + 1:02d}"] = round(cells[idx], 3) if idx < len(cells) else 0.0
+        frames.append((contract.MSG_CELL_VOLTAGES, cell_sig))
+        tg = n % (contract.N_TEMPS // contract.TEMPS_PER_FRAME)
+        temp_sig: dict[str, float] = {"TempGroup": tg}
+        for k in range(contract.TEMPS_PER_FRAME):
+            idx = tg * contract.TEMPS_PER_FRAME + k
+            temp_sig[f"Temp{idx + 1:02d}"] = round(min(215.0, max(-40.0, temps[idx] if idx < len(temps) else 25.0)))
+        frames.append((contract.MSG_TEMPERATURES, temp_sig))
+        status = self.update_status()
+        key = tuple(status.get(k, 0) for k in ("State", "Reason"))
+        if n % 10 == 0 or key != self._last_status:
+            frames.append((contract.MSG_UPDATE_STATUS, status))
+            self._last_status = key
+        if n % 10 == 0:
+            frames.append((contract.MSG_CHARGE_LIMITS, self.charge_limits()))
+            if contract.MSG_BALANCING in self.extra_messages:
+                delta = max(cells) - min(cells) if cells else 0.0
+                mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0
+                frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
+                                                        "MaxCellDelta": round(delta, 3)}))
+        for name, signals in frames:
+            msg = self.db.get_message_by_name(name)
+            data = msg.encode(signals, strict=False)
+            self.bus.send(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=False))
