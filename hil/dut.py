@@ -1,0 +1,73 @@
+"""The device under test as tests see it: one API whatever is behind it (real board or virtual bench)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from hil import contract
+from hil.config import DutConfig
+from hil.contract import Did
+
+
+class Dut:
+    """Identity, update status and configuration of the DUT, read through UDS; liveness through CAN."""
+
+    def __init__(self, uds: Any, can: Any, cfg: DutConfig) -> None:
+        self.uds = uds
+        self.can = can
+        self.cfg = cfg
+
+    def version(self) -> str:
+        """F189: the running software version ("RECOVERY" in recovery mode)."""
+        return self.uds.software_version()
+
+    def supplier_version(self) -> str:
+        """F195: version + build of the running software."""
+        return self.uds.read_str(Did.SUPPLIER_SW_VERSION)
+
+    def rxswin(self) -> str:
+        return self.uds.read_str(Did.RXSWIN)
+
+    def status(self) -> contract.UpdateStatusRecord:
+        """DID FD01: update state, reason code, progress, target version."""
+        return self.uds.update_status()
+
+    def boot_info(self) -> contract.BootInfo:
+        return self.uds.boot_info()
+
+    def backup_version(self) -> str:
+        """FD05: the image kept in the secondary slot as the backup."""
+        return self.uds.read_str(Did.BACKUP_IMAGE)
+
+    def security_counter(self) -> int:
+        return struct.unpack(">I", self.uds.read_did(Did.SECURITY_COUNTER))[0]
+
+    def boot_count(self) -> int:
+        return struct.unpack(">I", self.uds.read_did(Did.BOOT_COUNTER))[0]
+
+    def config(self) -> dict[str, Any]:
+        """FD20: the configuration store (protection limits, calibration)."""
+        return json.loads(self.uds.read_did(Did.CONFIGURATION).decode())
+
+    def config_version(self) -> tuple[int, int]:
+        """FD03: configuration schema and CRC32 of the record."""
+        schema, crc = struct.unpack(">HI", self.uds.read_did(Did.CONFIG_VERSION))
+        return schema, crc
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write the configuration (extended session, SecurityAccess)."""
+        self.uds.session(contract.SESSION_EXTENDED)
+        self.uds.unlock(self.cfg.security)
+        self.uds.write_did(Did.CONFIGURATION, json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+        self.uds.session(contract.SESSION_DEFAULT)
+
+    def wait_running(self, timeout: float) -> Any:
+        """Wait for the SOC core's frame: the application is up."""
+        return self.can.wait_for(contract.MSG_SOC_CORE, timeout=timeout)
+
+    def identity(self) -> dict[str, str]:
+        """Hardware, serial and software identity for the run record."""
+        return {"hardware": self.uds.read_str(Did.HARDWARE_NUMBER), "serial": self.uds.read_str(Did.SERIAL_NUMBER),
+                "software": self.version(), "supplier_software": self.supplier_version()}

@@ -1,0 +1,82 @@
+"""Measurements declared with their limits (OpenHTF style) and the SOC core's cycle timing.
+
+A measurement carries value, unit and limits; the report shows them side by side and the
+verdict comes from the limits, never from a hard-coded result.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value against its declared limits (inclusive; None = unbounded)."""
+
+    name: str
+    value: float
+    unit: str
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (self.low is None or self.value >= self.low) and (self.high is None or self.value <= self.high)
+
+    def limits_text(self) -> str:
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "+inf" if self.high is None else f"{self.high:g}"
+        return f"[{lo} .. {hi}] {self.unit}"
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value:.4g} {self.unit}  limits {self.limits_text()}  {'PASS' if self.passed else 'FAIL'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class CycleTiming:
+    """Timing of the SOC core from its own frames: periods between BMS_SocCore frames and BMS_CycleDiag contents.
+
+    `timestamps` are CAN receive times (s); `exec_us` / `latency_us` come from BMS_CycleDiag;
+    `counters` are the CycleDiag cycle counters, whose gaps reveal cycles the core skipped.
+    """
+
+    timestamps: Sequence[float]
+    exec_us: Sequence[int]
+    latency_us: Sequence[int]
+    counters: Sequence[int]
+
+    @classmethod
+    def from_frames(cls, soc_frames: Sequence[Any], diag_frames: Sequence[Any]) -> "CycleTiming":
+        return cls([f.timestamp for f in soc_frames], [int(f.signals["ExecTime"]) for f in diag_frames],
+                   [int(f.signals["StartLatency"]) for f in diag_frames], [int(f.signals["CycleCounter"]) for f in diag_frames])
+
+    @property
+    def periods_ms(self) -> list[float]:
+        ts = self.timestamps
+        return [(b - a) * 1000.0 for a, b in zip(ts, ts[1:])]
+
+    def missed_cycles(self, period_ms: float) -> int:
+        """Cycles lost: gaps in the core's own counter, or frame gaps of 1.5 periods or more."""
+        by_counter = sum(max(0, b - a - 1) for a, b in zip(self.counters, self.counters[1:]))
+        by_gap = sum(max(0, round(p / period_ms) - 1) for p in self.periods_ms if p >= 1.5 * period_ms)
+        return max(by_counter, by_gap)
+
+    def measurements(self, budgets: Any) -> list[Measurement]:
+        """Measurements against a hil.config.TimingBudgets."""
+        periods = self.periods_ms or [float("nan")]
+        nominal = budgets.soc_period_ms
+        tol = budgets.period_tolerance_ms
+        mean = statistics.fmean(periods)
+        return [
+            Measurement("soc_period_mean", mean, "ms", nominal - tol / 4, nominal + tol / 4),
+            Measurement("soc_period_min", min(periods), "ms", nominal - tol, None),
+            Measurement("soc_period_max", max(periods), "ms", None, nominal + tol),
+            Measurement("soc_exec_max", max(self.exec_us or [0]) / 1000.0, "ms", 0.0, budgets.max_exec_ms),
+            Measurement("soc_start_latency_max", max(self.latency_us or [0]) / 1000.0, "ms", 0.0, budgets.max_start_latency_ms),
+            Measurement("soc_missed_cycles", float(self.missed_cycles(nominal)), "cycles", 0.0, float(budgets.max_missed_cycles)),
+        ]
