@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="bench YAML (default: benches/sim.yaml, the virtual bench; env HIL_BENCH)")
     group.addoption("--evidence-dir", default="reports/evidence",
                     help="where CAN traces, console and supply logs of every test are kept")
-    group.addoption("--sweep-points", type=int, default=4,
+    group.addoption("--sweep-points", type=int, default=2,
                     help="power-cut points per install phase in the black-box sweep (nightly: 25)")
     group.addoption("--allow-irreversible", action="store_true",
                     help="run tests that advance one-way counters on a real DUT")

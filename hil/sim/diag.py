@@ -149,13 +149,10 @@ class DiagServer:
         sub = req[1] & 0x7F
         _require(sub in (contract.SESSION_DEFAULT, contract.SESSION_PROGRAMMING, contract.SESSION_EXTENDED),
                  Nrc.SUBFUNCTION_NOT_SUPPORTED)
-        if sub != self.session:
-            if sub == contract.SESSION_DEFAULT:
-                self._to_default_session()
-            else:
-                self.unlocked_level = 0  # a session change relocks (ISO 14229)
-                self._seed = None
-            self.session = sub
+        # Entering any session, the same one included, re-initialises it (ISO 14229-1): security is
+        # relocked and a half-done download is abandoned, which is how a new tester restarts.
+        self._to_default_session()
+        self.session = sub
         return bytes([0x50, sub]) + struct.pack(">HH", contract.P2_SERVER_MS, contract.P2_STAR_SERVER_MS // 10)
 
     def _ecu_reset(self, req: bytes) -> bytes | None:

@@ -1,0 +1,57 @@
+"""The configuration store survives updates: preserved on success, migrated forward, restored on rollback.
+
+Fault-matrix row 15 (the BMS use case: protection limits and calibration must never be lost).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hil.checks import Expected, check_final_state
+from hil.contract import Reason, UpdateState
+
+pytestmark = [pytest.mark.destructive]
+
+WINTER = {"profile": "winter-north", "cell_uv_mV": 3000, "max_charge_A": 40}
+
+
+def _customise(dut) -> dict:
+    config = {**dut.config(), **WINTER}
+    dut.write_config(config)
+    assert dut.config() == config, "configuration write did not stick"
+    return config
+
+
+@pytest.mark.fault(row=15, expect="configuration preserved across a successful update")
+@pytest.mark.requirement("BMS-config-preserved")
+def test_configuration_preserved_on_success(dut, flasher, images, bench_config, measure):
+    config = _customise(dut)
+    outcome = flasher.update(images["1.1.0"])
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+
+
+@pytest.mark.fault(row=15, expect="configuration migrated to the new schema, customer values kept")
+@pytest.mark.requirement("BMS-config-preserved")
+def test_configuration_migrated_by_new_major_version(dut, flasher, images, bench_config, measure):
+    config = _customise(dut)
+    outcome = flasher.update(images["2.0.0"])
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected("2.0.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    schema, _crc = dut.config_version()
+    assert schema == 2, f"2.0.0 must migrate the configuration to schema 2, DUT reports {schema}"
+    assert "balancing_threshold_mV" in dut.config()
+
+
+@pytest.mark.fault(row=15, expect="configuration restored from its backup when the update rolls back")
+@pytest.mark.requirement("BMS-config-preserved", "R156-recovery")
+def test_configuration_restored_on_rollback(dut, flasher, images, bench_config, measure):
+    baseline = dut.version()
+    config = _customise(dut)
+    before = dut.config_version()
+    outcome = flasher.update(images["2.0.0-selftest-fail"])
+    assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED),
+                      measure)
+    assert dut.config() == config, "configuration not restored after rollback"
+    assert dut.config_version() == before, "schema/CRC must be back to the pre-update record"

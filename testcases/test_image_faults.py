@@ -1,0 +1,85 @@
+"""Corrupted, truncated, unsigned, foreign, downgraded and oversized images are rejected; the running image is untouched.
+
+Fault-matrix rows 5, 6, 7, 10, 11, 12. Every case stages the bad image through the normal UDS
+sequence; the DUT must say why (check routine status + update status reason), refuse activation,
+and keep running the old image with its configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hil.checks import Expected, check_evidence, check_final_state
+from hil.contract import Nrc, Reason, UpdateState
+from hil.errors import UdsError
+from hil.images import mutate
+
+
+def _flip(region: str):
+    return lambda images, cfg: mutate.flip_bit(images["1.1.0"], region)
+
+
+def _resign_untrusted(images, cfg):
+    from hil.images.keys import ensure_dev_keys
+
+    keys = ensure_dev_keys(Path(cfg.images.keys_dir))
+    return mutate.resign(images["1.1.0"], keys["untrusted-ecdsa-p256"])
+
+
+def _case(make, reason: Reason, row: int, case_id: str):
+    expect = "rejected with a reason, old image untouched, stored counter unchanged"
+    return pytest.param(make, reason, id=case_id, marks=pytest.mark.fault(row=row, expect=expect))
+
+
+CASES = [
+    _case(_flip("payload"), Reason.HASH_MISMATCH, 5, "image-flipped_payload_bit"),
+    _case(_flip("header"), Reason.HASH_MISMATCH, 5, "image-flipped_header_bit"),
+    _case(_flip("protected_tlv"), Reason.HASH_MISMATCH, 5, "image-flipped_protected_tlv_bit"),
+    _case(lambda images, cfg: mutate.truncate(images["1.1.0"], len(images["1.1.0"]) - 100), Reason.TRUNCATED, 5,
+          "image-truncated_tlv_area"),
+    _case(_flip("signature"), Reason.SIGNATURE_INVALID, 6, "signature-flipped_bit"),
+    _case(_resign_untrusted, Reason.UNKNOWN_KEY, 6, "signature-unknown_key"),
+    _case(lambda images, cfg: mutate.strip_signature(images["1.1.0"]), Reason.UNSIGNED, 6, "signature-missing"),
+    _case(lambda images, cfg: images["0.9.0-downgrade"], Reason.DOWNGRADE_VERSION, 7, "downgrade-older_version"),
+    _case(lambda images, cfg: images["1.1.0-wrong-hardware"], Reason.WRONG_HARDWARE, 10, "target-wrong_hardware_id"),
+    _case(lambda images, cfg: images["3.0.0-needs-config-v3"], Reason.CONFIG_INCOMPATIBLE, 11,
+          "compatibility-configuration_schema_unsupported"),
+]
+
+
+@pytest.mark.requirement("R156-integrity", "R155-M16", "ISO24089-integrity", "ISO21434-verification")
+@pytest.mark.parametrize(("make_image", "reason"), CASES)
+def test_bad_image_is_rejected(request, make_image, reason, dut, flasher, images, bench_config, measure, evidence,
+                               console):
+    baseline = dut.version()
+    counter = dut.security_counter()
+    config = dut.config()
+    bad = make_image(images, bench_config)
+    staged = flasher.stage(bad)
+    assert not staged.accepted, f"the DUT accepted a bad image ({request.node.callspec.id})"
+    assert staged.reason is reason, f"check routine reason {staged.reason.name}, expected {reason.name}"
+    with pytest.raises(UdsError) as refused:
+        flasher.activate()
+    assert refused.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"activation of a rejected image: {refused.value}"
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.REJECTED, reason, config), measure)
+    assert dut.security_counter() == counter, "a rejected image must not move the anti-rollback counter"
+    check_evidence(evidence, console)
+
+
+@pytest.mark.fault(row=12, expect="NRC 0x31, nothing overwritten")
+@pytest.mark.requirement("R156-integrity", "ISO24089-integrity")
+def test_oversized_image_is_refused_before_download(dut, flasher, uds, images, bench_config, measure):
+    import struct
+
+    from hil.contract import Did, Routine
+
+    baseline = dut.version()
+    address, slot_size, _ = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))
+    flasher.unlock()
+    uds.routine(Routine.ERASE_MEMORY)
+    with pytest.raises(UdsError) as refused:
+        uds.request_download(address, slot_size + 4096)
+    assert refused.value.nrc == Nrc.REQUEST_OUT_OF_RANGE, str(refused.value)
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.REJECTED, Reason.OVERSIZE), measure)

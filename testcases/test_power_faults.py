@@ -1,0 +1,152 @@
+"""Power lost through the bench supply at every stage of an update: the DUT always boots old or new.
+
+Fault-matrix rows 3 and 4. Only the supply, CAN/UDS and the console are used, so these cases
+run unchanged on a real bench. Phase markers come from the DUT's console (bench contract).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from hil.checks import Expected, check_evidence, check_final_state
+from hil.contract import Reason, Routine, UpdateState
+from hil.errors import HilError
+
+pytestmark = [pytest.mark.destructive]
+OFF_S = 0.5
+
+
+def _cut_when(console, pattern: str, psu, timeout: float = 30.0, off_s: float = OFF_S) -> None:
+    console.expect(pattern, timeout=timeout)
+    psu.dropout(off_s)
+
+
+@pytest.mark.fault(row=4, expect="download interrupted: old image keeps running, download reported aborted")
+@pytest.mark.requirement("R156-recovery", "R156-power")
+def test_power_cut_during_download_keeps_the_old_image(dut, flasher, psu, images, bench_config, measure, evidence,
+                                                        console):
+    baseline = dut.version()
+    config = dut.config()
+
+    def cut_at_half(done: int, total: int) -> None:
+        if done >= total // 2 and psu.is_on():
+            psu.output(False)
+
+    flasher.on_progress.append(cut_at_half)
+    with pytest.raises(HilError):
+        flasher.stage(images["1.1.0"])
+    flasher.on_progress.clear()
+    psu.power_on()
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.IDLE, Reason.DOWNLOAD_ABORTED, config),
+                      measure)
+    check_evidence(evidence, console)
+
+
+@pytest.mark.fault(row=4, expect="erase interrupted: old image keeps running")
+def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, images, bench_config, measure):
+    baseline = dut.version()
+    flasher.unlock()
+    timer = threading.Timer(0.15, psu.output, args=(False,))
+    timer.start()
+    try:
+        with pytest.raises(HilError):
+            uds.routine(Routine.ERASE_MEMORY)
+    finally:
+        timer.join()
+    psu.power_on()
+    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted, "after a torn erase a fresh erase and download must work"
+
+
+@pytest.mark.fault(row=4, expect="activation survives a power cycle: the new image installs and confirms")
+def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, images, bench_config, measure):
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted
+    uds.routine(Routine.ACTIVATE_UPDATE, b"\x00")
+    psu.dropout(OFF_S)  # instead of ECUReset
+    outcome = flasher.wait_outcome()
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS), measure)
+
+
+INSTALL_CUTS = [
+    pytest.param(r"BOOT: swap sector \d+/", "1.1.0", UpdateState.SUCCESS, id="power_cut-during_swap"),
+    pytest.param(r"BOOT: swap done", None, None, id="power_cut-during_trailer_update"),
+    pytest.param(r"APP: self-test running", "old", UpdateState.ROLLED_BACK, id="power_cut-during_first_boot"),
+]
+
+
+@pytest.mark.fault(row=4, expect="install interrupted by power loss: boots the old or the new image, consistent status")
+@pytest.mark.requirement("R156-recovery", "ISO24089-recovery")
+@pytest.mark.parametrize(("pattern", "expect_version", "expect_state"), INSTALL_CUTS)
+def test_power_cut_during_install(pattern, expect_version, expect_state, dut, flasher, psu, console, images,
+                                  bench_config, measure, evidence):
+    baseline = dut.version()
+    config = dut.config()
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted
+    console.mark()
+    flasher.activate()
+    _cut_when(console, pattern, psu)
+    outcome = flasher.wait_outcome()
+    assert outcome.state in (UpdateState.SUCCESS, UpdateState.ROLLED_BACK), outcome.states_seen
+    version = {"old": baseline}.get(expect_version or "", expect_version)
+    if version is None:  # either image is acceptable, but status and image must agree
+        version = "1.1.0" if outcome.state is UpdateState.SUCCESS else baseline
+    check_final_state(dut, bench_config.timing, Expected(version, expect_state or outcome.state, None, config), measure)
+    check_evidence(evidence, console)
+
+
+@pytest.mark.fault(row=4, expect="brown-out dip during the swap: resumes, new image confirmed")
+@pytest.mark.requirement("R156-power")
+def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench_config, measure):
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted
+    console.mark()
+    flasher.activate()
+    console.expect(r"BOOT: swap sector \d+/", timeout=30)
+    psu.dip(bench_config.psu.brownout_voltage, 0.3)
+    outcome = flasher.wait_outcome()
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS), measure)
+
+
+@pytest.mark.fault(row=3, expect="a second cut during the revert still converges to the old image")
+@pytest.mark.requirement("R156-recovery")
+def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence):
+    baseline = dut.version()
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted
+    console.mark()
+    flasher.activate()
+    _cut_when(console, r"APP: self-test running", psu)  # unconfirmed trial boot -> the next boot reverts
+    _cut_when(console, r"BOOT: (revert|swap sector \d+/)", psu)  # cut the revert itself
+    outcome = flasher.wait_outcome()
+    assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.NOT_CONFIRMED), measure)
+    check_evidence(evidence, console)
+
+
+@pytest.mark.fault(row=4, expect="power returns mid-sweep: every cut point ends old or new, never neither")
+@pytest.mark.requirement("R156-recovery", "ISO24089-recovery")
+def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, bench_config, measure):
+    """Calibrate the install's phases from a clean run, then cut at N points spread over every phase."""
+    from hil.faults.power import PowerCutSweep
+
+    sweep = PowerCutSweep(dut=dut, flasher=flasher, psu=psu, console=console, image=images["1.1.0"],
+                          baseline=images.baseline(), budgets=bench_config.timing)
+    profile = sweep.calibrate()
+    points = request.config.getoption("--sweep-points")
+    results = sweep.run(profile, points_per_phase=points)
+    bricks = [r for r in results if not r.bootable]
+    from hil.measure import Measurement
+
+    measure(Measurement("black_box_cut_points", float(len(results)), "points", float(points), None))
+    measure(Measurement("black_box_bricks", float(len(bricks)), "bricks", 0.0, 0.0))
+    assert not bricks, "\n".join(str(b) for b in bricks)
+    assert {r.phase for r in results} >= set(profile.phases), "every install phase must be cut at least once"
+
+

@@ -1,0 +1,133 @@
+"""Dropped, repeated and reordered TransferData blocks, endless data, and a tester that vanishes.
+
+Fault-matrix rows 12 (endless data) and 13 (partial bundle, drop-request). The old image keeps
+running throughout; a new tester can always start over.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import pytest
+
+from hil.checks import Expected, check_final_state
+from hil.contract import MSG_SOC_CORE, Nrc, UpdateState
+from hil.errors import UdsError
+
+Filter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
+
+
+def drop_block(n: int) -> Filter:
+    """Block n is never sent."""
+    return lambda c, d: [] if c == n else [(c, d)]
+
+
+def repeat_block(n: int) -> Filter:
+    """Block n is sent twice (a lost positive response makes a tester repeat it)."""
+    return lambda c, d: [(c, d), (c, d)] if c == n else [(c, d)]
+
+
+def swap_blocks(n: int) -> Filter:
+    """Blocks n and n+1 arrive in the wrong order."""
+    held: list[tuple[int, bytes]] = []
+
+    def f(c: int, d: bytes) -> Iterable[tuple[int, bytes]]:
+        if c == n:
+            held.append((c, d))
+            return []
+        if c == n + 1 and held:
+            return [(c, d), held.pop()]
+        return [(c, d)]
+    return f
+
+
+def wrong_counter(n: int, counter: int) -> Filter:
+    return lambda c, d: [(counter, d)] if c == n else [(c, d)]
+
+
+def endless(total_blocks: int) -> Filter:
+    """After the last block, the tester keeps sending data."""
+    return lambda c, d: [(c, d), ((c + 1) & 0xFF, d)] if c == total_blocks else [(c, d)]
+
+
+@pytest.mark.fault(row=13, expect="NRC 0x73, old image keeps running, a new tester restarts")
+@pytest.mark.requirement("R156-recovery", "ISO24089-integrity")
+@pytest.mark.parametrize("block_filter", [
+    pytest.param(drop_block(3), id="transfer-dropped_block"),
+    pytest.param(swap_blocks(3), id="transfer-reordered_blocks"),
+    pytest.param(wrong_counter(3, 7), id="transfer-wrong_block_counter"),
+])
+def test_broken_block_sequence_is_refused(block_filter, dut, flasher, images, bench_config, measure):
+    baseline = dut.version()
+    flasher.block_filter = block_filter
+    with pytest.raises(UdsError) as refused:
+        flasher.stage(images["1.1.0"])
+    assert refused.value.nrc == Nrc.WRONG_BLOCK_SEQUENCE_COUNTER, str(refused.value)
+    flasher.block_filter = None
+    restarted = flasher.stage(images["1.1.0"])
+    assert restarted.accepted, f"a clean restart after the fault must stage: {restarted.reason.name}"
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+
+
+@pytest.mark.fault(row=13, expect="a repeated block is acknowledged and not written twice")
+def test_repeated_block_is_acknowledged_not_written_twice(dut, flasher, images, bench_config, measure):
+    baseline = dut.version()
+    flasher.block_filter = repeat_block(2)
+    staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted, f"image corrupted by a repeated block: {staged.reason.name}"
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+
+
+@pytest.mark.fault(row=12, expect="NRC 0x71 on data beyond the announced size, nothing overwritten")
+@pytest.mark.requirement("ISO24089-integrity")
+def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, measure, uds):
+    from hil.contract import TRANSFER_DATA_PER_BLOCK
+
+    baseline = dut.version()
+    image = images["1.1.0"]
+    blocks = -(-len(image) // TRANSFER_DATA_PER_BLOCK)
+    flasher.block_filter = endless(blocks)
+    with pytest.raises(UdsError) as refused:
+        flasher.stage(image)
+    assert refused.value.nrc == Nrc.TRANSFER_DATA_SUSPENDED, str(refused.value)
+    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+
+
+@pytest.mark.fault(row=13, expect="NRC 0x24 for out-of-sequence requests")
+def test_out_of_sequence_requests_are_refused(dut, flasher, uds, bench_config, measure):
+    baseline = dut.version()
+    flasher.unlock()
+    with pytest.raises(UdsError) as no_download:
+        uds.transfer_data(1, b"\x00" * 16)
+    assert no_download.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR
+    with pytest.raises(UdsError) as no_exit:
+        uds.request_transfer_exit()
+    assert no_exit.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR
+    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+
+
+class TesterVanished(Exception):
+    """Raised from a progress hook: the tester stops talking mid-transfer."""
+
+
+@pytest.mark.fault(row=13, expect="download abandoned after S3, old image runs, a new tester restarts")
+@pytest.mark.requirement("R156-recovery")
+def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, can, images, bench_config, measure):
+    baseline = dut.version()
+
+    def vanish(done: int, total: int) -> None:
+        if done > total // 2:
+            raise TesterVanished(f"tester gone at {done}/{total} bytes")
+
+    flasher.on_progress.append(vanish)
+    with pytest.raises(TesterVanished):
+        flasher.stage(images["1.1.0"])
+    flasher.on_progress.clear()
+    # No tester: the SOC core keeps running while the ECU's S3 timer runs out.
+    frames = can.collect(MSG_SOC_CORE, 6.0)
+    assert len(frames) >= 40, f"SOC core stalled while the download hung: {len(frames)} frames in 6 s"
+    restarted = flasher.stage(images["1.1.0"])
+    assert restarted.accepted, restarted.reason.name
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+
+

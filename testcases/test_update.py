@@ -1,0 +1,69 @@
+"""An update succeeds and is confirmed; an update whose firmware fails is rolled back automatically.
+
+Fixtures only: these cases run unchanged on the virtual bench and on a real BMS bench.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hil.checks import Expected, check_evidence, check_final_state
+from hil.contract import MSG_SOC_CORE, Reason, UpdateState
+
+pytestmark = [pytest.mark.destructive]
+
+
+def _max_gap_ms(frames: list) -> float:
+    ts = [f.timestamp for f in frames]
+    return max(((b - a) * 1000.0 for a, b in zip(ts, ts[1:])), default=float("inf"))
+
+
+@pytest.mark.requirement("R156-integrity", "R156-inform-result", "ISO24089-reporting", "BMS-config-preserved")
+def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_config, measure, evidence, console):
+    from hil.measure import Measurement
+
+    baseline = dut.version()
+    config = dut.config()
+    budgets = bench_config.timing
+    with can.recorder(MSG_SOC_CORE) as frames:
+        staged = flasher.stage(images["1.1.0"])
+    assert staged.accepted, f"the DUT rejected a valid image: {staged.reason.name}"
+    measure(Measurement("download_throughput", staged.kib_per_s, "KiB/s", 1.0, None))
+    # Background download: the SOC core kept running, no cycle lost while the image streamed in.
+    assert len(frames) >= 2, f"only {len(frames)} SOC frames during a {staged.seconds:.1f} s download"
+    gap = measure(Measurement("soc_max_gap_during_download", _max_gap_ms(frames), "ms", 0.0,
+                              budgets.soc_period_ms + budgets.period_tolerance_ms))
+    assert gap.passed, str(gap)
+    assert dut.version() == baseline, "staging must not change the running image"
+
+    flasher.activate()
+    outcome = flasher.wait_outcome()
+    assert outcome.state is UpdateState.SUCCESS, f"update ended {outcome.state.name}/{outcome.reason.name}: {outcome.states_seen}"
+    check_final_state(dut, budgets, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    assert dut.backup_version() == baseline, "the previous image must survive as the backup"
+    console.expect(r"APP: self-test passed, image confirmed", timeout=5)
+    check_evidence(evidence, console)
+
+
+@pytest.mark.requirement("R156-recovery", "ISO24089-recovery", "R156-inform-result")
+@pytest.mark.fault(row=9, expect="automatic revert to the old image, failure reported with a reason")
+@pytest.mark.parametrize(
+    ("recipe", "reason"),
+    [
+        pytest.param("1.1.0-selftest-fail", Reason.SELFTEST_FAILED, id="firmware-self_test_fails"),
+        pytest.param("1.1.0-crash-at-boot", Reason.CRASHED_AT_BOOT, id="firmware-crashes_at_boot"),
+        pytest.param("1.1.0-hang", Reason.WATCHDOG_RESET, id="firmware-hangs_until_the_watchdog_fires"),
+    ],
+)
+def test_failed_update_is_rolled_back(recipe, reason, dut, flasher, images, bench_config, measure, evidence, console):
+    baseline = dut.version()
+    config = dut.config()
+    staged = flasher.stage(images[recipe])
+    assert staged.accepted, f"{recipe} is signed correctly and must stage: {staged.reason.name}"
+    flasher.activate()
+    outcome = flasher.wait_outcome()
+    assert outcome.state is UpdateState.ROLLED_BACK, f"{recipe}: ended {outcome.state.name}: {outcome.states_seen}"
+    assert outcome.reason is reason, f"{recipe}: reason {outcome.reason.name}, expected {reason.name}"
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, reason, config), measure)
+    console.expect(r"BOOT: revert", timeout=5)
+    check_evidence(evidence, console)
