@@ -1,0 +1,223 @@
+"""CAN bus factory, frame-time arithmetic and `PacedBus` (a virtual bus that takes real time per frame).
+
+Frame lengths follow docs/reference `can-bus-limits.md`: classic CAN 2.0A with worst-case (or no)
+bit stuffing; CAN FD with bit-rate switch, arbitration + tail at the nominal rate and the data
+phase + CRC field at the data rate. `isotp_ceiling_kib_s` is the per-TransferData-block ceiling a
+flasher's throughput is compared against.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable, Literal
+
+import can
+
+from hil.config import CanConfig
+from hil.errors import BenchBroken
+
+log = logging.getLogger(__name__)
+
+Stuffing = Literal["worst", "none"]
+
+#: Valid CAN FD payload lengths above 8 bytes (DLC 9..15).
+FD_LENGTHS = (12, 16, 20, 24, 32, 48, 64)
+#: Python's sleep overshoot that PacedBus absorbs so the long-run frame rate stays exact.
+ABSORB_S = 0.002
+#: Receive buffer of a udp_multicast socket: the default (~212 KB) drops bursts.
+UDP_RCVBUF_BYTES = 4 * 1024 * 1024
+
+
+def fd_length(n_bytes: int) -> int:
+    """Bytes a CAN FD frame carries for `n_bytes` of payload (DLC rounding up to 12/16/20/24/32/48/64)."""
+    if n_bytes < 0 or n_bytes > 64:
+        raise ValueError(f"a CAN FD frame carries 0..64 bytes, got {n_bytes}")
+    if n_bytes <= 8:
+        return n_bytes
+    return next(size for size in FD_LENGTHS if size >= n_bytes)
+
+
+def _stuff(stuffable_bits: int, stuffing: Stuffing) -> int:
+    """Worst-case stuff bits: one per 4 bits after the first of a stuffable region."""
+    if stuffing == "none":
+        return 0
+    if stuffing == "worst":
+        return (stuffable_bits - 1) // 4
+    raise ValueError(f"stuffing must be 'worst' or 'none', got {stuffing!r}")
+
+
+def fd_phase_bits(n_bytes: int, *, stuffing: Stuffing = "worst") -> tuple[int, int]:
+    """CAN FD (11-bit ID): (bits at the nominal rate, bits at the data rate)."""
+    n = fd_length(n_bytes)
+    crc_field = 27 if n <= 16 else 32  # stuff count + CRC-17/21 + fixed stuff bits
+    nominal = 17 + _stuff(17, stuffing) + 13  # SOF..BRS, then CRC delimiter, ACK, EOF, intermission
+    data = 5 + 8 * n + _stuff(5 + 8 * n, stuffing) + crc_field  # ESI + DLC + data, then the CRC field
+    return nominal, data
+
+
+def frame_bits(n_bytes: int, *, fd: bool = False, stuffing: Stuffing = "worst") -> int:
+    """Bits of one 11-bit-ID data frame with `n_bytes` of payload (FD: both phases added)."""
+    if fd:
+        return sum(fd_phase_bits(n_bytes, stuffing=stuffing))
+    if n_bytes < 0 or n_bytes > 8:
+        raise ValueError(f"a classic CAN frame carries 0..8 bytes, got {n_bytes}")
+    return 8 * n_bytes + 47 + _stuff(34 + 8 * n_bytes, stuffing)
+
+
+def frame_time_s(n_bytes: int, *, fd: bool = False, bitrate: int, data_bitrate: int | None = None,
+                 stuffing: Stuffing = "worst") -> float:
+    """Seconds one frame occupies the bus. FD without `data_bitrate` (no bit-rate switch) runs at `bitrate`."""
+    if not fd:
+        return frame_bits(n_bytes, stuffing=stuffing) / bitrate
+    nominal, data = fd_phase_bits(n_bytes, stuffing=stuffing)
+    return nominal / bitrate + data / (data_bitrate or bitrate)
+
+
+def isotp_frames(block_len: int, *, fd: bool) -> int:
+    """CAN frames of one ISO-TP message of `block_len` bytes (first frame + consecutive frames), normal addressing."""
+    tx_dl = 64 if fd else 8
+    ff_payload = tx_dl - 2 if block_len <= 0xFFF else tx_dl - 6  # lengths > 4095 need the 32-bit escape
+    if block_len <= tx_dl - (1 if tx_dl == 8 else 2):
+        return 1
+    rest = block_len - ff_payload
+    return 1 + -(-rest // (tx_dl - 1))
+
+
+def isotp_ceiling_kib_s(block_len: int, *, fd: bool, bitrate: int, data_bitrate: int | None = None,
+                        stuffing: Stuffing = "worst") -> float:
+    """Firmware KiB/s ceiling of TransferData blocks of `block_len` bytes (SID + counter + data).
+
+    Per block: first frame and consecutive frames (all full-size: 8 bytes classic, 64 FD), one
+    flow-control frame (block size 0) and the positive response (8-byte frames); L - 2 firmware bytes.
+    """
+    tx_dl = 64 if fd else 8
+    full = frame_time_s(tx_dl, fd=fd, bitrate=bitrate, data_bitrate=data_bitrate, stuffing=stuffing)
+    short = frame_time_s(8, fd=fd, bitrate=bitrate, data_bitrate=data_bitrate, stuffing=stuffing)
+    seconds = isotp_frames(block_len, fd=fd) * full + 2 * short
+    return (block_len - 2) / seconds / 1024.0
+
+
+class PacedBus(can.BusABC):
+    """Wraps a (virtual) bus so `send()` returns only once the frame would have crossed a real bus.
+
+    Bus time is kept as `free_at` on the monotonic clock: a frame starts when the bus is free (or now,
+    if the sender was idle), and is forwarded to the inner bus at its end. A sender less than
+    `ABSORB_S` behind `free_at` keeps the schedule, so sleep overshoot does not lower the long-run
+    rate. Frames received from other nodes mark the bus busy until their arrival (they have crossed
+    by then). Thread-safe: several senders share one schedule.
+    """
+
+    def __init__(self, inner: can.BusABC, *, bitrate: int, data_bitrate: int | None = None,
+                 stuffing: Stuffing = "worst", echoes_own: bool = False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._inner = inner
+        self.bitrate = bitrate
+        self.data_bitrate = data_bitrate
+        self.stuffing: Stuffing = stuffing
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        #: Monotonic time at which the bus is free again.
+        self.free_at = 0.0
+        #: Accounting: frames paced and the bus time they took.
+        self.frames_sent = 0
+        self.busy_s = 0.0
+        # udp_multicast hands every socket its own frames back: those must not count as foreign traffic.
+        self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
+        self.channel_info = f"paced {getattr(inner, 'channel_info', inner)}"
+        self._can_protocol = inner.protocol
+        super().__init__(channel=getattr(inner, "channel", None))
+
+    @property
+    def inner(self) -> can.BusABC:
+        """The wrapped bus."""
+        return self._inner
+
+    def frame_time(self, msg: can.Message) -> float:
+        """Bus time of `msg` at this bus's bit rates."""
+        return frame_time_s(len(msg.data), fd=msg.is_fd, bitrate=self.bitrate,
+                            data_bitrate=self.data_bitrate if msg.bitrate_switch else None, stuffing=self.stuffing)
+
+    def reserve(self, msg: can.Message) -> float:
+        """Book the bus for `msg`; return the monotonic time at which it has crossed."""
+        duration = self.frame_time(msg)
+        with self._lock:
+            now = self._clock()
+            start = self.free_at if now - self.free_at < ABSORB_S else now
+            self.free_at = start + duration
+            self.frames_sent += 1
+            self.busy_s += duration
+            if self._own is not None:
+                self._own.append((msg.arbitration_id, bytes(msg.data)))
+            return self.free_at
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Block until `msg` has crossed the bus, then hand it to the inner bus."""
+        if msg.is_fd and self._can_protocol is can.CanProtocol.CAN_20:
+            raise can.CanOperationError("cannot send a CAN FD frame on a classic CAN bus (fd: false)")
+        crossed = self.reserve(msg)
+        delay = crossed - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+        self._inner.send(msg, timeout)
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        msg = self._inner.recv(timeout)  # the inner bus applies the filters (see _apply_filters)
+        if msg is not None:
+            self._note_received(msg)
+        return msg, True
+
+    def _note_received(self, msg: can.Message) -> None:
+        with self._lock:
+            if self._own is not None:
+                key = (msg.arbitration_id, bytes(msg.data))
+                if key in self._own:
+                    self._own.remove(key)
+                    return
+            self.free_at = max(self.free_at, self._clock())
+
+    def _apply_filters(self, filters: Any) -> None:
+        self._inner.set_filters(filters)
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def shutdown(self) -> None:
+        """Shut the inner bus down too."""
+        super().shutdown()
+        self._inner.shutdown()
+
+
+def _enlarge_rcvbuf(bus: can.BusABC) -> None:
+    """Give a udp_multicast bus a big receive buffer (python-can keeps the socket at `_multicast._socket`)."""
+    sock = getattr(getattr(bus, "_multicast", None), "_socket", None)
+    if not isinstance(sock, socket.socket):
+        log.warning("udp_multicast: no socket found to enlarge its receive buffer; bursts may be dropped")
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
+
+
+def open_bus(cfg: CanConfig) -> can.BusABC:
+    """Open the python-can bus a bench file describes (paced when `cfg.pacing`)."""
+    args = dict(cfg.args)
+    try:
+        if cfg.interface == "udp_multicast":
+            bus: can.BusABC = can.Bus(interface="udp_multicast", channel=cfg.channel, fd=cfg.fd, **args)
+            _enlarge_rcvbuf(bus)
+        elif cfg.interface == "virtual":
+            protocol = can.CanProtocol.CAN_FD if cfg.fd else can.CanProtocol.CAN_20
+            bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
+        else:
+            extra: dict[str, Any] = {"data_bitrate": cfg.data_bitrate} if cfg.data_bitrate is not None else {}
+            bus = can.Bus(interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate, fd=cfg.fd, **extra, **args)
+    except (can.CanError, OSError, ImportError, ValueError, TypeError) as exc:
+        raise BenchBroken(f"cannot open CAN interface {cfg.interface!r} channel {cfg.channel!r}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if cfg.pacing:
+        return PacedBus(bus, bitrate=cfg.bitrate, data_bitrate=cfg.data_bitrate,
+                        echoes_own=cfg.interface == "udp_multicast")
+    return bus
