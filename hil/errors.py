@@ -65,3 +65,7 @@ class PowerLoss(HilError):
 
 class UpdateFailed(HilError):
     """The update did not end as expected; carries the final status read from the DUT."""
+
+
+class ImageBuildError(HilError):
+    """A firmware recipe, signing key or imgtool step failed; the message names the file, field or command."""

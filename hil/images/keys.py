@@ -1,0 +1,79 @@
+"""Development signing keys, generated on first use into the bench's keys directory.
+
+Private keys are never committed (firmware_images/keys/ is gitignored). Keys are written with
+imgtool's own key classes so `imgtool sign -k` loads them exactly as a release pipeline would.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from hil.errors import ImageBuildError
+
+#: name -> imgtool key type. dev-* are trusted by benches/sim.yaml; untrusted-* is for the wrong-key fault.
+DEV_KEYS: tuple[tuple[str, str], ...] = (
+    ("dev-ecdsa-p256", "ecdsa-p256"),
+    ("dev-ed25519", "ed25519"),
+    ("untrusted-ecdsa-p256", "ecdsa-p256"),
+)
+#: How long a process waits for another one generating the same keys.
+KEYGEN_LOCK_TIMEOUT_S = 30.0
+
+
+def _generate(kind: str, path: Path) -> None:
+    """Write a new private key of `kind` to `path` atomically (temp file in the same dir, then rename)."""
+    from imgtool import keys as imgkeys  # imported lazily: imgtool pulls in click, intelhex, cbor
+
+    key = imgkeys.ECDSA256P1.generate() if kind == "ecdsa-p256" else imgkeys.Ed25519.generate()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o600)  # private key: owner only
+        key.export_private(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def ensure_dev_keys(keys_dir: Path) -> dict[str, Path]:
+    """Generate any missing development key in `keys_dir`; return {name: path} of all of them.
+
+    Safe when several processes start at once: generation is serialised by a file lock and each
+    key appears by an atomic rename, so no process ever reads a half-written PEM.
+    """
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: keys_dir / f"{name}.pem" for name, _ in DEV_KEYS}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    lock = FileLock(str(keys_dir / ".keygen.lock"))
+    try:
+        with lock.acquire(timeout=KEYGEN_LOCK_TIMEOUT_S):
+            for name, kind in DEV_KEYS:
+                if not paths[name].is_file():  # another process may have made it while we waited
+                    _generate(kind, paths[name])
+    except Timeout:
+        raise ImageBuildError(f"another process has held {keys_dir / '.keygen.lock'} for {KEYGEN_LOCK_TIMEOUT_S:.0f} s "
+                       "while generating keys; keys present: "
+                       f"{', '.join(n for n, p in paths.items() if p.is_file()) or 'none'}") from None
+    return paths
+
+
+def resolve_key(key: str, keys_dir: Path) -> Path:
+    """A key given as a name in `keys_dir` ('dev-ed25519') or as a path to a PEM file."""
+    candidate = Path(key)
+    if candidate.suffix == ".pem" and candidate.is_file():
+        return candidate
+    path = Path(keys_dir) / f"{key}.pem"
+    if not path.is_file() and key in dict(DEV_KEYS):
+        ensure_dev_keys(Path(keys_dir))
+    if not path.is_file():
+        available = sorted(p.stem for p in Path(keys_dir).glob("*.pem")) if Path(keys_dir).is_dir() else []
+        raise ImageBuildError(f"key {key!r} not found in {keys_dir}; available: {', '.join(available) or 'none'} "
+                       f"(development keys: {', '.join(n for n, _ in DEV_KEYS)})")
+    return path
