@@ -1,0 +1,180 @@
+"""Server side of UDS on ISO-TP for the simulated ECU: requests in, handler, responses out.
+
+A can-isotp NotifierBasedCanStack in the server role receives physical requests; a worker thread
+hands each to `handler(request) -> response | None`. A handler still busy after ~0.8 x P2 gets
+`7F <SID> 78` (response pending) sent for it, repeated every ~2 s until it answers - the long
+erase/verify/activation path. Functional single-frame requests (0x7DF) are served too, with the
+negative responses ISO 14229-1 suppresses for functional addressing left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import can
+import isotp
+
+from hil import contract
+from hil.drivers.uds import isotp_params
+from hil.errors import PowerLoss
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[bytes], "bytes | None"]
+
+#: Response-pending repetition while a handler works (well inside P2*).
+PENDING_REPEAT_S = 2.0
+#: NRCs a server does not send for functionally addressed requests (ISO 14229-1, 7.5).
+_FUNCTIONAL_SILENT_NRC = {0x11, 0x12, 0x31, 0x7E, 0x7F}
+_POLL_S = 0.05  # how often the worker checks for stop() while idle
+
+
+class UdsServerTransport:
+    """ISO-TP transport of a simulated UDS server."""
+
+    def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int = contract.UDS_PHYS_REQUEST_ID,
+                 txid: int = contract.UDS_PHYS_RESPONSE_ID, fd: bool = False, handler: Handler,
+                 p2_ms: float = contract.P2_SERVER_MS, functional_id: int | None = contract.UDS_FUNC_REQUEST_ID,
+                 bitrate_switch: bool | None = None) -> None:
+        self.bus = bus
+        self.notifier = notifier
+        self.rxid = rxid
+        self.txid = txid
+        self.fd = fd
+        self.handler = handler
+        self.first_pending_s = p2_ms * 0.8 / 1000.0
+        self.functional_id = functional_id
+        self._params = isotp_params(fd, fd if bitrate_switch is None else bitrate_switch, blocking_send=False)
+        self._stack: isotp.NotifierBasedCanStack | None = None
+        self._functional: queue.Queue[bytes] = queue.Queue()
+        self._stop = threading.Event()
+        self._serve_lock = threading.Lock()  # one request at a time, like a single-threaded ECU
+        self._cond = threading.Condition()  # guards the pending request and every response send
+        self._pending_sid: int | None = None
+        self._pending_due = 0.0
+        self._threads: list[threading.Thread] = []
+        self.requests_served = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Attach to the notifier and start serving."""
+        if self._stack is not None:
+            return
+        self._stop.clear()
+        self._stack = isotp.NotifierBasedCanStack(
+            self.bus, self.notifier,
+            address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=self.txid, rxid=self.rxid),
+            params=self._params, error_handler=self._isotp_error)
+        self._stack.start()
+        if self.functional_id is not None:
+            self.notifier.add_listener(self._on_functional_frame)
+        self._threads = [threading.Thread(target=target, name=f"uds-server-{name}", daemon=True)
+                         for name, target in (("physical", self._physical_loop), ("functional", self._functional_loop),
+                                              ("pending", self._pending_loop))]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        """Stop serving at once (power loss, reset); a handler still running gets no response sent."""
+        stack = self._stack
+        if stack is None:
+            return
+        self._stop.set()
+        with self._cond:
+            self._pending_sid = None
+            self._cond.notify_all()
+        if self.functional_id is not None:
+            try:
+                self.notifier.remove_listener(self._on_functional_frame)
+            except ValueError:
+                pass
+        self._functional.put(b"")  # wake the functional worker
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=1.0)  # a handler blocked in board code may outlive this; it sends nothing
+        self._threads = []
+        stack.stop()
+        self._stack = None
+
+    # ------------------------------------------------------------------ receive
+    def _isotp_error(self, error: Exception) -> None:
+        log.debug("UDS server ISO-TP: %s", error)
+
+    def _on_functional_frame(self, msg: can.Message) -> None:
+        """Notifier listener: single-frame requests on the functional ID (runs in the notifier thread)."""
+        if msg.arbitration_id != self.functional_id or msg.is_extended_id or msg.is_error_frame or msg.is_remote_frame:
+            return
+        data = bytes(msg.data)
+        if not data or data[0] >> 4 != 0:
+            return  # functional requests are single frames only
+        length, start = (data[0] & 0x0F, 1) if data[0] & 0x0F else ((data[1] if len(data) > 1 else 0), 2)
+        if 0 < length <= len(data) - start:
+            self._functional.put(data[start:start + length])
+
+    def _physical_loop(self) -> None:
+        while not self._stop.is_set():
+            stack = self._stack
+            if stack is None:
+                return
+            request = stack.recv(block=True, timeout=_POLL_S)
+            if request is not None and not self._stop.is_set():
+                self._serve(bytes(request), functional=False)
+
+    def _functional_loop(self) -> None:
+        while not self._stop.is_set():
+            request = self._functional.get()
+            if request and not self._stop.is_set():
+                self._serve(request, functional=True)
+
+    # ------------------------------------------------------------------ serve
+    def _serve(self, request: bytes, *, functional: bool) -> None:
+        sid = request[0]
+        with self._serve_lock:
+            with self._cond:
+                self._pending_sid = sid
+                self._pending_due = time.monotonic() + self.first_pending_s
+                self._cond.notify_all()
+            try:
+                response = self.handler(request)
+            except PowerLoss:  # the board went dark mid-request: nothing is sent
+                response = None
+            except Exception:  # a handler bug answers generalReject, never kills the server
+                log.exception("UDS server: handler failed on %s", request.hex())
+                response = bytes([0x7F, sid, contract.Nrc.GENERAL_REJECT])
+            with self._cond:
+                self._pending_sid = None
+                self._cond.notify_all()
+                if response is None or self._stop.is_set():
+                    return
+                if functional and len(response) >= 3 and response[0] == 0x7F and response[2] in _FUNCTIONAL_SILENT_NRC:
+                    return
+                self._send(response)
+                self.requests_served += 1
+
+    def _send(self, payload: bytes) -> None:
+        """Queue a response on the stack (caller holds `_cond`, so 0x78 and final answers keep their order)."""
+        stack = self._stack
+        if stack is None:
+            return
+        try:
+            stack.send(payload)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("UDS server: cannot send %s: %s", payload.hex(), exc)
+
+    def _pending_loop(self) -> None:
+        """Send 7F <SID> 78 for a handler that is still working when its response is due."""
+        with self._cond:
+            while not self._stop.is_set():
+                if self._pending_sid is None:
+                    self._cond.wait()
+                    continue
+                wait = self._pending_due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._send(bytes([0x7F, self._pending_sid, contract.Nrc.RESPONSE_PENDING]))
+                self._pending_due = time.monotonic() + PENDING_REPEAT_S
