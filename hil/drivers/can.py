@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import logging
 import math
 import threading
@@ -108,9 +109,8 @@ class CanChannel:
 
     # ------------------------------------------------------------------ receive path (notifier thread)
     def _on_frame(self, msg: can.Message) -> None:
-        with self._trace_lock:
-            for writer in self._writers:
-                writer.on_message_received(msg)
+        if self._writers:
+            self._trace(msg)
         spec = self._by_id.get(msg.arbitration_id)
         if spec is None or msg.is_error_frame or msg.is_remote_frame:
             self.undecoded += 1
@@ -129,6 +129,19 @@ class CanChannel:
                 if name == spec.name:
                     sink.append(frame)
             self._cond.notify_all()
+
+    def _trace(self, msg: can.Message) -> None:
+        # Loggers turn the channel name into a number (BLF: u16); a virtual bus's name is not one.
+        traced = msg
+        if msg.channel is not None and not isinstance(msg.channel, int):
+            traced = copy.copy(msg)
+            traced.channel = None
+        with self._trace_lock:
+            for writer in self._writers:
+                try:
+                    writer.on_message_received(traced)
+                except Exception as exc:  # a trace problem must not cost the decoders this frame
+                    log.warning("CAN trace: %s cannot write %s: %s", type(writer).__name__, msg, exc)
 
     # ------------------------------------------------------------------ queries
     def _check_name(self, message: str) -> None:

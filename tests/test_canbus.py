@@ -1,0 +1,286 @@
+"""Frame times and ceilings vs the reference, PacedBus arithmetic, open_bus, CanChannel waits and traces."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import can
+import pytest
+
+from hil import contract
+from hil.canbus import (PacedBus, fd_length, frame_bits, frame_time_s, isotp_ceiling_kib_s, isotp_frames, open_bus)
+from hil.config import CanConfig
+from hil.drivers.can import CanChannel
+from hil.errors import BenchBroken, HilTimeout
+
+ROOT = Path(__file__).resolve().parents[1]
+DBC = ROOT / "benches/dbc/bms.dbc"
+
+
+# ---------------------------------------------------------------------- frame arithmetic (can-bus-limits.md)
+def test_classic_frame_bits_and_times() -> None:
+    assert frame_bits(8, stuffing="none") == 111
+    assert frame_bits(8) == 135
+    assert frame_time_s(8, bitrate=500_000, stuffing="none") == pytest.approx(222e-6)
+    assert frame_time_s(8, bitrate=500_000) == pytest.approx(270e-6)
+    assert 1 / frame_time_s(8, bitrate=500_000) == pytest.approx(3704, abs=1)
+    with pytest.raises(ValueError):
+        frame_bits(9)
+
+
+def test_fd_frame_times_with_bit_rate_switch() -> None:
+    kw = dict(fd=True, bitrate=500_000, data_bitrate=2_000_000)
+    assert frame_time_s(64, stuffing="none", **kw) == pytest.approx(334.5e-6)
+    assert frame_time_s(64, **kw) == pytest.approx(407e-6)
+    # DLC rounding: 33..48 bytes cost a 48-byte frame; CRC-17 up to 16 bytes, CRC-21 above
+    assert fd_length(33) == 48 and fd_length(7) == 7 and fd_length(13) == 16
+    assert frame_time_s(33, **kw) == frame_time_s(48, **kw)
+    assert frame_bits(16, fd=True, stuffing="none") == 30 + 5 + 128 + 27
+    assert frame_bits(20, fd=True, stuffing="none") == 30 + 5 + 160 + 32
+    # without a data bit rate (no BRS) the whole frame runs at the nominal rate
+    assert frame_time_s(64, fd=True, bitrate=500_000) == pytest.approx(frame_bits(64, fd=True) / 500_000)
+
+
+def test_isotp_payload_ceilings_per_frame() -> None:
+    classic = [7 / frame_time_s(8, bitrate=500_000, stuffing=s) / 1024 for s in ("none", "worst")]
+    fd = [63 / frame_time_s(64, fd=True, bitrate=500_000, data_bitrate=2_000_000, stuffing=s) / 1024 for s in ("none", "worst")]
+    assert classic == pytest.approx([30.8, 25.3], abs=0.05)
+    assert fd == pytest.approx([183.9, 151.2], abs=0.05)
+
+
+@pytest.mark.parametrize(("block", "fd", "expected"), [
+    (4094, False, (30.67, 25.21)),
+    (4094, True, (182.0, 149.6)),
+    (4095, False, (30.6, 25.2)),
+    (4095, True, (179.3, 147.4)),
+])
+def test_transfer_data_block_ceilings_match_the_reference(block: int, fd: bool, expected: tuple[float, float]) -> None:
+    kw = dict(fd=fd, bitrate=500_000, data_bitrate=2_000_000 if fd else None)
+    best = isotp_ceiling_kib_s(block, stuffing="none", **kw)
+    worst = isotp_ceiling_kib_s(block, stuffing="worst", **kw)
+    tol = 0.005 if (block, fd) == (4094, False) else 0.05  # as many decimals as the reference gives
+    assert (best, worst) == pytest.approx(expected, abs=tol)
+
+
+def test_isotp_frame_counts() -> None:
+    assert isotp_frames(4094, fd=False) == 1 + 584  # 4094 fills the last consecutive frame
+    assert isotp_frames(4094, fd=True) == 1 + 64
+    assert isotp_frames(7, fd=False) == 1
+    assert isotp_frames(4096, fd=False) == 1 + 585  # > 4095: 32-bit first frame carries only 2 bytes
+
+
+# ---------------------------------------------------------------------- PacedBus with an injected clock
+class FakeClock:
+    """Monotonic clock and sleep for PacedBus; `overshoot` models a late wake-up."""
+
+    def __init__(self, overshoot: float = 0.0) -> None:
+        self.now = 100.0
+        self.overshoot = overshoot
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds + self.overshoot
+        self.slept += seconds
+
+
+def _paced(clock: FakeClock, **kw: object) -> tuple[PacedBus, can.BusABC]:
+    channel = f"paced-{uuid.uuid4().hex}"
+    inner = can.Bus(interface="virtual", channel=channel)
+    return PacedBus(inner, bitrate=500_000, clock=clock, sleep=clock.sleep, **kw), can.Bus(interface="virtual", channel=channel)
+
+
+def test_paced_bus_accounts_exactly_the_frame_times_despite_sleep_overshoot() -> None:
+    clock = FakeClock(overshoot=80e-6)  # every wake-up 80 us late, as time.sleep is
+    bus, peer = _paced(clock)
+    try:
+        start = clock.now
+        frames = [can.Message(arbitration_id=0x7E0, data=bytes(8), is_extended_id=False)] * 500
+        for msg in frames:
+            bus.send(msg)
+        ft = frame_time_s(8, bitrate=500_000)
+        assert bus.free_at - start == pytest.approx(500 * ft, rel=1e-9)
+        assert bus.busy_s == pytest.approx(500 * ft, rel=1e-9) and bus.frames_sent == 500
+        # overshoot was absorbed: the sender's clock ends within one overshoot of the schedule
+        assert clock.now - bus.free_at == pytest.approx(80e-6, abs=1e-9)
+        assert sum(1 for _ in iter(lambda: peer.recv(0), None)) == 500  # all forwarded
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+def test_paced_bus_restarts_after_an_idle_sender_and_queues_behind_a_busy_bus() -> None:
+    clock = FakeClock()
+    bus, peer = _paced(clock)
+    try:
+        msg = can.Message(arbitration_id=0x180, data=bytes(8), is_extended_id=False)
+        ft = frame_time_s(8, bitrate=500_000)
+        bus.send(msg)
+        clock.now += 0.010  # idle for 10 ms (> 2 ms): the next frame starts now, not at the old free_at
+        bus.send(msg)
+        assert bus.free_at == pytest.approx(clock.now)
+        assert bus.free_at == pytest.approx(100.0 + ft + 0.010 + ft)
+        # a frame from another node marks the bus busy until it arrived
+        clock.now += 0.005
+        bus._note_received(can.Message(arbitration_id=0x7E8, data=bytes(8), is_extended_id=False))
+        assert bus.free_at == pytest.approx(clock.now)
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+def test_paced_bus_mixed_fd_frame_times_and_classic_refusal() -> None:
+    clock = FakeClock()
+    bus, peer = _paced(clock, data_bitrate=2_000_000)
+    try:
+        with pytest.raises(can.CanOperationError):
+            bus.send(can.Message(arbitration_id=0x7E0, data=bytes(64), is_fd=True, bitrate_switch=True))
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+    fd_inner = can.Bus(interface="virtual", channel=f"fd-{uuid.uuid4().hex}", protocol=can.CanProtocol.CAN_FD)
+    fd_bus = PacedBus(fd_inner, bitrate=500_000, data_bitrate=2_000_000, clock=clock, sleep=clock.sleep)
+    try:
+        before = fd_bus.free_at = clock.now
+        fd_bus.send(can.Message(arbitration_id=0x7E0, data=bytes(64), is_fd=True, bitrate_switch=True))
+        fd_bus.send(can.Message(arbitration_id=0x7E0, data=bytes(8), is_fd=True, bitrate_switch=True))
+        expected = sum(frame_time_s(n, fd=True, bitrate=500_000, data_bitrate=2_000_000) for n in (64, 8))
+        assert fd_bus.free_at - before == pytest.approx(expected)
+    finally:
+        fd_bus.shutdown()
+
+
+def test_paced_bus_ignores_its_own_echoes() -> None:
+    clock = FakeClock()
+    bus, peer = _paced(clock, echoes_own=True)
+    try:
+        msg = can.Message(arbitration_id=0x7E0, data=b"\x01" * 8, is_extended_id=False)
+        bus.send(msg)
+        free = bus.free_at
+        clock.now += 0.001
+        bus._note_received(msg)  # udp_multicast hands our own frame back: not foreign traffic
+        assert bus.free_at == free
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+# ---------------------------------------------------------------------- open_bus
+def test_open_bus_virtual_paced_and_unknown_interface() -> None:
+    cfg = CanConfig(interface="virtual", channel=f"ob-{uuid.uuid4().hex}", pacing=True, dbc=DBC)
+    bus = open_bus(cfg)
+    try:
+        assert isinstance(bus, PacedBus) and bus.bitrate == 500_000
+    finally:
+        bus.shutdown()
+    broken = CanConfig(interface="slcan", channel="/dev/does-not-exist-hil", dbc=DBC)
+    with pytest.raises(BenchBroken, match="slcan.*does-not-exist-hil"):
+        open_bus(broken)
+
+
+def test_open_bus_udp_multicast_enlarges_receive_buffer_and_refuses_fd_frames() -> None:
+    import socket
+
+    import random
+
+    # python-can refuses port 0 for multicast (senders must know the port): a random group and port instead
+    group, port = f"239.74.{random.randint(100, 250)}.{random.randint(1, 250)}", random.randint(40000, 60000)
+    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": port}, dbc=DBC)
+    try:
+        bus = open_bus(cfg)
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))
+    try:
+        sock = bus._multicast._socket  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 1024 * 1024
+        with pytest.raises(can.CanOperationError):
+            bus.send(can.Message(arbitration_id=0x7E0, data=bytes(64), is_fd=True))
+    finally:
+        bus.shutdown()
+
+
+# ---------------------------------------------------------------------- CanChannel
+@pytest.fixture
+def channel_pair():
+    name = f"chan-{uuid.uuid4().hex}"
+    cfg = CanConfig(interface="virtual", channel=name, dbc=DBC)
+    board = can.Bus(interface="virtual", channel=name)
+    chan = CanChannel(cfg)
+    try:
+        yield chan, board
+    finally:
+        chan.close()
+        board.shutdown()
+
+
+def _soc(chan: CanChannel, soc: float) -> can.Message:
+    spec = chan.db.get_message_by_name(contract.MSG_SOC_CORE)
+    signals = {s.name: 0 for s in spec.signals}
+    signals["SOC"] = soc
+    return can.Message(arbitration_id=spec.frame_id, data=spec.encode(signals), is_extended_id=False)
+
+
+def test_wait_for_matches_signals_and_since(channel_pair) -> None:
+    import time
+
+    chan, board = channel_pair
+    t0 = time.monotonic()
+    board.send(_soc(chan, 40.0))
+    board.send(_soc(chan, 55.0))
+    frame = chan.wait_for(contract.MSG_SOC_CORE, signals={"SOC": 55.0}, since=t0, timeout=1.0)
+    assert frame.signals["SOC"] == pytest.approx(55.0) and frame.name == contract.MSG_SOC_CORE
+    assert chan.wait_for(contract.MSG_SOC_CORE, predicate=lambda s: s["SOC"] < 50, since=t0, timeout=1.0).signals["SOC"] == 40.0
+    assert chan.latest(contract.MSG_SOC_CORE) is not None
+    # multiplexed: cantools decodes the group's signals only
+    spec = chan.db.get_message_by_name(contract.MSG_CELL_VOLTAGES)
+    board.send(can.Message(arbitration_id=spec.frame_id, is_extended_id=False,
+                           data=spec.encode({"CellGroup": 1, "Cell04": 3.5, "Cell05": 3.6, "Cell06": 3.7})))
+    cells = chan.wait_for(contract.MSG_CELL_VOLTAGES, signals={"CellGroup": 1}, since=t0, timeout=1.0)
+    assert cells.signals["Cell05"] == pytest.approx(3.6) and "Cell01" not in cells.signals
+
+
+def test_wait_for_timeout_lists_what_was_seen(channel_pair) -> None:
+    chan, board = channel_pair
+    board.send(_soc(chan, 12.5))
+    chan.wait_for(contract.MSG_SOC_CORE, timeout=1.0, since=0.0)
+    with pytest.raises(HilTimeout) as timed_out:
+        chan.wait_for(contract.MSG_SOC_CORE, signals={"SOC": 99.0}, timeout=0.2, since=0.0)
+    assert "SOC=12.5" in timed_out.value.seen and "BMS_SocCore" in str(timed_out.value)
+    with pytest.raises(HilTimeout) as other:
+        chan.wait_for(contract.MSG_UPDATE_STATUS, timeout=0.1)
+    assert "no BMS_UpdateStatus frames" in other.value.seen and "SOC=12.5" in other.value.seen
+    with pytest.raises(ValueError, match="unknown CAN message"):
+        chan.wait_for("NoSuchMessage", timeout=0.1)
+
+
+def test_recorder_and_trace_files(channel_pair, tmp_path: Path) -> None:
+    chan, board = channel_pair
+    blf, asc = tmp_path / "t/can.blf", tmp_path / "t/can.asc"
+    chan.start_trace([blf, asc])
+    with chan.recorder(contract.MSG_SOC_CORE) as frames:
+        for soc in (10.0, 20.0, 30.0):
+            board.send(_soc(chan, soc))
+        board.send(can.Message(arbitration_id=0x7E8, data=b"\x03\x7F\x22\x31\xCC\xCC\xCC\xCC", is_extended_id=False))
+        chan.wait_for(contract.MSG_SOC_CORE, signals={"SOC": 30.0}, since=0.0, timeout=1.0)
+    assert [f.signals["SOC"] for f in frames] == [10.0, 20.0, 30.0]
+    board.send(_soc(chan, 40.0))  # after the recorder closed: not collected
+    chan.wait_for(contract.MSG_SOC_CORE, signals={"SOC": 40.0}, since=0.0, timeout=1.0)
+    assert len(frames) == 3
+    chan.stop_trace()
+    for reader in (can.BLFReader(str(blf)), can.ASCReader(str(asc))):
+        ids = [m.arbitration_id for m in reader]
+        assert ids.count(0x180) == 4 and 0x7E8 in ids  # ISO-TP frames are traced though not decoded
+
+
+def test_collect_gathers_frames_during_the_window(channel_pair) -> None:
+    import threading
+
+    chan, board = channel_pair
+    timer = threading.Timer(0.05, lambda: board.send(_soc(chan, 77.0)))
+    timer.start()
+    frames = chan.collect(contract.MSG_SOC_CORE, 0.3)
+    timer.join()
+    assert [f.signals["SOC"] for f in frames] == [77.0]
