@@ -25,7 +25,7 @@ setup: $(VENV)/.installed node_modules/.installed
 
 ## Validation suite on the virtual bench, then reports/html/index.html (Allure, one self-contained file).
 suite: setup
-	rm -rf reports/allure-results reports/evidence
+	rm -rf reports/allure-results reports/evidence reports/fault-matrix.* reports/traceability.* reports/run-record.*
 	$(PY) -m pytest testcases --bench $(BENCH) --alluredir reports/allure-results $(PYTEST_ARGS); \
 	status=$$?; $(MAKE) --no-print-directory report; exit $$status
 

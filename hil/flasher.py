@@ -144,34 +144,43 @@ class Flasher:
         self._phase(Phase.INSTALL)
 
     def wait_outcome(self, timeout: float | None = None) -> UpdateOutcome:
-        """Wait until the DUT reports a terminal update state (success, rolled back, rejected, recovery)."""
+        """Wait until the DUT reports a terminal update state (success, rolled back, rejected, recovery).
+
+        Watches BMS_UpdateStatus frames; while the ECU is silent (installing) or sends no application
+        frames (recovery), it asks over UDS instead. The timeout error lists the states seen.
+        """
         timeout = timeout if timeout is not None else max(60.0, self.dut.boot_timeout_s * 4)
         start = time.monotonic()
         deadline = start + timeout
         seen: list[str] = []
-        first_boot_seen = False
-        while time.monotonic() < deadline:
-            remaining = deadline - time.monotonic()
-            try:
-                frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, remaining)),
-                                          since=start)
-                state = UpdateState(_num(frame.signals["State"]))
-                reason = Reason(_num(frame.signals["Reason"]))
-            except HilTimeout:
-                # No status frames: the ECU is installing (silent) or in recovery (no application frames).
-                state, reason = self._poll_status()
-                if state is None:
-                    continue
+        terminal = {int(s) for s in TERMINAL_STATES}
+
+        def note(state: UpdateState, reason: Reason) -> None:
             label = f"{state.name}/{reason.name}"
             if not seen or seen[-1] != label:
                 seen.append(label)
-            if state is UpdateState.TESTING and not first_boot_seen:
-                first_boot_seen = True
-                self._phase(Phase.FIRST_BOOT)
-            if state in TERMINAL_STATES:
-                self._phase(Phase.DONE)
-                version = self._version()
-                return UpdateOutcome(state, reason, version, time.monotonic() - start, seen)
+                if state is UpdateState.TESTING:
+                    self._phase(Phase.FIRST_BOOT)
+
+        with self.can.recorder(contract.MSG_UPDATE_STATUS) as frames:
+            done = 0
+            while time.monotonic() < deadline:
+                state: UpdateState | None = None
+                try:
+                    frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, deadline - time.monotonic())),
+                                              predicate=lambda s: _num(s["State"]) in terminal, since=start)
+                    state, reason = UpdateState(_num(frame.signals["State"])), Reason(_num(frame.signals["Reason"]))
+                except HilTimeout:
+                    # No terminal frame: the ECU is installing (silent) or in recovery (no application frames).
+                    state, reason = self._poll_status()
+                for f in list(frames)[done:]:
+                    note(UpdateState(_num(f.signals["State"])), Reason(_num(f.signals["Reason"])))
+                done = len(frames)
+                if state is not None:
+                    note(state, reason)
+                if state in TERMINAL_STATES:
+                    self._phase(Phase.DONE)
+                    return UpdateOutcome(state, reason, self._version(), time.monotonic() - start, seen)
         raise HilTimeout(f"update did not reach a terminal state within {timeout:.0f} s", " -> ".join(seen))
 
     def _poll_status(self) -> tuple[UpdateState | None, Reason]:

@@ -127,6 +127,10 @@ class Board:
         self.running_image: ParsedImage | None = None
         self.descriptor: FirmwareDescriptor | None = None
         self.soc: SocCore | None = None
+        # SecurityAccess attempt counter and lockout survive resets (a reset must not defeat the delay);
+        # a power-on restarts the delay instead (ISO 14229 boot delay).
+        self.sa_attempts = 0
+        self.sa_lockout_until = 0.0
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -207,6 +211,8 @@ class Board:
 
     def _power_up(self, cause: ResetCause) -> None:
         self._t0 = time.monotonic()
+        if self.sa_attempts or self.sa_lockout_until > self._t0:
+            self.sa_lockout_until = self._t0 + self.sim.sa_lockout_s
         thread = threading.Thread(target=self._cpu_loop, args=(cause,), name="bms-cpu", daemon=True)
         self._cpu_thread = thread
         thread.start()

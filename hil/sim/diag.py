@@ -89,16 +89,10 @@ class DiagServer:
     session: int = contract.SESSION_DEFAULT
     unlocked_level: int = 0
     _seed: tuple[int, bytes] | None = None
-    _attempts: int = 0
-    _lockout_until: float = 0.0
     _last_request: float = field(default_factory=time.monotonic)
     _download: _Download | None = None
     _erased: bool = False
     _progress: int = 0
-
-    def __post_init__(self) -> None:
-        # ISO 14229: after power-on the SecurityAccess delay applies if attempts were exhausted before.
-        self._lockout_until = 0.0
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes | None:
@@ -191,7 +185,7 @@ class DiagServer:
         assert security is not None
         if sub % 2:  # requestSeed
             _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
-            _require(time.monotonic() >= self._lockout_until, Nrc.REQUIRED_TIME_DELAY_NOT_EXPIRED)
+            _require(time.monotonic() >= self.ecu.sa_lockout_until, Nrc.REQUIRED_TIME_DELAY_NOT_EXPIRED)
             if self.unlocked_level == level:
                 return bytes([0x67, sub]) + bytes(contract.SA_SEED_LENGTH)
             seed = os.urandom(contract.SA_SEED_LENGTH)
@@ -204,13 +198,13 @@ class DiagServer:
         expected = compute_key(algorithm, secret, self._seed[1], level)
         self._seed = None
         if req[2:] != expected:
-            self._attempts += 1
-            if self._attempts >= contract.SA_MAX_ATTEMPTS:
-                self._attempts = 0
-                self._lockout_until = time.monotonic() + self.ecu.sim.sa_lockout_s
+            self.ecu.sa_attempts += 1
+            if self.ecu.sa_attempts >= contract.SA_MAX_ATTEMPTS:
+                self.ecu.sa_attempts = 0
+                self.ecu.sa_lockout_until = time.monotonic() + self.ecu.sim.sa_lockout_s
                 raise NegativeResponse(Nrc.EXCEEDED_NUMBER_OF_ATTEMPTS)
             raise NegativeResponse(Nrc.INVALID_KEY)
-        self._attempts = 0
+        self.ecu.sa_attempts = 0
         self.unlocked_level = level
         return bytes([0x67, sub])
 
