@@ -354,6 +354,13 @@ class Board:
                         config.setdefault(key, value)
                 self.nv.update(config=config, config_schema=desc.config_schema)
                 self.log(f"APP: configuration migrated to schema {desc.config_schema}")
+            elif desc.config_schema < schema:
+                # Only the bench restore path installs firmware older than the configuration: keep what
+                # this firmware understands, drop the rest.
+                known = DEFAULT_CONFIG.get(desc.config_schema, DEFAULT_CONFIG[1])
+                config = {k: v for k, v in config.items() if k in known}
+                self.nv.update(config=config, config_schema=desc.config_schema)
+                self.log(f"APP: configuration folded back to schema {desc.config_schema}")
 
     def _self_test(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         self.set_update(UpdateState.TESTING, Reason.NONE, target=self.running_image.version_tuple if self.running_image else None)
