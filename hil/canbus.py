@@ -108,7 +108,8 @@ class PacedBus(can.BusABC):
     if the sender was idle), and is forwarded to the inner bus at its end. A sender less than
     `ABSORB_S` behind `free_at` keeps the schedule, so sleep overshoot does not lower the long-run
     rate. Frames received from other nodes mark the bus busy until their arrival (they have crossed
-    by then). Thread-safe: several senders share one schedule.
+    by then); the next frame after one starts no earlier than when it is sent, so turnaround time
+    (flow control, responses) is real bus idle time. Thread-safe: several senders share one schedule.
     """
 
     def __init__(self, inner: can.BusABC, *, bitrate: int, data_bitrate: int | None = None,
@@ -126,6 +127,7 @@ class PacedBus(can.BusABC):
         #: Accounting: frames paced and the bus time they took.
         self.frames_sent = 0
         self.busy_s = 0.0
+        self._after_rx = False  # free_at was last set by a received frame, not by our own schedule
         # udp_multicast hands every socket its own frames back: those must not count as foreign traffic.
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
         self.channel_info = f"paced {getattr(inner, 'channel_info', inner)}"
@@ -147,7 +149,9 @@ class PacedBus(can.BusABC):
         duration = self.frame_time(msg)
         with self._lock:
             now = self._clock()
-            start = self.free_at if now - self.free_at < ABSORB_S else now
+            # Absorb only our own sleep overshoot: after a foreign frame the bus was idle until we send.
+            start = self.free_at if now - self.free_at < ABSORB_S and not self._after_rx else max(now, self.free_at)
+            self._after_rx = False
             self.free_at = start + duration
             self.frames_sent += 1
             self.busy_s += duration
@@ -178,7 +182,10 @@ class PacedBus(can.BusABC):
                 if key in self._own:
                     self._own.remove(key)
                     return
-            self.free_at = max(self.free_at, self._clock())
+            now = self._clock()
+            if now >= self.free_at:
+                self.free_at = now
+                self._after_rx = True
 
     def _apply_filters(self, filters: Any) -> None:
         self._inner.set_filters(filters)

@@ -127,6 +127,11 @@ def test_paced_bus_restarts_after_an_idle_sender_and_queues_behind_a_busy_bus() 
         clock.now += 0.005
         bus._note_received(can.Message(arbitration_id=0x7E8, data=bytes(8), is_extended_id=False))
         assert bus.free_at == pytest.approx(clock.now)
+        # turnaround after a received frame is idle bus time, not absorbed like sleep overshoot
+        clock.now += 0.0005
+        bus.send(msg)
+        assert bus.free_at == pytest.approx(clock.now)
+        assert clock.now - 0.0005 - ft == pytest.approx(100.0 + 2 * ft + 0.015)
     finally:
         bus.shutdown()
         peer.shutdown()
