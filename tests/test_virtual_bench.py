@@ -1,0 +1,232 @@
+"""The virtual bench, tested only through its wire protocols: UDS over ISO-TP (udsoncan), SCPI (pyvisa),
+the console (pyserial). Nothing here reaches into the simulator's objects.
+
+A fresh in-process bench per test (own flash file, OS-assigned ports, its own `virtual` CAN channel).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import serial
+import udsoncan
+from udsoncan.client import Client
+from udsoncan.connections import PythonIsoTpConnection
+
+from hil.bench import Bench
+from hil.config import BenchConfig, load_bench
+from hil.contract import (MSG_SOC_CORE, ActivationMode, BootMode, Did, Nrc, Reason, Routine, UpdateState)
+from hil.errors import HilError
+from hil.images.build import load_image
+from hil.images import mutate
+from hil.images.keys import ensure_dev_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_cfg(tmp_path: Path, *, fast: bool = True) -> BenchConfig:
+    """The in-process sim bench with its own flash file and CAN channel; fast flash unless timing matters."""
+    cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
+    assert cfg.sim is not None
+    sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash",
+                                     "flash_timing": "fast" if fast else "realistic"})
+    can = cfg.can.model_copy(update={"channel": f"test-{uuid.uuid4().hex[:8]}", "pacing": False})
+    return cfg.model_copy(update={"sim": sim, "can": can})
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Bench]:
+    with Bench.open(bench_cfg(tmp_path), evidence_dir=tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def slow_bench(tmp_path: Path) -> Iterator[Bench]:
+    with Bench.open(bench_cfg(tmp_path, fast=False), evidence_dir=tmp_path) as b:
+        yield b
+
+
+def _plain_udsoncan(b: Bench) -> Client:
+    """A udsoncan client of our own over the bench's bus: no framework driver in between."""
+    import isotp
+
+    stack = isotp.NotifierBasedCanStack(b.can.bus, b.can.notifier,
+                                        address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=0x7E0, rxid=0x7E8),
+                                        params={"blocking_send": True, "tx_padding": 0xCC})
+    client = Client(PythonIsoTpConnection(stack), config={**udsoncan.configs.default_client_config,
+                                                           "data_identifiers": {0xF189: udsoncan.AsciiCodec(5)}})
+    return client
+
+
+def _raw(client: Client, request: bytes, timeout: float = 2.0) -> bytes:
+    conn = client.conn
+    conn.empty_rxqueue()
+    conn.send(request)
+    while True:
+        resp = conn.wait_frame(timeout=timeout, exception=True)
+        if not (len(resp) >= 3 and resp[0] == 0x7F and resp[2] == 0x78):
+            return bytes(resp)
+
+
+def _version(b: Bench) -> str:
+    return b.uds.software_version()
+
+
+# --------------------------------------------------------------------------- update paths
+def test_background_download_activate_confirm(bench):
+    images = {n: load_image(n, bench.cfg) for n in ("1.0.0", "1.1.0")}
+    assert _version(bench) == "1.0.0"
+    with bench.can.recorder(MSG_SOC_CORE) as frames:
+        staged = bench.flasher.stage(images["1.1.0"])
+    assert staged.accepted, staged.reason
+    ts = [f.timestamp for f in frames]
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    assert len(frames) >= 2 and max(gaps) < 0.2, f"SOC frames stopped during the download: max gap {max(gaps, default=0):.3f} s"
+    bench.flasher.activate(ActivationMode.TEST)
+    outcome = bench.flasher.wait_outcome(timeout=30)
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    assert _version(bench) == "1.1.0"
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "1.0.0"
+    assert bench.uds.boot_info().confirmed
+
+
+@pytest.mark.parametrize(("recipe", "reason"), [
+    ("1.1.0-selftest-fail", Reason.SELFTEST_FAILED),
+    ("1.1.0-crash-at-boot", Reason.CRASHED_AT_BOOT),
+    ("1.1.0-hang", Reason.WATCHDOG_RESET),
+])
+def test_failing_builds_are_reverted_with_reason(bench, recipe, reason):
+    outcome = bench.flasher.update(load_image(recipe, bench.cfg), timeout=30)
+    assert (outcome.state, outcome.reason) == (UpdateState.ROLLED_BACK, reason), outcome.states_seen
+    assert _version(bench) == "1.0.0"
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda img, cfg: mutate.flip_bit(img, "payload", 1234), Reason.HASH_MISMATCH),
+    (lambda img, cfg: mutate.truncate(img, len(img) - 64), Reason.TRUNCATED),
+    (lambda img, cfg: mutate.resign(img, ensure_dev_keys(cfg.images.keys_dir)["untrusted-ecdsa-p256"]), Reason.UNKNOWN_KEY),
+    (lambda img, cfg: mutate.strip_signature(img), Reason.UNSIGNED),
+    (lambda img, cfg: load_image("0.9.0-downgrade", cfg), Reason.DOWNGRADE_VERSION),
+    (lambda img, cfg: load_image("1.1.0-wrong-hardware", cfg), Reason.WRONG_HARDWARE),
+], ids=["flipped_byte", "truncated", "wrong_key", "unsigned", "downgrade", "wrong_hardware_id"])
+def test_bad_images_rejected_running_image_untouched(bench, make, reason):
+    bad = make(load_image("1.1.0", bench.cfg), bench.cfg)
+    staged = bench.flasher.stage(bad)
+    assert not staged.accepted and staged.reason is reason
+    with pytest.raises(HilError) as err:
+        bench.flasher.activate()
+    assert getattr(err.value, "nrc", None) == Nrc.REQUEST_SEQUENCE_ERROR
+    status = bench.uds.update_status()
+    assert (status.state, status.reason) == (UpdateState.REJECTED, reason)
+    assert _version(bench) == "1.0.0" and bench.uds.boot_info().confirmed
+
+
+# --------------------------------------------------------------------------- power cuts through the supply
+@pytest.mark.parametrize("phase", ["erase", "swap", "trailer", "first_boot"])
+def test_power_cut_always_leaves_a_bootable_image(slow_bench, phase):
+    b = slow_bench
+    image = load_image("1.1.0", b.cfg)
+    if phase == "erase":
+        b.flasher.unlock()
+        import threading
+
+        threading.Timer(0.1, b.psu.output, args=(False,)).start()
+        with pytest.raises(HilError):
+            b.uds.routine(Routine.ERASE_MEMORY)
+        time.sleep(0.3)
+        b.psu.power_on()
+        b.can.wait_for(MSG_SOC_CORE, timeout=10)
+        assert _version(b) == "1.0.0"
+        return
+    assert b.flasher.stage(image).accepted
+    mark = b.console.mark()
+    b.flasher.activate()
+    pattern = {"swap": r"BOOT: swap sector \d+/", "trailer": r"BOOT: swap done",
+               "first_boot": r"APP: self-test running"}[phase]
+    b.console.expect(pattern, timeout=20, since=mark)
+    b.psu.dropout(0.3)
+    outcome = b.flasher.wait_outcome(timeout=40)
+    version = _version(b)
+    assert b.uds.boot_info().mode is BootMode.APPLICATION
+    assert (outcome.state, version) in ((UpdateState.SUCCESS, "1.1.0"), (UpdateState.ROLLED_BACK, "1.0.0")), \
+        (outcome.states_seen, version)
+
+
+# --------------------------------------------------------------------------- malformed requests
+def test_malformed_requests_get_the_right_nrc_and_never_crash(bench):
+    client = _plain_udsoncan(bench)
+    with client:
+        cases = [
+            (b"\x22\xF1", Nrc.INCORRECT_MESSAGE_LENGTH),  # RDBI: half a DID
+            (b"\x22\x12\x34", Nrc.REQUEST_OUT_OF_RANGE),  # unknown DID
+            (b"\x10", Nrc.INCORRECT_MESSAGE_LENGTH),
+            (b"\x10\x7A", Nrc.SUBFUNCTION_NOT_SUPPORTED),
+            (b"\x99\x00", Nrc.SERVICE_NOT_SUPPORTED),
+            (b"\x36\x01\x00", Nrc.REQUEST_SEQUENCE_ERROR),  # TransferData without RequestDownload
+            (b"\x37", Nrc.REQUEST_SEQUENCE_ERROR),
+            (b"\x27\x01", Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION),  # security in the default session
+            (b"\x31\x01\xFF\x00", Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION),
+        ]
+        for request, nrc in cases:
+            assert _raw(client, request) == bytes([0x7F, request[0], nrc]), request.hex()
+        # Programming session, unlocked, then a download with a wrong block counter.
+        assert _raw(client, b"\x10\x02")[0] == 0x50
+        bench.uds.unlock(bench.cfg.dut.security)  # session is shared by the ECU, not by the client
+        assert _raw(client, b"\x31\x01\xFF\x00") == b"\x71\x01\xFF\x00\x00"
+        address, _size, _sector = struct.unpack(">III", bench.uds.read_did(Did.FLASH_LAYOUT))
+        assert _raw(client, b"\x34\x00\x44" + struct.pack(">II", address, 10000))[0] == 0x74
+        assert _raw(client, b"\x36\x02" + b"\xAA" * 16) == bytes([0x7F, 0x36, Nrc.WRONG_BLOCK_SEQUENCE_COUNTER])
+        assert _raw(client, b"\x36\x01" + b"\xAA" * 16) == b"\x76\x01"
+        assert _raw(client, b"\x37") == bytes([0x7F, 0x37, Nrc.REQUEST_SEQUENCE_ERROR])  # exit too early
+        assert _raw(client, b"\x34\x00\x44" + struct.pack(">II", address, 10000)) == \
+            bytes([0x7F, 0x34, Nrc.CONDITIONS_NOT_CORRECT])  # a download is already running
+    # still alive and serving
+    assert _version(bench) == "1.0.0"
+    bench.can.wait_for(MSG_SOC_CORE, timeout=2)
+
+
+# --------------------------------------------------------------------------- start-up
+def test_corrupted_flash_file_starts_in_recovery_mode(tmp_path):
+    cfg = bench_cfg(tmp_path)
+    with Bench.open(cfg, evidence_dir=tmp_path) as b:
+        assert _version(b) == "1.0.0"
+    assert cfg.sim is not None
+    flash = bytearray(Path(cfg.sim.flash_file).read_bytes())
+    start = cfg.flash_layout.primary_offset
+    flash[start:start + 64] = bytes(64)  # the primary image's header is gone
+    Path(cfg.sim.flash_file).write_bytes(bytes(flash))
+    with Bench.open(cfg, evidence_dir=tmp_path) as b:
+        info = b.uds.boot_info()
+        assert info.mode is BootMode.RECOVERY
+        assert b.uds.update_status().state is UpdateState.RECOVERY
+        b.console.expect(r"no valid image", timeout=5)
+        # Recovery can be flashed back to life.
+        outcome = b.flasher.update(load_image("1.0.0", cfg), ActivationMode.PERMANENT, timeout=30)
+        assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+        assert _version(b) == "1.0.0"
+
+
+def test_console_and_supply_speak_their_protocols(bench):
+    import pyvisa
+
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(bench.cfg.psu.resource, read_termination="\n", write_termination="\n", timeout=2000)
+    try:
+        assert "E36312A" in inst.query("*IDN?")
+        assert float(inst.query(f"MEAS:VOLT? (@{bench.cfg.psu.channel})")) == pytest.approx(12.0, abs=0.05)
+        assert inst.query("SYST:ERR?").startswith("+0")
+    finally:
+        inst.close()
+    assert bench.cfg.console is not None
+    port = serial.serial_for_url(bench.cfg.console.url, timeout=2)
+    try:
+        bench.psu.power_cycle(0.3)
+        line = port.read_until(b"BOOT: reset cause=")
+        assert line.endswith(b"BOOT: reset cause="), line
+    finally:
+        port.close()
