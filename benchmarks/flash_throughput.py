@@ -1,6 +1,6 @@
 """TransferData throughput on the PACED virtual bus vs the ISO-TP ceiling (can-bus-limits.md).
 
-Downloads a ~256 KiB image in blocks of the contract's maxNumberOfBlockLength (4094 data bytes)
+Downloads a ~256 KiB image in blocks of the contract's maxNumberOfBlockLength (4094-byte requests, 4092 data bytes)
 with the framework's own UdsClient, over udp_multicast between two processes, for classic CAN
 500 kbit/s and CAN FD 500k/2M, and prints achieved KiB/s and the ratio to `isotp_ceiling_kib_s`.
 The last line is one JSON object with the figures.
