@@ -247,9 +247,10 @@ class SupplyModel(ScpiInstrument):
             return parse_channel_list(params[index], min(self.ranges), max(self.ranges))
         return [self._selected]
 
-    def _scpi_set(self, params: list[str], limit_of: Callable[[ChannelRange], float], field: str) -> None:
+    def _scpi_set(self, params: list[str], limit_of: Callable[[ChannelRange], float], what: str,
+                  setter: Callable[[int, float], None]) -> None:
         if not params or not params[0]:
-            raise ScpiError(MISSING_PARAMETER, f"{field} needs a value")
+            raise ScpiError(MISSING_PARAMETER, f"{what} needs a value")
         if len(params) > 2:
             raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params[2:]))
         channels = self._channels_of(params, 1)
@@ -257,13 +258,13 @@ class SupplyModel(ScpiInstrument):
         values = {ch: parse_number(params[0], minimum=0.0, maximum=limit_of(self.ranges[ch]), default=0.0)
                   for ch in channels}
         for ch, value in values.items():
-            self._change(ch, **{field: value})
+            setter(ch, value)  # through the public setter, so a subclass can model quirks
 
     def _scpi_set_voltage(self, params: list[str]) -> None:
-        self._scpi_set(params, lambda r: r.max_voltage, "voltage")
+        self._scpi_set(params, lambda r: r.max_voltage, "voltage", self.set_voltage)
 
     def _scpi_set_current(self, params: list[str]) -> None:
-        self._scpi_set(params, lambda r: r.max_current, "current")
+        self._scpi_set(params, lambda r: r.max_current, "current", self.set_current_limit)
 
     def _scpi_output(self, params: list[str]) -> None:
         if not params or not params[0]:
@@ -272,7 +273,7 @@ class SupplyModel(ScpiInstrument):
             raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params[2:]))
         on = parse_bool(params[0])
         for ch in self._channels_of(params, 1):
-            self._change(ch, on=on)
+            self.set_output(ch, on)
 
     def _scpi_query(self, fn: Callable[[int], str]) -> Callable[[list[str]], str]:
         def handler(params: list[str]) -> str:
