@@ -94,6 +94,7 @@ class TrailerLayout:
         self.status0 = self.image_ok + self.unit
         self.entries = 3 * layout.slot_sectors
         self.end = self.status0 + self.entries * self.unit
+        self.status_offsets = [self.status0 + k * self.unit for k in range(self.entries)]
         if self.end > layout.sector_size:
             raise FlashError(f"trailer needs {self.end} bytes for {layout.slot_sectors} image sectors, "
                              f"a sector has {layout.sector_size}")
@@ -158,7 +159,7 @@ class Bootloader:
             swap_size=int.from_bytes(size[:4], "little") if size is not None else None,
             copy_done=unit(tl.copy_done) is not None,
             image_ok=unit(tl.image_ok) is not None,
-            status=tuple(raw[tl.status(k):tl.status(k) + u] != blank_unit for k in range(tl.entries)),
+            status=tuple(raw[o:o + u] != blank_unit for o in tl.status_offsets),
         )
 
     def _set(self, slot: int, field_off: int, value: bytes = b"\x01") -> None:
@@ -341,21 +342,29 @@ class Bootloader:
         done = primary.status
         start = next((k for k in range(3 * sectors) if not done[k]), 3 * sectors)
         self.log(f"BOOT: swap start type={stype.name} sectors={sectors}" + (f" resume={start}" if start else ""))
-        sec = self._sector
         for k in range(start, 3 * sectors):
-            i, step = divmod(k, 3)
-            p, s = self._primary + i * sec, self._secondary + i * sec
-            if step == 0:
-                self.log(f"BOOT: swap sector {i + 1}/{sectors}")
-                self._copy(s, self._scratch)  # A: new -> scratch
-            elif step == 1:
-                self._copy(p, s)  # B: old -> secondary
-            else:
-                self._copy(self._scratch, p)  # C: scratch (new) -> primary
-            self._set(self._primary, self.tl.status(k))  # only after the copy: a cut before it redoes the step
+            if k % 3 == 0 or k == start:
+                self.log(f"BOOT: swap sector {k // 3 + 1}/{sectors}")
+            self._swap_step(k)
         self.log("BOOT: swap done")
         self._finish(stype, primary.flags, _reason(primary.reason))
         return stype == SwapType.REVERT
+
+    def _swap_step(self, k: int) -> None:
+        """Step k of the swap (sector k // 3, step A/B/C), then its status entry.
+
+        The status is written only after the copy: a cut before it makes the next boot redo the step,
+        and every step leaves its own source untouched, so redoing it is harmless.
+        """
+        i, step = divmod(k, 3)
+        p, s = self._primary + i * self._sector, self._secondary + i * self._sector
+        if step == 0:
+            self._copy(s, self._scratch)  # A: new -> scratch
+        elif step == 1:
+            self._copy(p, s)  # B: old -> secondary
+        else:
+            self._copy(self._scratch, p)  # C: scratch (new) -> primary
+        self._set(self._primary, self.tl.status(k))
 
     def _copy(self, src: int, dst: int) -> None:
         """Erase the destination sector and copy one sector in `chunk`-byte programs."""

@@ -126,7 +126,7 @@ class FlashModel:
         """A copy of the whole flash."""
         return bytes(self._mem)
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes | bytearray) -> None:
         """Put back a snapshot (not a flash operation: nothing is counted or interrupted)."""
         if len(snapshot) != len(self._mem):
             raise FlashError(f"snapshot is {len(snapshot)} bytes, flash is {len(self._mem)}")
@@ -146,10 +146,13 @@ class FlashModel:
         align = self.layout.write_align
         if offset % align or len(data) % align:
             raise FlashError(f"program of {len(data)} bytes at 0x{offset:x} is not aligned to {align}-byte phrases")
-        if not data:
+        n = len(data)
+        if not n:
             return
-        self._check_range(offset, len(data))
-        if not self.is_erased(offset, len(data)):
+        if offset < 0 or offset + n > len(self._mem):
+            raise FlashError(f"range 0x{offset:x}+{n} is outside the {len(self._mem)}-byte flash")
+        erased = self._erased_sector if n <= len(self._erased_sector) else bytes([ERASED]) * n
+        if self._mem[offset:offset + n] != erased[:n]:
             # NOR can only clear bits: find the first byte that is not erased for the message.
             current = self._mem[offset:offset + len(data)]
             first = next(i for i, b in enumerate(current) if b != ERASED)

@@ -1,0 +1,377 @@
+"""Exhaustive power-fail sweep over the flash choke point (simulator only; fault-matrix rows 1-3).
+
+MCUboot's simulator replays the upgrade from the start for every fail point. Here one clean run
+records every flash operation (place and bytes written); the sweep then walks the operations in
+order, keeping a cursor copy of the flash as it was before operation i, so each fail point starts
+from a restore instead of a replay. At each point the cut is applied - between operations, or torn
+(a prefix of the phrases of a program, a prefix of the sector of an erase) - and the board is booted
+again and again as it would be after power returns (a trial image confirms itself in the install
+scenario, never in the revert scenario) until a boot changes nothing. Then the invariant is checked:
+the primary slot holds exactly the expected image, its trailer is confirmed, the secondary trailer is
+blank (no stray request), the other image sits in the secondary slot, the stored security counter and
+update status agree with the outcome. Anything else is a brick.
+
+Scenarios: "install" (TEST swap then a confirming trial boot), "revert" (TEST swap, trial boot that
+never confirms, watchdog reset, revert; both boots interrupted), "permanent" (PERM swap). `multi=N`
+stacks up to N cuts in a row at random (seeded) operations of the following boots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+from hil.config import FlashLayout
+from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
+from hil.errors import HilError, PowerLoss
+from hil.images.mcuboot import TrustedKey, parse_image
+from hil.sim.bootloader import Bootloader, BootResult
+from hil.sim.flash import Cut, FlashModel, FlashOp
+from hil.sim.nvstore import NvStore
+
+Scenario = Literal["install", "revert", "permanent"]
+#: A stable board boots without a single flash operation well before this many boots.
+MAX_SETTLE_BOOTS = 8
+TORN_FRACTION = 0.5
+CONFIG = {"profile": "sweep", "cell_ov_mV": 4200}
+BOOTLOADER_FACTORY = Callable[..., Bootloader]
+
+
+@dataclass(frozen=True)
+class FailPoint:
+    """One power cut and what the board ended up as."""
+
+    op_index: int
+    kind: str  # erase | program
+    offset: int
+    phase: str  # the last bootloader log line before the operation
+    cut: str  # between | torn | multi:<n>
+    outcome: str  # old | new | brick
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return (f"op {self.op_index:4d} {self.kind:7s} 0x{self.offset:06x} {self.cut:8s} [{self.phase}] -> "
+                f"{self.outcome}{' ' + self.detail if self.detail else ''}")
+
+
+@dataclass
+class SweepReport:
+    """All fail points of one sweep with the figures the benchmark prints."""
+
+    scenario: str
+    torn: bool
+    multi: int
+    total_ops: int
+    points: list[FailPoint] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def bricks(self) -> int:
+        """Fail points that did not end in a consistent, bootable expected state."""
+        return sum(1 for p in self.points if p.outcome == "brick")
+
+    @property
+    def points_per_s(self) -> float:
+        return len(self.points) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.scenario}{' torn' if self.torn else ''}{f' multi={self.multi}' if self.multi else ''}: "
+                f"{len(self.points)} fail points over {self.total_ops} operations, {self.bricks} bricks, "
+                f"{self.elapsed_s:.2f} s ({self.points_per_s:.0f} points/s)")
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    op: FlashOp
+    phase: str
+
+
+class _Recorder:
+    """Interrupter for the clean run: lets every operation through and notes it with the current phase."""
+
+    def __init__(self) -> None:
+        self.ops: list[_Recorded] = []
+        self.phase = "start"
+
+    def log(self, line: str) -> None:
+        self.phase = line.removeprefix("BOOT: ")
+
+    def __call__(self, op: FlashOp, duration_s: float) -> Cut | None:
+        self.ops.append(_Recorded(op, self.phase))
+        return None
+
+
+class _Countdown:
+    """Interrupter that cuts power at the n-th operation from now (torn or not)."""
+
+    def __init__(self) -> None:
+        self.remaining: int | None = None
+        self.torn = False
+        self.fraction = TORN_FRACTION
+        self.fired: list[FlashOp] = []
+
+    def __call__(self, op: FlashOp, duration_s: float) -> Cut | None:
+        if self.remaining is None:
+            return None
+        if self.remaining > 0:
+            self.remaining -= 1
+            return None
+        self.remaining = None
+        self.fired.append(op)
+        return Cut(torn=self.torn, fraction=self.fraction)
+
+
+class _Rig:
+    """One simulated board (flash, NV, bootloader) with the sweep's firmware behaviour."""
+
+    def __init__(self, layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str,
+                 scenario: Scenario, make_bootloader: BOOTLOADER_FACTORY) -> None:
+        self.layout = layout
+        self.old, self.new = old, new
+        self.scenario = scenario
+        self.flash = FlashModel.in_memory(layout)
+        self.nv = NvStore(self.flash, layout)
+        self.recorder = _Recorder()
+        self.bl = make_bootloader(self.flash, layout, self.nv, trusted, hardware_id, log=self.recorder.log)
+        self.old_img, self.new_img = parse_image(old), parse_image(new)
+        #: Verdict by digest of a flash state at a boot boundary (see outcome()).
+        self.memo: dict[bytes, tuple[str, str]] = {}
+
+    def prepare(self) -> bytes:
+        """Factory state, first boot, new image staged and activated: the flash before the clean run."""
+        Bootloader.factory_program(self.flash, self.layout, self.old)
+        self.nv.update(config=CONFIG, config_schema=1, security_counter=0, boot_count=0,
+                       update={"state": 0, "reason": 0, "target": [0, 0, 0]})
+        self.bl.boot(ResetCause.POWER_ON)
+        self.bl.erase_secondary()
+        for off in range(0, len(self.new), 4094):  # UDS-sized blocks, unaligned on purpose
+            self.bl.write_secondary(off, self.new[off:off + 4094])
+        self.bl.verify_staged()
+        self.nv.update(config_backup=CONFIG, config_schema_backup=1)
+        mode = ActivationMode.PERMANENT if self.scenario == "permanent" else ActivationMode.TEST
+        self.bl.request_upgrade(mode)
+        self.nv.update(update={"state": int(UpdateState.ACTIVATION_PENDING), "reason": 0, "target": [0, 0, 0]})
+        return self.flash.snapshot()
+
+    def clean_run(self) -> list[_Recorded]:
+        """The uninterrupted activation: every operation of it is a fail point."""
+        self.flash.interrupter = self.recorder
+        try:
+            result = self.bl.boot(ResetCause.SOFTWARE)
+            if self.scenario == "revert":
+                assert result.trial, "the clean TEST install did not end in a trial boot"
+                self.bl.boot(ResetCause.WATCHDOG)  # the trial image never confirmed itself
+        finally:
+            self.flash.interrupter = None
+        return list(self.recorder.ops)
+
+    def firmware(self, result: BootResult) -> None:
+        """What the application does after a boot: in the install scenario a trial image passes its self-test."""
+        if result.trial and self.scenario == "install":
+            self.bl.confirm()
+            self.nv.update(update={**(self.nv.get("update", {}) or {}), "state": int(UpdateState.SUCCESS)})
+
+    def outcome(self, countdown: _Countdown | None = None, cuts: list[int] | None = None) -> tuple[str, str]:
+        """Settle and check; after the first boot, a flash state seen before ends the same way (memo).
+
+        Sound because a boot is a function of the flash contents and the reset cause alone (the
+        bootloader keeps nothing across boots but content-keyed caches); every later boot here is
+        a power-on boot without cuts.
+        """
+        seen: list[bytes] = []
+
+        def boundary(boots: int) -> tuple[str, str] | None:
+            if boots == 0 or (countdown is not None and countdown.remaining is not None):
+                return None
+            key = hashlib.sha256(self.flash.snapshot()).digest()
+            seen.append(key)
+            return self.memo.get(key)
+
+        try:
+            result = self.settle(countdown, cuts, boundary)
+            verdict = result if isinstance(result, tuple) else self.check(result)
+        except Exception as exc:  # a bootloader that raises anything is a brick, never a crash of the sweep
+            verdict = ("brick", f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=-2)!r}")
+        for key in seen:
+            self.memo[key] = verdict
+        return verdict
+
+    def settle(self, countdown: _Countdown | None = None, cuts: list[int] | None = None,
+               boundary: Callable[[int], tuple[str, str] | None] | None = None) -> BootResult | tuple[str, str]:
+        """Power returns: boot (cuts from `cuts` stacked on the way) until a boot changes nothing.
+
+        `boundary(boots_so_far)` may end the settling early with a known verdict.
+        """
+        pending = list(cuts or [])
+        if countdown is not None and pending:
+            countdown.remaining = pending.pop(0)
+        self.flash.interrupter = countdown
+        try:
+            last: BootResult | None = None
+            for boots in range(MAX_SETTLE_BOOTS + len(cuts or [])):
+                known = boundary(boots) if boundary is not None else None
+                if known is not None:
+                    return known
+                before = self.flash.ops
+                try:
+                    last = self.bl.boot(ResetCause.POWER_ON)
+                    if last.mode is BootMode.APPLICATION:
+                        self.firmware(last)
+                except PowerLoss:
+                    if countdown is not None and pending:
+                        countdown.remaining = pending.pop(0)
+                    continue
+                if self.flash.ops == before and not last.trial:
+                    if countdown is not None and countdown.remaining is not None:
+                        countdown.remaining, pending = None, []  # stable: nothing left to cut
+                    return last
+            raise AssertionError(f"no stable state after {MAX_SETTLE_BOOTS} boots: {last.log if last else ''}")
+        finally:
+            self.flash.interrupter = None
+
+    def check(self, result: BootResult) -> tuple[str, str]:
+        """(outcome, detail): old / new when every invariant holds, else brick with what is wrong."""
+        if result.mode is not BootMode.APPLICATION or result.image is None:
+            return "brick", "recovery mode: no valid image"
+        expect_new = self.scenario != "revert"
+        want, other = (self.new, self.old) if expect_new else (self.old, self.new)
+        want_img = self.new_img if expect_new else self.old_img
+        name = "new" if expect_new else "old"
+        problems = []
+        lay = self.layout
+        if self.flash.read(lay.primary_offset, len(want)) != want:
+            running = result.image.version_str
+            problems.append(f"primary is not the {name} image (boots {running})")
+        if self.flash.read(lay.secondary_offset, len(other)) != other:
+            problems.append("secondary slot does not hold the other image")
+        pt = self.bl.read_trailer(lay.primary_offset)
+        if not (pt.consistent and pt.copy_done and pt.image_ok):
+            problems.append(f"primary trailer not confirmed: {pt}")
+        if not self.flash.is_erased(lay.secondary_offset + lay.slot_size, lay.sector_size):
+            problems.append("stray data in the secondary trailer")
+        counter = int(self.nv.get("security_counter", -1))
+        if counter != (want_img.security_counter or 0):
+            problems.append(f"stored security counter {counter}, expected {want_img.security_counter}")
+        state = int((self.nv.get("update", {}) or {}).get("state", -1))
+        if self.scenario == "revert" and state != UpdateState.ROLLED_BACK:
+            problems.append(f"update state {UpdateState(state).name}, expected ROLLED_BACK")
+        if self.scenario == "install" and state != UpdateState.SUCCESS:
+            problems.append(f"update state {UpdateState(state).name}, expected SUCCESS")
+        if self.nv.get("config") != CONFIG:
+            problems.append(f"configuration changed: {self.nv.get('config')}")
+        return ("brick", "; ".join(problems)) if problems else (name, "")
+
+
+def _run_points(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str,
+                scenario: Scenario, torn: bool, multi: int, seed: int, part: int, parts: int,
+                make_bootloader: BOOTLOADER_FACTORY) -> tuple[int, list[FailPoint]]:
+    """The fail points of worker `part` of `parts` (every parts-th operation)."""
+    rig = _Rig(layout, old, new, trusted, hardware_id, scenario, make_bootloader)
+    initial = rig.prepare()
+    ops = rig.clean_run()
+    points: list[FailPoint] = []
+    cursor = bytearray(initial)
+    applied = 0
+
+    def seek(i: int) -> None:
+        nonlocal applied
+        for rec in ops[applied:i]:  # roll the cursor forward to "before operation i"
+            op = rec.op
+            cursor[op.offset:op.offset + op.length] = b"\xff" * op.length if op.data is None else op.data
+        applied = max(applied, i)
+
+    def attempt(i: int, fraction: float | None, label: str, cuts: list[int] | None = None) -> None:
+        rec = ops[i]
+        seek(i)
+        rig.flash.restore(cursor)
+        if fraction is not None:
+            rig.flash.apply_partial(rec.op, fraction)
+        countdown = _Countdown() if cuts else None
+        if countdown is not None:
+            countdown.torn = torn
+        outcome, detail = rig.outcome(countdown, cuts)
+        if countdown is not None and countdown.fired:
+            detail = (detail + " " if detail else "") + "after further cuts at " + ", ".join(
+                f"{o.kind}@0x{o.offset:x}" for o in countdown.fired)
+        points.append(FailPoint(i, rec.op.kind, rec.op.offset, rec.phase, label, outcome, detail))
+
+    if multi:
+        rng = random.Random(seed)
+        plan = []
+        for _ in range(len(ops)):
+            i = rng.randrange(len(ops))
+            frac = rng.random() if torn and rng.random() < 0.5 else None
+            extra = [rng.randrange(len(ops)) for _ in range(rng.randint(0, multi - 1))]
+            plan.append((i, frac, extra))
+        mine = [p for n, p in enumerate(plan) if n % parts == part]
+        for i, frac, extra in sorted(mine, key=lambda p: p[0]):
+            attempt(i, frac, f"multi:{1 + len(extra)}", extra)
+    else:
+        align = layout.write_align
+        for i in range(part, len(ops), parts):
+            attempt(i, None, "between")
+            op = ops[i].op
+            # A torn single-phrase program leaves nothing behind: the same state as a cut before it.
+            if torn and (op.kind == "erase" or (op.length // align) * TORN_FRACTION >= 1):
+                attempt(i, TORN_FRACTION, "torn")
+    return len(ops), points
+
+
+def _worker(conn: object, args: tuple[object, ...]) -> None:
+    try:
+        conn.send(("ok", _run_points(*args)))  # type: ignore[attr-defined]
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))  # type: ignore[attr-defined]
+    finally:
+        conn.close()  # type: ignore[attr-defined]
+
+
+def sweep(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str, *,
+          scenario: Scenario, torn: bool = True, multi: int = 0, seed: int = 0, workers: int = 1,
+          make_bootloader: BOOTLOADER_FACTORY = Bootloader, timeout_s: float = 600.0) -> SweepReport:
+    """Cut power at every flash operation of `scenario` (and tear it if `torn`); see the module docstring.
+
+    `old` is the confirmed image before the update, `new` the one installed. `make_bootloader` lets a
+    test sweep a deliberately broken bootloader (proof the sweep can fail). `workers` > 1 forks processes
+    that each take every n-th operation.
+    """
+    if scenario not in ("install", "revert", "permanent"):
+        raise ValueError(f"scenario must be install, revert or permanent, got {scenario!r}")
+    start = time.perf_counter()
+    base = (layout, old, new, list(trusted), hardware_id, scenario, torn, multi, seed)
+    if workers <= 1:
+        total, points = _run_points(*base, 0, 1, make_bootloader)
+    else:
+        # fork: the children inherit keys and the factory as they are (no pickling of key objects).
+        ctx = multiprocessing.get_context("fork")
+        procs = []
+        for part in range(workers):
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(child, (*base, part, workers, make_bootloader)), daemon=True)
+            proc.start()
+            child.close()
+            procs.append((proc, parent))
+        total, points = 0, []
+        deadline = time.monotonic() + timeout_s
+        errors = []
+        for proc, conn in procs:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                proc.kill()
+                errors.append(f"worker {proc.pid} gave no result within {timeout_s:.0f} s")
+                continue
+            status, payload = conn.recv()
+            proc.join(timeout=5.0)
+            if status != "ok":
+                errors.append(str(payload))
+                continue
+            total, part_points = payload
+            points.extend(part_points)
+        if errors:
+            raise HilError("sweep workers failed:\n" + "\n".join(errors))
+        points.sort(key=lambda p: (p.op_index, p.cut))
+    return SweepReport(scenario, torn, multi, total, points, time.perf_counter() - start)
