@@ -49,7 +49,7 @@ class FailPoint:
     op_index: int
     kind: str  # erase | program
     offset: int
-    phase: str  # the last bootloader log line before the operation
+    phase: str  # clean-run boot and the last bootloader log line before the operation
     cut: str  # between | torn | multi:<n>
     outcome: str  # old | new | brick
     detail: str = ""
@@ -96,10 +96,15 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.ops: list[_Recorded] = []
+        self.boot = "boot 0"
         self.phase = "start"
 
+    def start_boot(self, n: int, cause: ResetCause) -> None:
+        self.boot = f"boot {n} ({cause.name})"
+        self.phase = f"{self.boot}: start"
+
     def log(self, line: str) -> None:
-        self.phase = line.removeprefix("BOOT: ")
+        self.phase = f"{self.boot}: {line.removeprefix('BOOT: ')}"
 
     def __call__(self, op: FlashOp, duration_s: float) -> Cut | None:
         self.ops.append(_Recorded(op, self.phase))
@@ -162,9 +167,12 @@ class _Rig:
         """The uninterrupted activation: every operation of it is a fail point."""
         self.flash.interrupter = self.recorder
         try:
+            self.recorder.start_boot(1, ResetCause.SOFTWARE)
             result = self.bl.boot(ResetCause.SOFTWARE)
             if self.scenario == "revert":
-                assert result.trial, "the clean TEST install did not end in a trial boot"
+                if not result.trial:
+                    raise HilError(f"the clean TEST install did not end in a trial boot: {result.log}")
+                self.recorder.start_boot(2, ResetCause.WATCHDOG)
                 self.bl.boot(ResetCause.WATCHDOG)  # the trial image never confirmed itself
         finally:
             self.flash.interrupter = None
