@@ -21,6 +21,7 @@ from hil import contract
 from hil.config import compute_key
 from hil.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
 from hil.errors import FlashError, ImageError, PowerLoss
+from hil.images.mcuboot import image_extent
 
 if TYPE_CHECKING:
     from hil.sim.board import EcuContext
@@ -93,6 +94,7 @@ class DiagServer:
     _download: _Download | None = None
     _erased: bool = False
     _progress: int = 0
+    _staged_size: int | None = None
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes | None:
@@ -306,6 +308,11 @@ class DiagServer:
             state = self.ecu.update_state()
             _require(state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.REJECTED), Nrc.REQUEST_SEQUENCE_ERROR)
             try:
+                extent = image_extent(self.ecu.bootloader.staged_image())
+                if self._staged_size is not None and extent is not None and extent > self._staged_size:
+                    # The slot is erased past the download, so the TLV area may parse; the size tells the truth.
+                    raise ImageError(f"image claims {extent} bytes, only {self._staged_size} were downloaded",
+                                     reason=Reason.TRUNCATED)
                 image = self.ecu.bootloader.verify_staged(allow_downgrade=self.unlocked_level == contract.SA_LEVEL_BENCH)
             except ImageError as exc:
                 reason = Reason(exc.reason)
@@ -366,6 +373,7 @@ class DiagServer:
             raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
         _require(self._erased, Nrc.UPLOAD_DOWNLOAD_NOT_ACCEPTED)
         self._erased = False  # a second download needs a fresh erase: NOR cannot be rewritten
+        self._staged_size = None
         self._download = _Download(address, size)
         self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary)
         self._progress = 0
@@ -408,6 +416,7 @@ class DiagServer:
         if dl.writer.error is not None:
             self.ecu.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
             raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE)
+        self._staged_size = dl.size
         self.ecu.log(f"UPD: download complete {dl.size} bytes")
         self.ecu.set_update(UpdateState.DOWNLOADED, Reason.NONE)
         return b"\x77"
