@@ -35,8 +35,9 @@ def test_every_fail_point_ends_old_or_new(images: Images, scenario: str, torn: b
         assert "boot 1 (SOFTWARE)" in phases and "boot 2 (WATCHDOG)" in phases
 
 
-def test_multi_cut_mode_converges(images: Images) -> None:
-    report = run(images, "revert", torn=True, multi=5, seed=7)
+@pytest.mark.parametrize("scenario", ["install", "revert", "permanent"])
+def test_multi_cut_mode_converges(images: Images, scenario: str) -> None:
+    report = run(images, scenario, torn=True, multi=5, seed=7)
     assert report.points and report.bricks == 0, "\n".join(str(p) for p in report.points if p.outcome == "brick")
     assert any(p.cut != "multi:1" for p in report.points)
     assert any("after further cuts" in p.detail for p in report.points), "no point stacked a second cut"

@@ -180,9 +180,13 @@ class _Rig:
 
     def firmware(self, result: BootResult) -> None:
         """What the application does after a boot: in the install scenario a trial image passes its self-test."""
+        upd = self.nv.get("update", {}) or {}
         if result.trial and self.scenario == "install":
             self.bl.confirm()
-            self.nv.update(update={**(self.nv.get("update", {}) or {}), "state": int(UpdateState.SUCCESS)})
+            self.nv.update(update={**upd, "state": int(UpdateState.SUCCESS)})
+        elif not result.trial and upd.get("state") == UpdateState.TESTING and self.bl.is_confirmed():
+            # Power went between confirm() and the SUCCESS record: the confirmed image reports it now.
+            self.nv.update(update={**upd, "state": int(UpdateState.SUCCESS)})
 
     def outcome(self, countdown: _Countdown | None = None, cuts: list[int] | None = None) -> tuple[str, str]:
         """Settle and check; after the first boot, a flash state seen before ends the same way (memo).
@@ -202,7 +206,7 @@ class _Rig:
 
         try:
             result = self.settle(countdown, cuts, boundary)
-            verdict = result if isinstance(result, tuple) else self.check(result)
+            verdict = result if isinstance(result, tuple) else self.check(result, revert_ok=bool(cuts))
         except Exception as exc:  # a bootloader that raises anything is a brick, never a crash of the sweep
             verdict = ("brick", f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=-2)!r}")
         for key in seen:
@@ -242,11 +246,23 @@ class _Rig:
         finally:
             self.flash.interrupter = None
 
-    def check(self, result: BootResult) -> tuple[str, str]:
-        """(outcome, detail): old / new when every invariant holds, else brick with what is wrong."""
+    def check(self, result: BootResult, *, revert_ok: bool = False) -> tuple[str, str]:
+        """(outcome, detail): old / new when every invariant holds, else brick with what is wrong.
+
+        The install scenario ends with the new image; with `revert_ok` (a later cut hit the trial
+        boot before it confirmed) a clean revert to the old image is right too.
+        """
         if result.mode is not BootMode.APPLICATION or result.image is None:
             return "brick", "recovery mode: no valid image"
-        expect_new = self.scenario != "revert"
+        verdict = self._check(result, expect_new=self.scenario != "revert")
+        if verdict[0] == "brick" and revert_ok and self.scenario == "install":
+            alternative = self._check(result, expect_new=False)
+            if alternative[0] != "brick":
+                return alternative
+        return verdict
+
+    def _check(self, result: BootResult, *, expect_new: bool) -> tuple[str, str]:
+        assert result.image is not None
         want, other = (self.new, self.old) if expect_new else (self.old, self.new)
         want_img = self.new_img if expect_new else self.old_img
         name = "new" if expect_new else "old"
@@ -266,9 +282,9 @@ class _Rig:
         if counter != (want_img.security_counter or 0):
             problems.append(f"stored security counter {counter}, expected {want_img.security_counter}")
         state = int((self.nv.get("update", {}) or {}).get("state", -1))
-        if self.scenario == "revert" and state != UpdateState.ROLLED_BACK:
+        if not expect_new and state != UpdateState.ROLLED_BACK:
             problems.append(f"update state {UpdateState(state).name}, expected ROLLED_BACK")
-        if self.scenario == "install" and state != UpdateState.SUCCESS:
+        if expect_new and self.scenario == "install" and state != UpdateState.SUCCESS:
             problems.append(f"update state {UpdateState(state).name}, expected SUCCESS")
         if self.nv.get("config") != CONFIG:
             problems.append(f"configuration changed: {self.nv.get('config')}")
