@@ -345,13 +345,17 @@ DIALECTS: Mapping[str, PsuDialect] = types.MappingProxyType({
 
 #: Programmable range (max V, max A) per output of models we know, by the `*IDN?` model field.
 #: Unknown models are bounded by the bench file's limits only.
+_E3631XA = ((1, (6.0, 5.0)), (2, (25.0, 1.0)), (3, (25.0, 1.0)))
+_DP832 = ((1, (30.0, 3.0)), (2, (30.0, 3.0)), (3, (5.0, 3.0)))
 CHANNEL_RANGES: Mapping[str, Mapping[int, tuple[float, float]]] = types.MappingProxyType({
-    "E36311A": {1: (6.0, 5.0), 2: (25.0, 1.0), 3: (25.0, 1.0)},
-    "E36312A": {1: (6.0, 5.0), 2: (25.0, 1.0), 3: (25.0, 1.0)},
-    "E36313A": {1: (6.0, 10.0), 2: (25.0, 2.0), 3: (25.0, 2.0)},
-    "DP832": {1: (30.0, 3.0), 2: (30.0, 3.0), 3: (5.0, 3.0)},
-    "DP832A": {1: (30.0, 3.0), 2: (30.0, 3.0), 3: (5.0, 3.0)},
-    "HMP4040": {1: (32.0, 10.0), 2: (32.0, 10.0), 3: (32.0, 10.0), 4: (32.0, 10.0)},
+    model: types.MappingProxyType(dict(ranges)) for model, ranges in {
+        "E36311A": _E3631XA,
+        "E36312A": _E3631XA,
+        "E36313A": ((1, (6.0, 10.0)), (2, (25.0, 2.0)), (3, (25.0, 2.0))),
+        "DP832": _DP832,
+        "DP832A": _DP832,
+        "HMP4040": tuple((ch, (32.0, 10.0)) for ch in range(1, 5)),
+    }.items()
 })
 
 

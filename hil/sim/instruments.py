@@ -8,6 +8,7 @@ The command sets are documented in docs/instruments.md.
 from __future__ import annotations
 
 import threading
+import types
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
@@ -41,11 +42,11 @@ class ChannelRange:
 
 
 #: Keysight E36312A: CH1 6 V / 5 A, CH2 and CH3 25 V / 1 A.
-E36312A_RANGES: Mapping[int, ChannelRange] = {
+E36312A_RANGES: Mapping[int, ChannelRange] = types.MappingProxyType({
     1: ChannelRange(6.0, 5.0),
     2: ChannelRange(25.0, 1.0),
     3: ChannelRange(25.0, 1.0),
-}
+})
 
 
 @dataclass(frozen=True)
