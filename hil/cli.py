@@ -66,7 +66,7 @@ def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
         table.add_column("address")
         for name, addr in endpoints.items():
             table.add_row(name, addr)
-        out.print(table, file=sys.stderr) if ready_line else out.print(table)
+        (RichConsole(stderr=True) if ready_line else out).print(table)
         if ready_line:
             print(READY_MARK + json.dumps(endpoints), flush=True)
         else:

@@ -325,8 +325,10 @@ class Board:
         self._migrate_config(desc)
         if self.update_state() is UpdateState.DOWNLOADING:
             self.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
-        elif not result.trial and self.update_state() is UpdateState.INSTALLING and self.bootloader.is_confirmed():
-            # A permanent (or restore) install needs no self-test: it is confirmed by the swap itself.
+        elif (not result.trial and self.update_state() in (UpdateState.INSTALLING, UpdateState.TESTING)
+              and self.bootloader.is_confirmed()):
+            # A permanent (or restore) install is confirmed by the swap itself; a TESTING status on a
+            # confirmed image means power was lost between the confirmation and the status write.
             self.set_update(UpdateState.SUCCESS, Reason.NONE, target=result.image.version_tuple)
         self._start_soc(cpu, desc)
         self._start_diag(recovery=False)
