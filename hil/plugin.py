@@ -48,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="bench YAML (default: benches/sim.yaml, the virtual bench; env HIL_BENCH)")
     group.addoption("--evidence-dir", default="reports/evidence",
                     help="where CAN traces, console and supply logs of every test are kept")
+    group.addoption("--reports-dir", default="reports",
+                    help="where the fault matrix, traceability and run record are written")
     group.addoption("--sweep-points", type=int, default=2,
                     help="power-cut points per install phase in the black-box sweep (nightly: 25)")
     group.addoption("--allow-irreversible", action="store_true",
@@ -71,6 +73,8 @@ class HilSession:
     baseline_config: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
+    opened: bool = False
+    started: float = field(default_factory=time.time)
     _cfg: BenchConfig | None = None
 
     @property
@@ -107,6 +111,7 @@ class HilSession:
             raise BenchBusy(self.broken) from None
         session_dir = self.evidence_root / "_session"
         session_dir.mkdir(parents=True, exist_ok=True)
+        self.opened = True
         try:
             self.bench = Bench.open(cfg, evidence_dir=session_dir)
             dut = Dut(self.bench.uds, self.bench.can, cfg.dut)
@@ -382,7 +387,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hil: HilSession = session.config.stash[STASH_KEY]
     try:
-        if hil.records:
+        if hil.opened and hil.records:  # only runs against a bench produce evidence reports
             _write_reports(hil)
     finally:
         hil.close()
@@ -393,8 +398,9 @@ def _write_reports(hil: HilSession) -> None:
         from hil import report
     except ImportError:  # pragma: no cover
         return
-    out = Path(hil.config.rootpath) / "reports"
-    out.mkdir(exist_ok=True)
+    out = Path(hil.config.getoption("--reports-dir"))
+    out = out if out.is_absolute() else Path(hil.config.rootpath) / out
+    out.mkdir(parents=True, exist_ok=True)
     records = [report.TestRecord(nodeid=r["nodeid"], name=r["name"], outcome=r["outcome"], duration_s=r["duration_s"],
                                  fault_rows=[x for x in r["fault_rows"] if x is not None], expect=r["expect"],
                                  requirements=r["requirements"],
@@ -405,6 +411,14 @@ def _write_reports(hil: HilSession) -> None:
         report.write_fault_matrix(records, out)
     if any(r.requirements for r in records):
         report.write_traceability(records, out)
-    report.write_run_record(out, bench=hil.identity or {"bench": hil.cfg.bench}, tool_versions=report.tool_versions()
-                            if hasattr(report, "tool_versions") else {})
+    import datetime
+    import sys
+
+    def iso(t: float) -> str:
+        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+
+    report.write_run_record(out, bench=hil.identity or {"bench": hil.cfg.bench}, tool_versions=report.tool_versions(),
+                            started=iso(hil.started), finished=iso(time.time()), command=sys.argv,
+                            seeds={"sweep_points": hil.config.getoption("--sweep-points")},
+                            repo=Path(hil.config.rootpath))
 

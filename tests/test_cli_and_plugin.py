@@ -93,9 +93,11 @@ def test_cli_rejects_bad_arguments_clearly(tmp_path):
     assert result.returncode != 0 and "bench file not found" in result.stderr
 
 
-def _pytest(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], timeout=timeout,
-                env={**os.environ, **(env or {})})
+def _pytest(args: list[str], tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """A user's pytest run; its lock, evidence and reports live in `tmp`, never in the repository."""
+    return _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, "--evidence-dir", str(tmp / "ev"),
+                 "--reports-dir", str(tmp / "reports")], timeout=timeout,
+                env={**os.environ, "HIL_LOCK_DIR": str(tmp / "locks")})
 
 
 def test_broken_bench_errors_the_remaining_tests_with_one_cause(tmp_path):
@@ -106,8 +108,8 @@ def test_broken_bench_errors_the_remaining_tests_with_one_cause(tmp_path):
     data["psu"]["timeout_ms"] = 300
     del data["sim"]
     bench.write_text(yaml.safe_dump(data))
-    result = _pytest(["testcases/test_soc_timing.py", "testcases/test_security_access.py", "--bench", str(bench),
-                      "--evidence-dir", str(tmp_path / "ev")], env={"HIL_LOCK_DIR": str(tmp_path / "locks")}, timeout=120)
+    result = _pytest(["testcases/test_soc_timing.py", "testcases/test_security_access.py", "--bench", str(bench)],
+                     tmp_path, timeout=120)
     out = result.stdout
     assert result.returncode != 0
     assert " 0 failed" in out or "failed" not in out.split("short test summary")[-1], out[-2000:]
@@ -123,8 +125,7 @@ def test_bench_lock_keeps_two_runs_apart(tmp_path):
     locks.mkdir()
     name = yaml.safe_load(bench.read_text())["bench"]
     with FileLock(str(locks / f"{name}.lock")):
-        result = _pytest(["testcases/test_security_access.py", "--bench", str(bench), "--evidence-dir",
-                          str(tmp_path / "ev")], env={"HIL_LOCK_DIR": str(locks)}, timeout=120)
+        result = _pytest(["testcases/test_security_access.py", "--bench", str(bench)], tmp_path, timeout=120)
     assert result.returncode != 0
     assert "is locked by another run" in result.stdout, result.stdout[-2000:]
 
@@ -147,7 +148,8 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
                           "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys")}
         data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
         bench.write_text(yaml.safe_dump(data))
-    result = _pytest(["testcases/test_update.py", "--bench", str(bench), "--evidence-dir", str(tmp_path / "ev"), "-q"],
-                     env={"HIL_LOCK_DIR": str(tmp_path / "locks")})
+    result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "4 passed" in result.stdout, result.stdout[-2000:]
+    matrix = (tmp_path / "reports" / "fault-matrix.md").read_text()
+    assert "| 9 |" in matrix and "firmware-hangs_until_the_watchdog_fires" in matrix
