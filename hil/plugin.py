@@ -288,7 +288,8 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
     if allure is not None:
         for f in sorted(d.iterdir()):
-            if f.is_file() and f.stat().st_size:
+            # The .blf trace stays on disk (hashed in traceability.md); the report carries the readable .asc.
+            if f.is_file() and f.stat().st_size and f.suffix != ".blf":
                 kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
                 allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
 
