@@ -5,8 +5,8 @@ with the framework's own UdsClient, over udp_multicast between two processes, fo
 500 kbit/s and CAN FD 500k/2M, and prints achieved KiB/s and the ratio to `isotp_ceiling_kib_s`.
 The last line is one JSON object with the figures.
 
-    python benchmarks/flash_throughput.py                 # minimal download sink in a subprocess
-    python benchmarks/flash_throughput.py --target bench  # the virtual bench (benches/sim.yaml), classic only
+    python benchmarks/flash_throughput.py                 # the virtual bench (sim.yaml classic, sim-fd.yaml FD)
+    python benchmarks/flash_throughput.py --target sink   # a minimal download sink in a subprocess (the peer)
 
 A target is a function `(bus) -> context manager yielding a Session` (see `sink_target`,
 `bench_target`); swapping the target changes nothing else.
@@ -137,11 +137,16 @@ def sink_target(spec: BusSpec) -> Iterator[Session]:
             proc.kill()
 
 
+BENCH_FILES = {False: ROOT / "benches/sim.yaml", True: ROOT / "benches/sim-fd.yaml"}
+
+
 @contextlib.contextmanager
-def bench_target(spec: BusSpec, bench_file: Path = ROOT / "benches/sim.yaml") -> Iterator[Session]:
-    """The virtual bench: programming session, unlock, erase; then the measured download."""
+def bench_target(spec: BusSpec, bench_file: Path | None = None) -> Iterator[Session]:
+    """The virtual bench (classic: benches/sim.yaml, FD: benches/sim-fd.yaml): programming session, unlock,
+    erase; then the measured download into the secondary slot, with the board programming its flash."""
     from hil.bench import Bench
 
+    bench_file = bench_file or BENCH_FILES[spec.fd]
     cfg = load_bench(bench_file)
     if spec.fd != cfg.can.fd:
         raise HilError(f"{bench_file} is {'FD' if cfg.can.fd else 'classic'} CAN; cannot measure {spec.name} on it")
@@ -180,10 +185,13 @@ def measure(target: Target, spec: BusSpec, size: int) -> dict[str, float | int |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", choices=("sink", "bench"), default="sink")
+    parser.add_argument("--target", choices=("sink", "bench"), default="bench",
+                        help="bench: the virtual BMS board programming its flash (default); sink: a bare UDS sink")
     parser.add_argument("--bus", choices=("classic", "fd", "both"), default="both")
-    parser.add_argument("--size", type=int, default=IMAGE_SIZE, help="image bytes (default 256 KiB)")
-    parser.add_argument("--bench-file", type=Path, default=ROOT / "benches/sim.yaml")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image bytes (default: 256 KiB for the sink, the slot's 128 KiB for the bench)")
+    parser.add_argument("--bench-file", type=Path, default=None,
+                        help="bench YAML (default: benches/sim.yaml for classic, benches/sim-fd.yaml for FD)")
     parser.add_argument("--serve-sink", nargs=4, metavar=("GROUP", "PORT", "FD", "DATA_BITRATE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_sink:
@@ -194,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     specs = [BUSES["classic"], BUSES["fd"]] if args.bus == "both" else [BUSES[args.bus]]
     results = []
     for spec in specs:
-        r = measure(target, spec, args.size)
+        size = args.size or (IMAGE_SIZE if args.target == "sink"
+                             else load_bench(args.bench_file or BENCH_FILES[spec.fd]).flash_layout.slot_size)
+        r = measure(target, spec, size)
         results.append(r)
         print(f"{r['bus']:>13}: {r['kib_s']:7.2f} KiB/s in {r['seconds']:.2f} s, ceiling {r['ceiling_kib_s']:.2f} KiB/s "
               f"(worst-case stuffing, {r['block_len']}-byte blocks) -> ratio {r['ratio']:.3f}", flush=True)
