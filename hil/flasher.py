@@ -11,7 +11,7 @@ import enum
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from hil import contract
 from hil.config import DutConfig
@@ -81,7 +81,7 @@ def _num(value: object) -> int:
 class Flasher:
     """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
 
-    def __init__(self, uds: "UdsLike", can: "CanLike", dut: DutConfig) -> None:
+    def __init__(self, uds: UdsLike, can: CanLike, dut: DutConfig) -> None:
         self.uds = uds
         self.can = can
         self.dut = dut
@@ -208,9 +208,11 @@ class Flasher:
         return self.wait_outcome(timeout)
 
 
-class UdsLike:  # pragma: no cover - typing aid: what the Flasher needs from hil.drivers.uds.UdsClient
+class UdsLike(Protocol):
+    """What the Flasher needs from a UDS client (hil.drivers.uds.UdsClient)."""
+
     def session(self, n: int) -> None: ...
-    def unlock(self, security: object) -> None: ...
+    def unlock(self, security: Any) -> None: ...
     def read_did(self, did: int) -> bytes: ...
     def routine(self, rid: int, data: bytes = b"") -> bytes: ...
     def request_download(self, address: int, size: int) -> int: ...
@@ -221,6 +223,9 @@ class UdsLike:  # pragma: no cover - typing aid: what the Flasher needs from hil
     def software_version(self) -> str: ...
 
 
-class CanLike:  # pragma: no cover - typing aid: what the Flasher needs from hil.drivers.can.CanChannel
-    def wait_for(self, message: str, signals: dict | None = None, predicate: object = None, timeout: float = 2.0,
-                 since: float | None = None) -> object: ...
+class CanLike(Protocol):
+    """What the Flasher needs from a CAN channel (hil.drivers.can.CanChannel)."""
+
+    def wait_for(self, message: str, signals: dict[str, Any] | None = None, predicate: Any = None,
+                 timeout: float = 2.0, since: float | None = None) -> Any: ...
+    def recorder(self, message: str) -> Any: ...

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from hil import contract
 from hil.config import LoadConfig
-from hil.drivers.psu import InstrumentEvent, ScpiSession, check_readback
+from hil.drivers.psu import ScpiDriver, check_readback
 from hil.errors import InstrumentError, LimitViolation
 
 
-class ScpiBatteryEmulator:
+class ScpiBatteryEmulator(ScpiDriver):
     """The pack the BMS measures (`BatteryEmulator` protocol)."""
 
     CURRENT_TOLERANCE_A = 0.01
@@ -28,36 +28,7 @@ class ScpiBatteryEmulator:
         self.cfg = cfg
         self.n_cells = n_cells
         self.n_temps = n_temps
-        self._session = ScpiSession(cfg.resource, cfg.timeout_ms, name="battery emulator", log_path=log_path)
-        try:
-            self._identity = self._session.query("*IDN?")
-        except BaseException:
-            self._session.close()
-            raise
-
-    # ------------------------------------------------------------------ basics
-    def identity(self) -> str:
-        """`*IDN?` as read when the driver opened."""
-        return self._identity
-
-    @property
-    def events(self) -> list[InstrumentEvent]:
-        """Settings with their times (for reports)."""
-        return self._session.events
-
-    def start_log(self, path: Path | None) -> None:
-        """Log every command and answer to `path` from now on (None: stop logging to a file)."""
-        self._session.start_log(path)
-
-    def close(self) -> None:
-        """Release the instrument."""
-        self._session.close()
-
-    def __enter__(self) -> "ScpiBatteryEmulator":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._open_session(cfg.resource, cfg.timeout_ms, "battery emulator", log_path)
 
     def _where(self) -> str:
         return f"battery emulator {self.cfg.resource}"

@@ -372,7 +372,42 @@ def channel_range(identity: str, channel: int) -> tuple[float, float] | None:
 
 
 # --------------------------------------------------------------------------- driver
-class ScpiPowerSupply:
+class ScpiDriver:
+    """What every SCPI instrument driver shares: a session opened with `*IDN?`, its log and events."""
+
+    def _open_session(self, resource: str, timeout_ms: int, name: str, log_path: Path | None) -> None:
+        self._session = ScpiSession(resource, timeout_ms, name=name, log_path=log_path)
+        try:
+            self._identity = self._session.query("*IDN?")
+        except BaseException:
+            self._session.close()
+            raise
+
+    def identity(self) -> str:
+        """`*IDN?` as read when the driver opened."""
+        return self._identity
+
+    @property
+    def events(self) -> list[InstrumentEvent]:
+        """Settings, measurements and actions with their times (for reports)."""
+        return self._session.events
+
+    def start_log(self, path: Path | None) -> None:
+        """Log every command and answer to `path` from now on (None: stop logging to a file)."""
+        self._session.start_log(path)
+
+    def close(self) -> None:
+        """Release the instrument."""
+        self._session.close()
+
+    def __enter__(self):  # noqa: ANN204 - returns the concrete driver
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ScpiPowerSupply(ScpiDriver):
     """The DUT supply of a bench (`PowerSupply` protocol) over SCPI.
 
     Opening queries `*IDN?` at once, so a silent or absent instrument fails here with
@@ -391,9 +426,8 @@ class ScpiPowerSupply:
             raise BenchConfigError(f"psu.channel {cfg.channel}: dialect {cfg.dialect!r} drives single-output "
                                    "supplies (channel 1); pick the vendor dialect for a multi-output supply")
         self._closing = threading.Event()
-        self._session = ScpiSession(cfg.resource, cfg.timeout_ms, name="supply", log_path=log_path)
+        self._open_session(cfg.resource, cfg.timeout_ms, "supply", log_path)
         try:
-            self._identity = self._session.query("*IDN?")
             self.range = channel_range(self._identity, cfg.channel)
         except BaseException:
             self._session.close()
@@ -401,29 +435,10 @@ class ScpiPowerSupply:
         self._setpoint: float | None = None
 
     # ------------------------------------------------------------------ basics
-    def identity(self) -> str:
-        """`*IDN?` as read when the driver opened."""
-        return self._identity
-
-    @property
-    def events(self) -> list[InstrumentEvent]:
-        """Settings, measurements and actions with their times (for reports)."""
-        return self._session.events
-
-    def start_log(self, path: Path | None) -> None:
-        """Log every command and answer to `path` from now on (None: stop logging to a file)."""
-        self._session.start_log(path)
-
     def close(self) -> None:
         """Abort a running dropout/dip wait and release the instrument (the output is left as it is)."""
         self._closing.set()
-        self._session.close()
-
-    def __enter__(self) -> "ScpiPowerSupply":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     # ------------------------------------------------------------------ limits
     def _where(self) -> str:
