@@ -153,3 +153,35 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
     assert "4 passed" in result.stdout, result.stdout[-2000:]
     matrix = (tmp_path / "reports" / "fault-matrix.md").read_text()
     assert "| 9 |" in matrix and "firmware-hangs_until_the_watchdog_fires" in matrix
+
+
+def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
+    bench = _sim_bench(tmp_path)
+    result = _run(HIL + ["flash", "--bench", str(bench), "1.1.0"], timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "outcome: SUCCESS" in result.stdout and "running 1.1.0" in result.stdout, result.stdout[-2000:]
+    refused = _run(HIL + ["flash", "--bench", str(bench), "0.9.0-downgrade"], timeout=180)
+    assert refused.returncode != 0 and "DOWNGRADE_VERSION" in refused.stderr, refused.stdout[-2000:] + refused.stderr
+
+
+def test_two_virtual_benches_run_side_by_side(tmp_path):
+    """Each bench has its own multicast group, ports and flash file: cutting one's power leaves the other running."""
+    from hil.bench import Bench
+    from hil.config import load_bench
+    from hil.contract import MSG_SOC_CORE
+    from hil.errors import HilTimeout
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg_a = load_bench(_sim_bench(tmp_path / "a"))
+    cfg_b = load_bench(_sim_bench(tmp_path / "b", **{"dut.serial_number": "SIM0000002"}))
+    with Bench.open(cfg_a, evidence_dir=tmp_path / "a") as a, Bench.open(cfg_b, evidence_dir=tmp_path / "b") as b:
+        assert a.uds.read_str(0xF18C) == "SIM0000001"
+        assert b.uds.read_str(0xF18C) == "SIM0000002"
+        a.psu.power_off()
+        frames_b = b.can.collect(MSG_SOC_CORE, 1.0)
+        assert len(frames_b) >= 8, "bench b stopped when bench a lost power"
+        with pytest.raises(HilTimeout):
+            a.can.wait_for(MSG_SOC_CORE, timeout=0.5)
+    assert cfg_a.sim is not None and cfg_b.sim is not None
+    assert cfg_a.sim.flash_file != cfg_b.sim.flash_file and cfg_a.sim.flash_file.exists() and cfg_b.sim.flash_file.exists()
