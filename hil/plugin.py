@@ -153,8 +153,11 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     try:
         yield b
     finally:
-        _stop_evidence(b, evidence, request.node)
-        _known_state(hil, request.node)
+        try:
+            _stop_evidence(b, evidence, request.node)
+        finally:
+            _known_state(hil, request.node)
+    _check_evidence_kept(b, evidence)
 
 
 @pytest.fixture
@@ -292,6 +295,15 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
             if f.is_file() and f.stat().st_size and f.suffix != ".blf":
                 kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
                 allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
+
+
+def _check_evidence_kept(b: Bench, d: Path) -> None:
+    """Every test's evidence is on disk: a non-empty CAN trace in both formats, the console and supply logs."""
+    wanted = ["can.blf", "can.asc", "supply.log"] + (["console.log"] if b.console is not None else [])
+    missing = [n for n in wanted if not (d / n).is_file()]
+    empty = [n for n in ("can.blf", "can.asc") if (d / n).is_file() and (d / n).stat().st_size == 0]
+    if missing or empty:
+        raise HilError(f"evidence not kept in {d}: missing {missing or 'none'}, empty {empty or 'none'}")
 
 
 # ---------------------------------------------------------------------- known state

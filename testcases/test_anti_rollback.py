@@ -19,11 +19,12 @@ pytestmark = [pytest.mark.destructive]
 @pytest.mark.requirement("R156-recovery", "ISO24089-recovery")
 def test_counter_not_advanced_when_self_test_fails(dut, flasher, images, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
     counter = dut.security_counter()
     outcome = flasher.update(images["1.3.0-seccnt-2-selftest-fail"])
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     assert dut.security_counter() == counter, "the counter moved for an image that was never confirmed"
-    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED),
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, config),
                       measure)
 
 
@@ -31,6 +32,7 @@ def test_counter_not_advanced_when_self_test_fails(dut, flasher, images, bench_c
 @pytest.mark.fault(row=7, expect="counter advances on confirm; a lower counter is then rejected as a downgrade")
 @pytest.mark.requirement("R156-integrity", "R155-M16")
 def test_counter_advances_on_confirm_then_blocks_lower_counter(dut, flasher, images, bench_config, measure):
+    config = dut.config()
     counter = dut.security_counter()
     outcome = flasher.update(images["1.3.0-seccnt-2"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
@@ -38,5 +40,5 @@ def test_counter_advances_on_confirm_then_blocks_lower_counter(dut, flasher, ima
     staged = flasher.stage(images["2.0.0"])  # newer version, but security counter 1
     assert not staged.accepted
     assert staged.reason is Reason.DOWNGRADE_SECURITY_COUNTER, staged.reason.name
-    check_final_state(dut, bench_config.timing, Expected("1.3.0", UpdateState.REJECTED, Reason.DOWNGRADE_SECURITY_COUNTER),
+    check_final_state(dut, bench_config.timing, Expected("1.3.0", UpdateState.REJECTED, Reason.DOWNGRADE_SECURITY_COUNTER, config),
                       measure)

@@ -47,6 +47,7 @@ def test_power_cut_during_download_keeps_the_old_image(dut, flasher, psu, images
 @pytest.mark.fault(row=4, expect="erase interrupted: old image keeps running")
 def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, images, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
     assert flasher.stage(images["1.1.0"]).accepted  # a full slot: erasing it takes long enough to cut
     flasher.unlock()
     timer = threading.Timer(0.05, psu.output, args=(False,))
@@ -57,20 +58,21 @@ def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, imag
     finally:
         timer.join()
     psu.power_on()
-    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)
     staged = flasher.stage(images["1.1.0"])
     assert staged.accepted, "after a torn erase a fresh erase and download must work"
 
 
 @pytest.mark.fault(row=4, expect="activation survives a power cycle: the new image installs and confirms")
 def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, images, bench_config, measure):
+    config = dut.config()
     staged = flasher.stage(images["1.1.0"])
     assert staged.accepted
     uds.routine(Routine.ACTIVATE_UPDATE, b"\x00")
     psu.dropout(OFF_S)  # instead of ECUReset
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS), measure)
+    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, config=config), measure)
 
 
 INSTALL_CUTS = [
@@ -104,6 +106,7 @@ def test_power_cut_during_install(pattern, expect_version, expect_state, dut, fl
 @pytest.mark.fault(row=4, expect="brown-out dip during the swap: resumes, new image confirmed")
 @pytest.mark.requirement("R156-power")
 def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench_config, measure):
+    config = dut.config()
     staged = flasher.stage(images["1.1.0"])
     assert staged.accepted
     console.mark()
@@ -112,13 +115,14 @@ def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench
     psu.dip(bench_config.psu.brownout_voltage, 0.3)
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS), measure)
+    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, config=config), measure)
 
 
 @pytest.mark.fault(row=3, expect="a second cut during the revert still converges to the old image")
 @pytest.mark.requirement("R156-recovery")
 def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence):
     baseline = dut.version()
+    config = dut.config()
     staged = flasher.stage(images["1.1.0"])
     assert staged.accepted
     console.mark()
@@ -127,7 +131,7 @@ def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, im
     _cut_when(console, r"BOOT: (revert|swap sector \d+/)", psu)  # cut the revert itself
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.NOT_CONFIRMED), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.NOT_CONFIRMED, config), measure)
     check_evidence(evidence, console)
 
 

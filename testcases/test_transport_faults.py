@@ -59,6 +59,7 @@ def endless(total_blocks: int) -> Filter:
 ])
 def test_broken_block_sequence_is_refused(block_filter, dut, flasher, images, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
     flasher.block_filter = block_filter
     with pytest.raises(UdsError) as refused:
         flasher.stage(images["1.1.0"])
@@ -66,16 +67,17 @@ def test_broken_block_sequence_is_refused(block_filter, dut, flasher, images, be
     flasher.block_filter = None
     restarted = flasher.stage(images["1.1.0"])
     assert restarted.accepted, f"a clean restart after the fault must stage: {restarted.reason.name}"
-    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
 
 @pytest.mark.fault(row=13, expect="a repeated block is acknowledged and not written twice")
 def test_repeated_block_is_acknowledged_not_written_twice(dut, flasher, images, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
     flasher.block_filter = repeat_block(2)
     staged = flasher.stage(images["1.1.0"])
     assert staged.accepted, f"image corrupted by a repeated block: {staged.reason.name}"
-    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
 
 @pytest.mark.fault(row=12, expect="NRC 0x71 on data beyond the announced size, nothing overwritten")
@@ -84,6 +86,7 @@ def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, 
     from hil.contract import TRANSFER_DATA_PER_BLOCK
 
     baseline = dut.version()
+    config = dut.config()
     image = images["1.1.0"]
     blocks = -(-len(image) // TRANSFER_DATA_PER_BLOCK)
     flasher.block_filter = endless(blocks)
@@ -96,6 +99,7 @@ def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, 
 @pytest.mark.fault(row=13, expect="NRC 0x24 for out-of-sequence requests")
 def test_out_of_sequence_requests_are_refused(dut, flasher, uds, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
     flasher.unlock()
     with pytest.raises(UdsError) as no_download:
         uds.transfer_data(1, b"\x00" * 16)
@@ -116,6 +120,7 @@ class TesterVanished(Exception):
 @pytest.mark.requirement("R156-recovery")
 def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, can, images, bench_config, measure):
     baseline = dut.version()
+    config = dut.config()
 
     def vanish(done: int, total: int) -> None:
         if done > total // 2:
@@ -130,6 +135,6 @@ def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, c
     assert len(frames) >= 40, f"SOC core stalled while the download hung: {len(frames)} frames in 6 s"
     restarted = flasher.stage(images["1.1.0"])
     assert restarted.accepted, restarted.reason.name
-    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
 

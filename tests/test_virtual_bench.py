@@ -241,3 +241,16 @@ def test_console_and_supply_speak_their_protocols(bench):
         assert line.endswith(b"BOOT: reset cause="), line
     finally:
         port.close()
+
+
+def test_soc_is_persisted_across_resets(bench):
+    """Charge the pack, reset the ECU: the SOC core resumes from the stored SOC, not from a default."""
+    start = float(bench.can.wait_for(MSG_SOC_CORE, timeout=2).signals["SOC"])
+    bench.load.set_pack_current(180.0)  # fast charge: +0.1 % per second on the 50 Ah pack
+    risen = bench.can.wait_for(MSG_SOC_CORE, predicate=lambda s: s["SOC"] >= start + 0.3, timeout=10)
+    bench.load.set_pack_current(0.0)
+    before_reset = float(bench.can.wait_for(MSG_SOC_CORE, timeout=2).signals["SOC"])
+    bench.uds.ecu_reset()
+    mark = time.monotonic()
+    first = bench.can.wait_for(MSG_SOC_CORE, predicate=lambda s: s["RollingCounter"] == 0, timeout=10, since=mark)
+    assert float(first.signals["SOC"]) == pytest.approx(before_reset, abs=0.1), (start, risen.signals["SOC"], first.signals)

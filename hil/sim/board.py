@@ -180,6 +180,8 @@ class Board:
     def request_reset_after_response(self) -> None:
         """ECUReset: answer first, then reset (the transport sends the response within a few ms)."""
         cpu = self._cpu
+        if self.soc is not None:
+            self.nv_update(soc=round(self.soc.estimator.soc, 3))  # an orderly reset loses no SOC
         if cpu is not None:
             timer = threading.Timer(0.05, cpu.reset, args=(ResetCause.SOFTWARE,))
             timer.daemon = True
@@ -331,12 +333,24 @@ class Board:
             # confirmed image means power was lost between the confirmation and the status write.
             self.set_update(UpdateState.SUCCESS, Reason.NONE, target=result.image.version_tuple)
         self._start_soc(cpu, desc)
+        self._spawn("soc-persist", lambda: self._persist_soc(cpu))
         self._start_diag(recovery=False)
         if result.trial:
             self._self_test(cpu, desc)
         while True:
             self._kick = time.monotonic()
             cpu.sleep(0.1)
+
+    def _persist_soc(self, cpu: Cpu, period_s: float = 2.0) -> None:
+        """SOC survives resets and power cycles: a background task (not the SOC core, whose timing it would
+        disturb) writes it to NV when it has moved, as BMS firmware does to bound the loss at a power cut."""
+        last = self.nv_get("soc", None)
+        while True:
+            cpu.sleep(period_s)
+            core = self.soc
+            if core is not None and (last is None or abs(core.estimator.soc - float(last)) >= 0.01):
+                last = round(core.estimator.soc, 3)
+                self.nv_update(soc=last)
 
     def _watchdog(self, cpu: Cpu) -> None:
         period = self.sim.watchdog_ms / 1000.0
