@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 from rich.console import Console as RichConsole

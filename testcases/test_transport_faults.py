@@ -93,7 +93,7 @@ def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, 
     with pytest.raises(UdsError) as refused:
         flasher.stage(image)
     assert refused.value.nrc == Nrc.TRANSFER_DATA_SUSPENDED, str(refused.value)
-    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)
 
 
 @pytest.mark.fault(row=13, expect="NRC 0x24 for out-of-sequence requests")
@@ -107,7 +107,7 @@ def test_out_of_sequence_requests_are_refused(dut, flasher, uds, bench_config, m
     with pytest.raises(UdsError) as no_exit:
         uds.request_transfer_exit()
     assert no_exit.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR
-    check_final_state(dut, bench_config.timing, Expected(baseline), measure)
+    check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)
 
 
 class TesterVanished(Exception):

@@ -16,7 +16,6 @@ from typing import Iterator
 
 import can
 
-from hil import contract
 from hil.canbus import open_bus
 from hil.config import BenchConfig, socket_resource_address, socket_url_address
 from hil.errors import BenchConfigError
