@@ -114,6 +114,9 @@ class HilSession:
         self.opened = True
         try:
             self.bench = Bench.open(cfg, evidence_dir=session_dir)
+            # Known state before the first test too: a DUT left on another image (by `hil flash`, or an
+            # interrupted run) is brought back to the baseline first.
+            _restore_baseline(self, self.bench, destructive=False)
             dut = Dut(self.bench.uds, self.bench.can, cfg.dut)
             self.identity = {"bench": cfg.bench, "virtual": cfg.virtual, "dut": dut.identity(),
                              "psu": self.bench.psu.identity(),
