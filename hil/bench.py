@@ -113,7 +113,7 @@ class Bench:
         bench = cls(cfg, evidence_dir=evidence_dir)
         try:
             if cfg.virtual and start_virtual:
-                bench._start_sim()
+                bench.start_sim()
             bench._open_drivers()
             if power_on:
                 bench.power_on_and_wait()
@@ -122,20 +122,23 @@ class Bench:
             raise
         return bench
 
-    def _start_sim(self) -> None:
+    def start_sim(self) -> str:
+        """Start the virtual bench this config describes; say how it runs."""
         if self.cfg.can.interface == "virtual":
             from hil.sim.bench import VirtualBench  # only virtual benches need the simulator
 
             vb = VirtualBench(self.cfg)
             self.sim = vb
             self.cfg = vb.start()
-        else:
-            if self.cfg.source is None:
-                raise BenchBroken("a virtual bench run as a process needs its bench file (cfg.source)")
-            log = self.evidence_dir / "virtual-bench.log" if self.evidence_dir else None
-            sp = SimProcess(self.cfg.source, log)
-            self.sim = sp
-            self.cfg = apply_endpoints(self.cfg, sp.start())
+            return "started in this process (CAN: python-can virtual)"
+        if self.cfg.source is None:
+            raise BenchBroken("a virtual bench run as a process needs its bench file (cfg.source)")
+        log = self.evidence_dir / "virtual-bench.log" if self.evidence_dir else None
+        sp = SimProcess(self.cfg.source, log)
+        self.sim = sp
+        self.cfg = apply_endpoints(self.cfg, sp.start())
+        assert sp.proc is not None
+        return f"started as process {sp.proc.pid} (hil sim)"
 
     def _open_drivers(self) -> None:
         from hil.drivers.can import CanChannel

@@ -31,7 +31,7 @@ def run_doctor(cfg: BenchConfig) -> list[Check]:
     bench = Bench(cfg)
     try:
         if cfg.virtual:
-            started = _run("virtual bench", lambda: (bench._start_sim(), "started")[1])
+            started = _run("virtual bench", bench.start_sim)
             checks.append(started)
             if not started.ok:
                 return checks

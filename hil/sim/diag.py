@@ -24,7 +24,7 @@ from hil.errors import FlashError, ImageError, PowerLoss
 from hil.images.mcuboot import image_extent
 
 if TYPE_CHECKING:
-    from hil.sim.board import EcuContext
+    from hil.sim.board import Board as EcuContext
 
 
 class NegativeResponse(Exception):
