@@ -272,6 +272,8 @@ class Board:
         if self._transport is not None:
             self._transport.stop()
             self._transport = None
+        if self.diag is not None:
+            self.diag.close()
         for t in self._boot_threads:
             if t is not threading.current_thread():
                 t.join(timeout=2.0)

@@ -56,13 +56,17 @@ class _FlashWriter:
     def __init__(self, write: Callable[[int, bytes], None]) -> None:
         self._write = write
         self._q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flash-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            item = self._q.get()
+        while not self._stop.is_set():
+            try:
+                item = self._q.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             if self.error is None:
@@ -74,6 +78,10 @@ class _FlashWriter:
 
     def submit(self, offset: int, data: bytes, timeout: float = 5.0) -> None:
         self._q.put((offset, data), timeout=timeout)
+
+    def stop(self) -> None:
+        """Power loss or reset: the writer stops; a block not yet programmed is lost, as in an MCU's RAM."""
+        self._stop.set()
 
     def finish(self, timeout: float = 10.0) -> None:
         """Wait until every submitted block is programmed, then stop the thread."""
@@ -121,6 +129,11 @@ class DiagServer:
                 0x2E: self._write_did, 0x31: self._routine_control, 0x34: self._request_download,
                 0x36: self._transfer_data, 0x37: self._transfer_exit, 0x3E: self._tester_present,
                 0x28: self._communication_control, 0x85: self._control_dtc_setting}
+
+    def close(self) -> None:
+        """The boot ends (power loss or reset): stop background work without touching flash."""
+        if self._download is not None and self._download.writer is not None:
+            self._download.writer.stop()
 
     @property
     def progress(self) -> int:
