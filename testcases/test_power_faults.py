@@ -18,6 +18,14 @@ pytestmark = [pytest.mark.destructive]
 OFF_S = 0.5
 
 
+def _stage_and_activate(flasher, console, image: bytes) -> None:
+    """Stage and activate with the console cursor at the activation: phase markers are matched after it."""
+    staged = flasher.stage(image)
+    assert staged.accepted, f"a valid image must stage: {staged.reason.name}"
+    console.mark()
+    flasher.activate()
+
+
 def _cut_when(console, pattern: str, psu, timeout: float = 30.0, off_s: float = OFF_S) -> None:
     console.expect(pattern, timeout=timeout)
     psu.dropout(off_s)
@@ -89,10 +97,7 @@ def test_power_cut_during_install(pattern, expect_version, expect_state, dut, fl
                                   bench_config, measure, evidence):
     baseline = dut.version()
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
-    assert staged.accepted
-    console.mark()
-    flasher.activate()
+    _stage_and_activate(flasher, console, images["1.1.0"])
     _cut_when(console, pattern, psu)
     outcome = flasher.wait_outcome()
     assert outcome.state in (UpdateState.SUCCESS, UpdateState.ROLLED_BACK), outcome.states_seen
@@ -107,10 +112,7 @@ def test_power_cut_during_install(pattern, expect_version, expect_state, dut, fl
 @pytest.mark.requirement("R156-power")
 def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench_config, measure):
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
-    assert staged.accepted
-    console.mark()
-    flasher.activate()
+    _stage_and_activate(flasher, console, images["1.1.0"])
     console.expect(r"BOOT: swap sector \d+/", timeout=30)
     psu.dip(bench_config.psu.brownout_voltage, 0.3)
     outcome = flasher.wait_outcome()
@@ -123,10 +125,7 @@ def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench
 def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence):
     baseline = dut.version()
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
-    assert staged.accepted
-    console.mark()
-    flasher.activate()
+    _stage_and_activate(flasher, console, images["1.1.0"])
     _cut_when(console, r"APP: self-test running", psu)  # unconfirmed trial boot -> the next boot reverts
     _cut_when(console, r"BOOT: (revert|swap sector \d+/)", psu)  # cut the revert itself
     outcome = flasher.wait_outcome()
