@@ -334,9 +334,10 @@ class Board:
             # A permanent (or restore) install is confirmed by the swap itself; a TESTING status on a
             # confirmed image means power was lost between the confirmation and the status write.
             self.set_update(UpdateState.SUCCESS, Reason.NONE, target=result.image.version_tuple)
+        # Diagnostics first: once the SOC core's frames are on the bus, UDS answers (bench contract).
+        self._start_diag(recovery=False)
         self._start_soc(cpu, desc)
         self._spawn("soc-persist", lambda: self._persist_soc(cpu))
-        self._start_diag(recovery=False)
         if result.trial:
             self._self_test(cpu, desc)
         while True:
