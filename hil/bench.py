@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,6 @@ class Bench:
     flasher: Any = None
     sim: Any = None  # SimProcess or an in-process VirtualBench, only for virtual benches
     evidence_dir: Path | None = None
-    _closers: list[Any] = field(default_factory=list)
 
     @classmethod
     def open(cls, cfg: BenchConfig, *, start_virtual: bool = True, evidence_dir: Path | None = None,
@@ -205,16 +203,3 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns a truthy value; HilTimeout naming `what` and the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise HilTimeout(f"{what} not reached within {timeout:.1f} s", repr(last))
-        time.sleep(interval)

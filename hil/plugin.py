@@ -22,7 +22,7 @@ from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
 from hil.contract import ActivationMode, BootMode, UpdateState
 from hil.dut import Dut
-from hil.errors import BenchBroken, BenchBusy, BenchConfigError, HilError
+from hil.errors import BenchBroken, BenchBusy, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
 
 try:  # allure-pytest is a dependency, but the plugin still works without it
@@ -325,35 +325,28 @@ def _known_state(hil: HilSession, node: pytest.Item) -> None:
 
 
 def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
+    from hil.checks import wait_dut_up
+    from hil.images.mcuboot import parse_image
+
     dut = Dut(b.uds, b.can, b.cfg.dut)
-    deadline = time.monotonic() + b.cfg.dut.boot_timeout_s * 2
-    info = None
-    while time.monotonic() < deadline:
-        try:
-            info = dut.boot_info()
-            break
-        except HilError:
-            time.sleep(0.3)
-    if info is None:
-        raise BenchBroken(f"DUT does not answer UDS within {b.cfg.dut.boot_timeout_s * 2:.0f} s after the test")
+    try:
+        wait_dut_up(dut, b.cfg.dut.boot_timeout_s * 2)
+    except HilTimeout as exc:
+        raise BenchBroken(f"DUT does not answer UDS: {exc}") from exc
+    info = dut.boot_info()
     baseline = b.cfg.dut.baseline_image
+    image = ImageStore(b.cfg)[baseline]
     version = dut.version()
     status = dut.status()
-    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != _recipe_version(baseline)
+    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != parse_image(image).version_str
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
     if needs_image or (destructive and dut.security_counter() > 1):
-        image = ImageStore(b.cfg)[baseline]
         outcome = b.flasher.update(image, ActivationMode.RESTORE, bench_level=True)
         if not outcome.confirmed:
             raise BenchBroken(f"restoring baseline {baseline} ended {outcome.state.name}/{outcome.reason.name}")
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
-
-
-def _recipe_version(name: str) -> str:
-    """The version a recipe name stands for ("1.1.0-selftest-fail" -> "1.1.0")."""
-    return name.split("-", 1)[0]
 
 
 # ---------------------------------------------------------------------- markers and reporting
