@@ -9,6 +9,7 @@ wire protocols: CAN (UDS and the DBC frames), SCPI and the console.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ DEFAULT_CONFIG: dict[int, dict[str, Any]] = {
         "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50},
 }
 DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
+
+
+#: Frames the CAN controller holds for transmission (hardware mailboxes plus the driver's queue).
+TX_MAILBOX_DEPTH = 32
 
 
 class CpuReset(Exception):
@@ -131,6 +136,7 @@ class Board:
         # a power-on restarts the delay instead (ISO 14229 boot delay).
         self.sa_attempts = 0
         self.sa_lockout_until = 0.0
+        self.tx_dropped = 0  # frames lost to a full TX mailbox (visible as missed cycles on the bus)
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -400,12 +406,30 @@ class Board:
         estimator = SocEstimator(capacity_ah=float(config.get("capacity_Ah", 50)),
                                  soc=float(self.nv_get("soc", 50.0)), algorithm=desc.soc_algorithm)
         t = desc.timing
-        core = SocCore(bus=self.bus, db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
+        mailbox: queue.Queue[can.Message] = queue.Queue(maxsize=TX_MAILBOX_DEPTH)
+        self._spawn("can-tx", lambda: self._can_tx(cpu, mailbox))
+        core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
                        update_status=self._update_status_signals)
         self.soc = core
         self._spawn("soc-core", core.run)
+
+    def _post(self, mailbox: "queue.Queue[can.Message]", msg: can.Message) -> None:
+        """Hand a frame to the CAN controller; a full mailbox drops it (counted), as a real controller would."""
+        try:
+            mailbox.put_nowait(msg)
+        except queue.Full:
+            self.tx_dropped += 1
+
+    def _can_tx(self, cpu: Cpu, mailbox: "queue.Queue[can.Message]") -> None:
+        """The CAN controller: sends queued frames while the application runs on (a send may wait for the bus)."""
+        while not cpu.stopped:
+            try:
+                msg = mailbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.bus.send(msg)
 
     def _charge_limits(self) -> dict[str, float]:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])

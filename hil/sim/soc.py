@@ -97,7 +97,7 @@ class CpuSleep(Protocol):
 class SocCore:
     """The periodic SOC task. `run()` loops until `sleep` raises (power loss or reset)."""
 
-    bus: can.BusABC
+    transmit: Callable[[can.Message], None]  # the CAN controller's TX mailbox: queues, never blocks the task
     db: cantools.database.Database
     pack: PackInputs
     estimator: SocEstimator
@@ -183,4 +183,4 @@ class SocCore:
         for name, signals in frames:
             msg = self.db.get_message_by_name(name)
             data = msg.encode(signals, strict=False)
-            self.bus.send(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=False))
+            self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=False))
