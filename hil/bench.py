@@ -156,9 +156,9 @@ class Bench:
             self.psu.start_log(ev / "supply.log")
         if self.cfg.load is not None:
             self.load = ScpiBatteryEmulator(self.cfg.load)
-        self.can = CanChannel(self.cfg.can)
-        self.uds = UdsClient(self.can, self.cfg.dut)
-        self.flasher = Flasher(self.uds, self.can, self.cfg.dut)
+        self.can = CanChannel(self.cfg.can, profile=self.cfg.profile)
+        self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile)
+        self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
 
     def power_on_and_wait(self, timeout: float | None = None) -> None:
         """Nominal supply on; wait until the DUT answers (SOC frames, or UDS in recovery)."""

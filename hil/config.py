@@ -6,8 +6,6 @@ Relative paths in a bench file resolve against the directory of that file.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 from pathlib import Path
@@ -18,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hil import contract
 from hil.errors import BenchConfigError
+from hil.profile import BUILTIN_ALGORITHMS, DutProfile, ProfileError, check_against_dbc, compute_key, load_profile
+
+__all__ = ["BenchConfig", "DutProfile", "ProfileError", "compute_key", "load_bench"]
 
 
 class _Model(BaseModel):
@@ -25,21 +26,25 @@ class _Model(BaseModel):
 
 
 class SecurityConfig(_Model):
-    """Seed/key algorithm of one SecurityAccess level and where its secret comes from."""
+    """One SecurityAccess level of this board: its secret, and (if they differ from the profile's) level and algorithm."""
 
-    level: int = Field(contract.SA_LEVEL_PROGRAMMING, description="odd requestSeed subfunction")
-    algorithm: Literal["hmac-sha256", "xor"] = "hmac-sha256"
+    level: int | None = Field(None, description="odd requestSeed subfunction; None = the profile's level for this role")
+    algorithm: str | None = Field(None, description="hmac-sha256, xor or module:function; None = the profile's")
     secret: str | None = Field(None, description="hex; inline secrets are for development benches only")
     secret_env: str | None = Field(None, description="environment variable holding the hex secret")
     secret_file: Path | None = Field(None, description="file holding the hex secret")
+    key_length: int = Field(contract.SA_KEY_LENGTH, ge=1, description="filled from the profile at load")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecurityConfig":
         sources = [s for s in (self.secret, self.secret_env, self.secret_file) if s is not None]
         if len(sources) != 1:
             raise ValueError("give exactly one of secret, secret_env, secret_file")
-        if self.level % 2 != 1:
+        if self.level is not None and self.level % 2 != 1:
             raise ValueError(f"level must be an odd requestSeed subfunction, got {self.level:#x}")
+        if self.algorithm is not None and self.algorithm not in BUILTIN_ALGORITHMS and ":" not in self.algorithm:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; accepted: {', '.join(BUILTIN_ALGORITHMS)} "
+                             "or module:function")
         return self
 
     def resolve_secret(self) -> bytes:
@@ -60,17 +65,8 @@ class SecurityConfig(_Model):
 
     def compute_key(self, seed: bytes) -> bytes:
         """Key for `seed` under this level's algorithm (bench contract, SecurityAccess)."""
-        return compute_key(self.algorithm, self.resolve_secret(), seed, self.level)
-
-
-def compute_key(algorithm: str, secret: bytes, seed: bytes, level: int) -> bytes:
-    """The contract's seed/key functions; the virtual board and the tester share this one."""
-    if algorithm == "hmac-sha256":
-        return hmac.new(secret, seed + bytes([level]), hashlib.sha256).digest()[: contract.SA_KEY_LENGTH]
-    if algorithm == "xor":
-        pad = (secret * (len(seed) // max(len(secret), 1) + 1))[: len(seed)]
-        return bytes(a ^ b for a, b in zip(seed, pad))
-    raise BenchConfigError(f"unknown security algorithm {algorithm!r}; accepted: hmac-sha256, xor")
+        level = self.level if self.level is not None else contract.SA_LEVEL_PROGRAMMING
+        return compute_key(self.algorithm or "hmac-sha256", self.resolve_secret(), seed, level, self.key_length)
 
 
 class DutConfig(_Model):
@@ -79,11 +75,13 @@ class DutConfig(_Model):
     name: str = "bms"
     hardware_number: str
     serial_number: str | None = None
+    profile: Path | None = Field(None, description="DUT profile YAML (relative to the bench file); None = the default profile")
     baseline_image: str = Field("1.0.0", description="recipe name or image path the DUT is restored to")
-    tx_id: int = contract.UDS_PHYS_REQUEST_ID
-    rx_id: int = contract.UDS_PHYS_RESPONSE_ID
+    tx_id: int = Field(contract.UDS_PHYS_REQUEST_ID, description="UDS physical request id; omitted = the profile's")
+    rx_id: int = Field(contract.UDS_PHYS_RESPONSE_ID, description="UDS physical response id; omitted = the profile's")
     security: SecurityConfig
-    bench_security: SecurityConfig | None = Field(None, description="level 0x61: the restore path of development boards")
+    bench_security: SecurityConfig | None = Field(None, description="the profile's bench level: the restore path of "
+                                                                    "development boards")
     boot_timeout_s: float = Field(15.0, gt=0)
     request_timeout_s: float = Field(2.0, gt=0)
 
@@ -100,7 +98,7 @@ class CanConfig(_Model):
     fd: bool = False
     data_bitrate: int | None = Field(None, gt=0)
     pacing: bool = Field(False, description="virtual buses only: pace frames at the bus bit rate")
-    dbc: Path = Path("dbc/bms.dbc")
+    dbc: Path | None = Field(None, description="DBC file; None = the DUT profile's (or dbc/bms.dbc next to the bench)")
     args: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for can.Bus")
 
     @model_validator(mode="after")
@@ -249,6 +247,19 @@ class BenchConfig(_Model):
     images: ImagesConfig = ImagesConfig()
     sim: SimConfig | None = None
     source: Path | None = Field(None, exclude=True, description="the file this was loaded from")
+    profile: DutProfile = Field(default_factory=DutProfile, exclude=True,
+                                description="loaded from dut.profile by load_bench, never written in the bench YAML")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """Addressing and security levels the bench file leaves out come from the DUT profile."""
+        if isinstance(data, dict) and isinstance(data.get("dut"), dict):
+            profile = data.get("profile")
+            if not isinstance(profile, DutProfile):
+                profile = DutProfile.model_validate(profile) if isinstance(profile, dict) else DutProfile()
+            data = {**data, "dut": _fill_from_profile(dict(data["dut"]), profile)}
+        return data
 
     @model_validator(mode="after")
     def _virtual_needs_sim(self) -> "BenchConfig":
@@ -267,6 +278,7 @@ _PATH_FIELDS = {
     ("images", "keys_dir"),
     ("dut", "security", "secret_file"),
     ("dut", "bench_security", "secret_file"),
+    ("dut", "profile"),
 }
 
 
@@ -285,9 +297,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(images, dict):
         for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir)):
             images.setdefault(key, str((base / default).resolve()))
-    can = data.get("can")
-    if isinstance(can, dict):
-        can.setdefault("dbc", str((base / "dbc/bms.dbc").resolve()))
 
 
 def _accepted(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
@@ -325,7 +334,7 @@ def format_validation_error(source: str, exc: ValidationError, model: type[BaseM
 
 
 def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
-    """Load and validate a bench YAML. Raises BenchConfigError naming what is wrong."""
+    """Load and validate a bench YAML and its DUT profile. Raises BenchConfigError naming what is wrong."""
     p = Path(path)
     if not p.is_file():
         raise BenchConfigError(f"{p}: bench file not found (benches live in benches/*.yaml)")
@@ -335,12 +344,44 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
         raise BenchConfigError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise BenchConfigError(f"{p}: the top level must be a mapping of bench fields, got {type(data).__name__}")
-    _resolve_paths(data, p.resolve().parent)
+    if "profile" in data:
+        raise BenchConfigError(f"{p}: profile: unknown key at the top level; the DUT profile is named by dut.profile")
+    base = p.resolve().parent
+    _resolve_paths(data, base)
+    dut = data.get("dut")
+    profile_file = dut.get("profile") if isinstance(dut, dict) else None
+    profile = load_profile(profile_file) if isinstance(profile_file, str) else DutProfile()
+    can = data.get("can")
+    if isinstance(can, dict) and "dbc" not in can:
+        can["dbc"] = str(profile.can.dbc or (base / "dbc/bms.dbc").resolve())
     try:
-        cfg = BenchConfig.model_validate(data)
+        cfg = BenchConfig.model_validate({**data, "profile": profile})
     except ValidationError as exc:
         raise BenchConfigError(format_validation_error(str(p), exc)) from None
+    if cfg.can.dbc is not None and cfg.can.dbc.is_file():
+        check_against_dbc(profile, cfg.can.dbc)
     return cfg.model_copy(update={"source": p.resolve()})
+
+
+def _fill_from_profile(dut: dict[str, Any], profile: DutProfile) -> dict[str, Any]:
+    """`dut` with what it leaves out taken from the profile (addressing, security levels and algorithm)."""
+    if dut.get("tx_id") is None:
+        dut["tx_id"] = profile.uds.phys_request_id
+    if dut.get("rx_id") is None:
+        dut["rx_id"] = profile.uds.phys_response_id
+    for key, level in (("security", profile.security.programming_level), ("bench_security", profile.security.bench_level)):
+        sec = dut.get(key)
+        if isinstance(sec, SecurityConfig):
+            sec = sec.model_dump(exclude_unset=True)
+        if isinstance(sec, dict):
+            sec = dict(sec)
+            if sec.get("level") is None and level is not None:
+                sec["level"] = level
+            if sec.get("algorithm") is None:
+                sec["algorithm"] = profile.security.algorithm
+            sec.setdefault("key_length", profile.security.key_length)
+            dut[key] = sec
+    return dut
 
 
 _SOCKET_RESOURCE = re.compile(r"^TCPIP\d*::(?P<host>[^:]+)::(?P<port>\d+)::SOCKET$", re.IGNORECASE)

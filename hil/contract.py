@@ -1,7 +1,13 @@
-"""The bench contract in code: every identifier a BMS board and the framework agree on.
+"""The framework's meanings, and the default profile's numbers.
 
-`docs/bench-contract.md` is the prose version written for BMS vendors; this module is the
-single source the framework and the virtual bench both import, so the two cannot drift.
+The enums here (UpdateState, Reason, Did and Routine roles, ...) are what the framework means;
+the numbers a board puts on the wire come from its DUT profile (hil/profile.py,
+benches/profiles/*.yaml). The values given here are the *default* profile's (today's contract,
+docs/bench-contract.md): code outside hil/profile.py never sends or compares them directly, it
+asks the profile (`profile.did(Did.UPDATE_STATUS)`, `profile.encode(UpdateState.SUCCESS)`).
+
+Adding an identifier: one line next to its kind here (the default) and one line in
+benches/profiles/default.yaml (tests/test_profile.py checks the two agree).
 """
 
 from __future__ import annotations
@@ -40,9 +46,17 @@ CELLS_PER_FRAME = 3
 TEMPS_PER_FRAME = 4
 
 # --------------------------------------------------------------------------- UDS
-SESSION_DEFAULT = 0x01
-SESSION_PROGRAMMING = 0x02
-SESSION_EXTENDED = 0x03
+class Session(enum.IntEnum):
+    """Diagnostic sessions by role (values: the default profile's subfunctions)."""
+
+    DEFAULT = 0x01
+    PROGRAMMING = 0x02
+    EXTENDED = 0x03
+
+
+SESSION_DEFAULT = Session.DEFAULT
+SESSION_PROGRAMMING = Session.PROGRAMMING
+SESSION_EXTENDED = Session.EXTENDED
 
 #: P2 / P2* the server reports in its 0x50 response (udsoncan adopts them).
 P2_SERVER_MS = 50
@@ -248,3 +262,12 @@ PAYLOAD_MAGIC = b"BMSFW1\x00\x00"
 PSU_IDN_SIM = "Keysight Technologies,E36312A,MY-HILSIM-0001,2.1.0-sim"
 LOAD_IDN_SIM = "HIL-SIM,BATTEMU-12S,SIM-0001,1.0.0"
 CONSOLE_BAUD = 115200
+
+#: Console lines cases wait for, by name (regular expressions; the default profile's).
+CONSOLE_PATTERNS: dict[str, str] = {
+    "swap_progress": r"BOOT: swap sector \d+/",
+    "swap_done": r"BOOT: swap done",
+    "revert": r"BOOT: revert",
+    "selftest_running": r"APP: self-test running",
+    "selftest_passed": r"APP: self-test passed, image confirmed",
+}

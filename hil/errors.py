@@ -55,17 +55,18 @@ class ImageError(HilError):
         super().__init__(message)
 
 
-class FlashError(HilError):
-    """A flash operation violated NOR semantics (unaligned, unerased, out of range)."""
-
-
-class PowerLoss(HilError):
-    """Raised inside the simulated board when its supply drops: the running code stops there."""
-
-
 class UpdateFailed(HilError):
     """The update did not end as expected; carries the final status read from the DUT."""
 
 
 class ImageBuildError(HilError):
     """A firmware recipe, signing key or imgtool step failed; the message names the file, field or command."""
+
+
+def __getattr__(name: str) -> type:
+    """FlashError and PowerLoss moved to hil.sim.errors (simulator-only); old imports keep working."""
+    if name in ("FlashError", "PowerLoss"):
+        from hil.sim import errors
+
+        return getattr(errors, name)  # type: ignore[no-any-return]
+    raise AttributeError(f"module 'hil.errors' has no attribute {name!r}")

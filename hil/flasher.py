@@ -17,6 +17,7 @@ from hil import contract
 from hil.config import DutConfig
 from hil.contract import ActivationMode, Did, Reason, Routine, UpdateState
 from hil.errors import HilTimeout, UdsError, UpdateFailed
+from hil.profile import DutProfile
 
 
 class Phase(str, enum.Enum):
@@ -81,10 +82,11 @@ def _num(value: object) -> int:
 class Flasher:
     """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
 
-    def __init__(self, uds: UdsLike, can: CanLike, dut: DutConfig) -> None:
+    def __init__(self, uds: UdsLike, can: CanLike, dut: DutConfig, profile: DutProfile | None = None) -> None:
         self.uds = uds
         self.can = can
         self.dut = dut
+        self.profile: DutProfile = profile or getattr(uds, "profile", None) or DutProfile()
         self.on_phase: list[Callable[[Phase], None]] = []
         self.on_progress: list[Callable[[int, int], None]] = []
         self.block_filter: BlockFilter | None = None
@@ -132,13 +134,13 @@ class Flasher:
         self._phase(Phase.VERIFY)
         status = self.uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
         accepted = len(status) >= 1 and status[0] == 0
-        reason = Reason(status[1]) if len(status) >= 2 else Reason.NONE
+        reason = self.profile.decode(Reason, status[1]) if len(status) >= 2 else Reason.NONE
         return StageResult(len(image), time.monotonic() - start, accepted, reason)
 
     def activate(self, mode: ActivationMode = ActivationMode.TEST) -> None:
         """Activation routine, then ECUReset: the bootloader installs at the reset."""
         self._phase(Phase.ACTIVATE)
-        self.uds.routine(Routine.ACTIVATE_UPDATE, bytes([int(mode)]))
+        self.uds.routine(Routine.ACTIVATE_UPDATE, bytes([self.profile.encode(mode)]))
         self._phase(Phase.RESET)
         self.uds.ecu_reset()
         self._phase(Phase.INSTALL)
@@ -153,7 +155,8 @@ class Flasher:
         start = time.monotonic()
         deadline = start + timeout
         seen: list[str] = []
-        terminal = {int(s) for s in TERMINAL_STATES}
+        p = self.profile
+        terminal = {p.encode(s) for s in TERMINAL_STATES}
 
         def note(state: UpdateState, reason: Reason) -> None:
             label = f"{state.name}/{reason.name}"
@@ -169,12 +172,12 @@ class Flasher:
                 try:
                     frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, deadline - time.monotonic())),
                                               predicate=lambda s: _num(s["State"]) in terminal, since=start)
-                    state, reason = UpdateState(_num(frame.signals["State"])), Reason(_num(frame.signals["Reason"]))
+                    state, reason = p.decode(UpdateState, _num(frame.signals["State"])), p.decode(Reason, _num(frame.signals["Reason"]))
                 except HilTimeout:
                     # No terminal frame: the ECU is installing (silent) or in recovery (no application frames).
                     state, reason = self._poll_status()
                 for f in list(frames)[done:]:
-                    note(UpdateState(_num(f.signals["State"])), Reason(_num(f.signals["Reason"])))
+                    note(p.decode(UpdateState, _num(f.signals["State"])), p.decode(Reason, _num(f.signals["Reason"])))
                 done = len(frames)
                 if state is not None:
                     note(state, reason)

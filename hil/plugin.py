@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
-from hil.contract import ActivationMode, BootMode, UpdateState
+from hil.contract import BootMode, UpdateState
 from hil.dut import Dut
 from hil.errors import BenchBroken, BenchBusy, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
@@ -219,6 +219,23 @@ def images(bench_config: BenchConfig) -> "ImageStore":
     return ImageStore(bench_config)
 
 
+@pytest.fixture(scope="session")
+def profile(bench_config: BenchConfig) -> Any:
+    """The DUT profile (hil.profile.DutProfile): the board's identifiers, encodings and console patterns."""
+    return bench_config.profile
+
+
+@pytest.fixture
+def console_pattern(bench_config: BenchConfig) -> Any:
+    """`console_pattern(name)`: the profile's console pattern, or skip the case naming the missing pattern."""
+    def get(name: str) -> str:
+        pattern = bench_config.profile.console_pattern(name)
+        if pattern is None:
+            pytest.skip(f"profile {bench_config.profile.name} has no console pattern {name!r}")
+        return pattern
+    return get
+
+
 @pytest.fixture
 def measure(request: pytest.FixtureRequest) -> Any:
     """Record a measurement with its limits; the report shows value and limit side by side. Returns the Measurement."""
@@ -342,9 +359,9 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
     if needs_image or (destructive and dut.security_counter() > 1):
-        outcome = b.flasher.update(image, ActivationMode.RESTORE, bench_level=True)
-        if not outcome.confirmed:
-            raise BenchBroken(f"restoring baseline {baseline} ended {outcome.state.name}/{outcome.reason.name}")
+        from hil.restore import restore_strategy
+
+        restore_strategy(b.cfg.profile.restore).restore(b, image, baseline)
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
 

@@ -12,7 +12,8 @@ import pytest
 
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
-from hil.errors import ImageError, PowerLoss
+from hil.errors import ImageError
+from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import TrustedKey, load_trusted_keys
 from hil.sim.bootloader import Bootloader
 from hil.sim.flash import Cut, FlashModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hil.config import FlashLayout
-from hil.errors import FlashError, PowerLoss
+from hil.sim.errors import FlashError, PowerLoss
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.nvstore import NvStore
 

@@ -23,7 +23,8 @@ import cantools
 
 from hil.canbus import open_bus
 from hil.config import CanConfig
-from hil.errors import HilError, HilTimeout
+from hil.errors import BenchConfigError, HilError, HilTimeout
+from hil.profile import DutProfile
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +89,26 @@ class _Tap(can.Listener):
 
 
 class CanChannel:
-    """The bench's CAN channel: bus, notifier, DBC database and decoded frames."""
+    """The bench's CAN channel: bus, notifier, DBC database and decoded frames.
 
-    def __init__(self, cfg: CanConfig, bus: can.BusABC | None = None) -> None:
+    Messages and signals are named as the framework names them (hil.contract.MSG_*); the DUT
+    profile maps those names to the board's DBC, whose frame ids are what goes on the wire.
+    """
+
+    def __init__(self, cfg: CanConfig, bus: can.BusABC | None = None, profile: DutProfile | None = None) -> None:
         self.cfg = cfg
-        self.db = cantools.database.load_file(str(cfg.dbc))
+        self.profile = profile if profile is not None else DutProfile()
+        dbc = cfg.dbc or self.profile.can.dbc
+        if dbc is None:
+            raise BenchConfigError("no DBC: set can.dbc in the bench file or can.dbc in the DUT profile")
+        self.db = cantools.database.load_file(str(dbc))
         self._by_id = {m.frame_id: m for m in self.db.messages}
+        self._names = {m.name: self.profile.can.framework_message(m.name) for m in self.db.messages}
         self._owns_bus = bus is None
         self.bus: can.BusABC = bus if bus is not None else open_bus(cfg)
         self._cond = threading.Condition()
         self._history: dict[str, collections.deque[Frame]] = {
-            m.name: collections.deque(maxlen=HISTORY_PER_MESSAGE) for m in self.db.messages}
+            name: collections.deque(maxlen=HISTORY_PER_MESSAGE) for name in self._names.values()}
         self._recent: collections.deque[Frame] = collections.deque(maxlen=RECENT_ANY)
         self._recorders: list[tuple[str, list[Frame]]] = []
         self.undecoded = 0  # frames not in the DBC (ISO-TP): traced, not decoded
@@ -121,12 +131,13 @@ class CanChannel:
             log.debug("CAN channel: cannot decode %s: %s", spec.name, exc)
             self.undecoded += 1
             return
-        frame = Frame(spec.name, dict(signals), msg.timestamp, msg, time.monotonic())
+        fw = self._names[spec.name]
+        frame = Frame(fw, self.profile.can.to_framework_signals(fw, signals), msg.timestamp, msg, time.monotonic())
         with self._cond:
-            self._history[spec.name].append(frame)
+            self._history[fw].append(frame)
             self._recent.append(frame)
             for name, sink in self._recorders:
-                if name == spec.name:
+                if name == fw:
                     sink.append(frame)
             self._cond.notify_all()
 
@@ -146,7 +157,8 @@ class CanChannel:
     # ------------------------------------------------------------------ queries
     def _check_name(self, message: str) -> None:
         if message not in self._history:
-            raise ValueError(f"unknown CAN message {message!r}; the DBC has: {', '.join(sorted(self._history))}")
+            raise ValueError(f"unknown CAN message {message!r}; the DBC (through the DUT profile) has: "
+                             f"{', '.join(sorted(self._history))}")
 
     def wait_for(self, message: str, signals: dict[str, Any] | None = None,
                  predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 2.0,
@@ -219,10 +231,10 @@ class CanChannel:
 
     # ------------------------------------------------------------------ transmit
     def send(self, message: str, signals: dict[str, Any]) -> None:
-        """Encode `signals` with the DBC and send `message`."""
+        """Encode `signals` with the DBC and send `message` (framework names, mapped by the profile)."""
         self._check_name(message)
-        spec = self.db.get_message_by_name(message)
-        data = spec.encode(signals)
+        spec = self.db.get_message_by_name(self.profile.can.dbc_message(message))
+        data = spec.encode(self.profile.can.to_dbc_signals(message, signals))
         self.bus.send(can.Message(arbitration_id=spec.frame_id, data=data, is_extended_id=spec.is_extended_frame,
                                   is_fd=len(data) > 8))
 

@@ -22,6 +22,7 @@ from hil import contract
 from hil.config import DutConfig
 from hil.drivers.can import CanChannel
 from hil.errors import HilTimeout, UdsError
+from hil.profile import DutProfile
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 P2_MARGIN_S = 0.2
 #: Wall against a server that answers 0x78 forever (each 0x78 restarts P2*).
 OVERALL_TIMEOUT_S = 120.0
-#: ISO-TP frames larger than a TransferData block are refused by the receiver; leave headroom.
-MAX_FRAME_SIZE = 8192
 
 
 class BytesCodec(udsoncan.DidCodec):
@@ -62,41 +61,30 @@ def nrc_name(code: int) -> str:
         return udsoncan.Response.Code.get_name(code) or "UNKNOWN"
 
 
-def isotp_params(fd: bool, bitrate_switch: bool, *, blocking_send: bool) -> dict[str, Any]:
-    """ISO-TP parameters for the bench: no STmin, one flow control per message, padded 8-byte short frames."""
-    return {
-        "stmin": 0,  # STmin is slept per frame: 1 ms would cut throughput by 25x
-        "blocksize": 0,
-        "tx_data_length": 64 if fd else 8,
-        "tx_data_min_length": 8 if fd else None,
-        "tx_padding": 0xCC,
-        "max_frame_size": MAX_FRAME_SIZE,
-        "can_fd": fd,
-        "bitrate_switch": bitrate_switch,
-        "blocking_send": blocking_send,  # P2 must start after the last frame, not while a 4 KiB request is segmented
-        "rx_flowcontrol_timeout": 1000,
-        "rx_consecutive_frame_timeout": 1000,
-    }
-
-
 class UdsClient:
-    """The tester's UDS client for one DUT."""
+    """The tester's UDS client for one DUT.
 
-    def __init__(self, can: CanChannel, dut: DutConfig) -> None:
+    Roles (contract.Did, contract.Routine, contract.Session members) are translated to the board's
+    numbers through the DUT profile; plain integers go on the wire as given (negative tests).
+    """
+
+    def __init__(self, can: CanChannel, dut: DutConfig, profile: DutProfile | None = None) -> None:
         self.dut = dut
+        self.profile = profile if profile is not None else can.profile
         fd = can.cfg.fd
+        mode = isotp.AddressingMode.Normal_29bits if self.profile.uds.extended_ids else isotp.AddressingMode.Normal_11bits
         self._stack = isotp.NotifierBasedCanStack(
             can.bus, can.notifier,
-            address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=dut.tx_id, rxid=dut.rx_id),
-            params=isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True))
-        codecs: dict[Any, Any] = {int(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()}
-        codecs["default"] = BytesCodec(None)  # DIDs outside the contract (negative tests)
+            address=isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id),
+            params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True))
+        codecs: dict[Any, Any] = {self.profile.did(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()}
+        codecs["default"] = BytesCodec(None)  # DIDs outside the profile (negative tests)
         config = dict(udsoncan.configs.default_client_config)
         config.update({
             "data_identifiers": codecs,
             "use_server_timing": True,
-            "p2_timeout": contract.P2_SERVER_MS / 1000 + P2_MARGIN_S,
-            "p2_star_timeout": contract.P2_STAR_SERVER_MS / 1000 + P2_MARGIN_S,
+            "p2_timeout": self.profile.uds.p2_ms / 1000 + P2_MARGIN_S,
+            "p2_star_timeout": self.profile.uds.p2_star_ms / 1000 + P2_MARGIN_S,
             "request_timeout": OVERALL_TIMEOUT_S,
         })
         self._conn = PythonIsoTpConnection(self._stack, name=f"uds-{dut.name}")
@@ -132,7 +120,10 @@ class UdsClient:
 
     # ------------------------------------------------------------------ sessions and security
     def session(self, n: int) -> None:
-        """DiagnosticSessionControl; adopts the server's P2/P2* plus the tester's ΔP2 margin."""
+        """DiagnosticSessionControl (a contract.Session role, or a raw subfunction); adopts the server's
+        P2/P2* plus the tester's ΔP2 margin."""
+        if isinstance(n, contract.Session):
+            n = self.profile.sessions.of(n)
         with self._request(f"DiagnosticSessionControl 0x{n:02X}") as c:
             response = c.change_session(n)
             data = getattr(response, "service_data", None)
@@ -149,8 +140,12 @@ class UdsClient:
                 c.send_key(level + 1, security.compute_key(seed))
 
     # ------------------------------------------------------------------ data identifiers
+    def _did(self, did: int) -> int:
+        return self.profile.did(did) if isinstance(did, contract.Did) else int(did)
+
     def read_did(self, did: int) -> bytes:
-        """ReadDataByIdentifier: the DID's record bytes."""
+        """ReadDataByIdentifier (a contract.Did role, or a raw identifier): the DID's record bytes."""
+        did = self._did(did)
         with self._request(f"ReadDataByIdentifier 0x{int(did):04X}") as c:
             return bytes(c.read_data_by_identifier_first(int(did)))
 
@@ -159,25 +154,28 @@ class UdsClient:
         return self.read_did(did).decode("utf-8", errors="replace").rstrip("\x00")
 
     def software_version(self) -> str:
-        """DID 0xF189."""
+        """The running software version (DID role SOFTWARE_VERSION)."""
         return self.read_str(contract.Did.SOFTWARE_VERSION)
 
     def update_status(self) -> contract.UpdateStatusRecord:
-        """DID 0xFD01."""
-        return contract.UpdateStatusRecord.decode(self.read_did(contract.Did.UPDATE_STATUS))
+        """The update status record (DID role UPDATE_STATUS), decoded through the profile's encodings."""
+        return self.profile.decode_status(self.read_did(contract.Did.UPDATE_STATUS))
 
     def boot_info(self) -> contract.BootInfo:
-        """DID 0xFD00."""
-        return contract.BootInfo.decode(self.read_did(contract.Did.BOOT_INFO))
+        """Boot mode, slot, confirmation, reset cause (DID role BOOT_INFO), decoded through the profile."""
+        return self.profile.decode_boot_info(self.read_did(contract.Did.BOOT_INFO))
 
     def write_did(self, did: int, data: bytes) -> None:
         """WriteDataByIdentifier with a raw record."""
+        did = self._did(did)
         with self._request(f"WriteDataByIdentifier 0x{int(did):04X}") as c:
             c.write_data_by_identifier(int(did), bytes(data))
 
     # ------------------------------------------------------------------ routines and programming
     def routine(self, rid: int, data: bytes = b"") -> bytes:
-        """RoutineControl startRoutine; returns the routine status record."""
+        """RoutineControl startRoutine (a contract.Routine role, or a raw id); returns the routine status record."""
+        if isinstance(rid, contract.Routine):
+            rid = self.profile.routine(rid)
         with self._request(f"RoutineControl start 0x{int(rid):04X}") as c:
             response = c.start_routine(int(rid), bytes(data) or None)
             return bytes(response.service_data.routine_status_record or b"")

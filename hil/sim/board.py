@@ -21,7 +21,7 @@ import cantools
 from hil import contract
 from hil.config import BenchConfig
 from hil.contract import BootMode, Reason, ResetCause, UpdateState
-from hil.errors import PowerLoss
+from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
 from hil.sim.bootloader import Bootloader
@@ -111,7 +111,8 @@ class Board:
         self.notifier = notifier
         self.battery = battery
         self._console = console
-        self.db = cantools.database.load_file(str(cfg.can.dbc))
+        self.profile = cfg.profile
+        self.db = cantools.database.load_file(str(cfg.can.dbc or self.profile.can.dbc))
         self.hardware_number = cfg.dut.hardware_number
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)
@@ -180,7 +181,7 @@ class Board:
         dut = self.cfg.dut
         for sec in (dut.security, dut.bench_security):
             if sec is not None and sec.level == level:
-                return sec.algorithm, sec.resolve_secret()
+                return sec.algorithm or self.profile.security.algorithm, sec.resolve_secret()
         return None
 
     def request_reset_after_response(self) -> None:
@@ -300,7 +301,7 @@ class Board:
     def _start_diag(self, recovery: bool) -> None:
         self.diag = DiagServer(self, recovery=recovery)
         self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
-                                             fd=self.cfg.can.fd, handler=self.diag.handle)
+                                             fd=self.cfg.can.fd, handler=self.diag.handle, profile=self.profile)
         self._transport.start()
 
     def _boot(self, cpu: Cpu, cause: ResetCause) -> None:
@@ -411,7 +412,7 @@ class Board:
         core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
-                       update_status=self._update_status_signals)
+                       update_status=self._update_status_signals, names=self.profile.can)
         self.soc = core
         self._spawn("soc-core", core.run)
 
@@ -444,6 +445,7 @@ class Board:
     def _update_status_signals(self) -> dict[str, int]:
         rec = self.update_record(self.diag.progress if self.diag is not None else 0)
         version = self.running_image.version_tuple if self.running_image is not None else (0, 0, 0)
-        return {"State": int(rec.state), "Reason": int(rec.reason), "Progress": rec.progress,
-                "BootMode": 0, "BootCount": int(self.nv_get("boot_count", 0)) % 65536,
+        p = self.profile
+        return {"State": p.encode(rec.state), "Reason": p.encode(rec.reason), "Progress": rec.progress,
+                "BootMode": p.encode(BootMode.APPLICATION), "BootCount": int(self.nv_get("boot_count", 0)) % 65536,
                 "SwMajor": version[0], "SwMinor": version[1]}

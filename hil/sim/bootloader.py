@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
-from hil.errors import FlashError, ImageError
+from hil.errors import ImageError
+from hil.sim.errors import FlashError
 from hil.images.mcuboot import ParsedImage, TrustedKey, image_extent, parse_image, verify_image
 from hil.sim.flash import FlashModel
 from hil.sim.nvstore import NvStore

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from hil import contract
-from hil.config import compute_key
 from hil.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
-from hil.errors import FlashError, ImageError, PowerLoss
+from hil.errors import ImageError
 from hil.images.mcuboot import image_extent
+from hil.profile import DutProfile, ProfileError, compute_key
+from hil.sim.errors import FlashError, PowerLoss
 
 if TYPE_CHECKING:
     from hil.sim.board import Board as EcuContext
@@ -95,7 +96,7 @@ class DiagServer:
 
     ecu: "EcuContext"
     recovery: bool = False
-    session: int = contract.SESSION_DEFAULT
+    session: int = -1  # the profile's default session (set in __post_init__)
     unlocked_level: int = 0
     _seed: tuple[int, bytes] | None = None
     _last_request: float = field(default_factory=time.monotonic)
@@ -104,6 +105,11 @@ class DiagServer:
     _progress: int = 0
     _staged_size: int | None = None
 
+    def __post_init__(self) -> None:
+        self.profile: DutProfile = self.ecu.profile
+        if self.session < 0:
+            self.session = self.profile.sessions.default
+
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes | None:
         """Answer one request; None = no response (suppressed, or the board lost power)."""
@@ -111,7 +117,7 @@ class DiagServer:
             return None
         sid = request[0]
         now = time.monotonic()
-        if self.session != contract.SESSION_DEFAULT and now - self._last_request > contract.S3_SERVER_S:
+        if self.session != self.profile.sessions.default and now - self._last_request > self.profile.uds.s3_s:
             self._to_default_session()
         self._last_request = now
         handler = self._handlers().get(sid)
@@ -140,7 +146,7 @@ class DiagServer:
         return self._progress
 
     def _to_default_session(self) -> None:
-        self.session = contract.SESSION_DEFAULT
+        self.session = self.profile.sessions.default
         self.unlocked_level = 0
         self._seed = None
         self._abort_download()
@@ -152,17 +158,21 @@ class DiagServer:
             self._download = None
             self.ecu.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
 
+    @property
+    def _default(self) -> bool:
+        return self.session == self.profile.sessions.default
+
     # ------------------------------------------------------------------ 0x10 0x11 0x3E 0x28 0x85
     def _session_control(self, req: bytes) -> bytes:
         _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
         sub = req[1] & 0x7F
-        _require(sub in (contract.SESSION_DEFAULT, contract.SESSION_PROGRAMMING, contract.SESSION_EXTENDED),
-                 Nrc.SUBFUNCTION_NOT_SUPPORTED)
+        sessions = self.profile.sessions
+        _require(sub in (sessions.default, sessions.programming, sessions.extended), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         # Entering any session, the same one included, re-initialises it (ISO 14229-1): security is
         # relocked and a half-done download is abandoned, which is how a new tester restarts.
         self._to_default_session()
         self.session = sub
-        return bytes([0x50, sub]) + struct.pack(">HH", contract.P2_SERVER_MS, contract.P2_STAR_SERVER_MS // 10)
+        return bytes([0x50, sub]) + struct.pack(">HH", self.profile.uds.p2_ms, self.profile.uds.p2_star_ms // 10)
 
     def _ecu_reset(self, req: bytes) -> bytes | None:
         _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
@@ -179,20 +189,26 @@ class DiagServer:
 
     def _communication_control(self, req: bytes) -> bytes | None:
         _require(len(req) == 3, Nrc.INCORRECT_MESSAGE_LENGTH)
-        _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(req[1] & 0x7F in (0, 1, 2, 3), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         return None if req[1] & 0x80 else bytes([0x68, req[1] & 0x7F])
 
     def _control_dtc_setting(self, req: bytes) -> bytes | None:
         _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
-        _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(req[1] & 0x7F in (1, 2), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         return None if req[1] & 0x80 else bytes([0xC5, req[1] & 0x7F])
+
+    def _bench_level(self) -> bool:
+        """Unlocked at the profile's bench (restore) level."""
+        bench = self.profile.security.bench_level
+        return bench is not None and self.unlocked_level == bench
 
     # ------------------------------------------------------------------ 0x27
     def _security_access(self, req: bytes) -> bytes:
         _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
-        _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        sec = self.profile.security
         sub = req[1]
         level = sub if sub % 2 else sub - 1
         security = self.ecu.security_level(level)
@@ -202,19 +218,19 @@ class DiagServer:
             _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
             _require(time.monotonic() >= self.ecu.sa_lockout_until, Nrc.REQUIRED_TIME_DELAY_NOT_EXPIRED)
             if self.unlocked_level == level:
-                return bytes([0x67, sub]) + bytes(contract.SA_SEED_LENGTH)
-            seed = os.urandom(contract.SA_SEED_LENGTH)
+                return bytes([0x67, sub]) + bytes(sec.seed_length)
+            seed = os.urandom(sec.seed_length)
             self._seed = (level, seed)
             return bytes([0x67, sub]) + seed
-        _require(len(req) == 2 + contract.SA_KEY_LENGTH, Nrc.INCORRECT_MESSAGE_LENGTH)
+        _require(len(req) == 2 + sec.key_length, Nrc.INCORRECT_MESSAGE_LENGTH)
         _require(self._seed is not None and self._seed[0] == level, Nrc.REQUEST_SEQUENCE_ERROR)
         assert self._seed is not None
         algorithm, secret = security
-        expected = compute_key(algorithm, secret, self._seed[1], level)
+        expected = compute_key(algorithm, secret, self._seed[1], level, sec.key_length)
         self._seed = None
         if req[2:] != expected:
             self.ecu.sa_attempts += 1
-            if self.ecu.sa_attempts >= contract.SA_MAX_ATTEMPTS:
+            if self.ecu.sa_attempts >= sec.max_attempts:
                 self.ecu.sa_attempts = 0
                 self.ecu.sa_lockout_until = time.monotonic() + self.ecu.sim.sa_lockout_s
                 raise NegativeResponse(Nrc.EXCEEDED_NUMBER_OF_ATTEMPTS)
@@ -225,12 +241,11 @@ class DiagServer:
 
     # ------------------------------------------------------------------ 0x22 0x2E
     def did_value(self, did: int) -> bytes:
-        """Current value of a DID (also used by the console and tests of the model)."""
+        """Current value of a DID by the board's identifier (also used by the console and tests of the model)."""
         ecu = self.ecu
-        try:
-            d = Did(did)
-        except ValueError:
-            raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE) from None
+        d = self.profile.did_role(did)
+        if d is None:
+            raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
         image = ecu.running_image
         version = image.version_str if image is not None and not self.recovery else "RECOVERY"
         if d is Did.ACTIVE_SESSION:
@@ -250,10 +265,11 @@ class DiagServer:
             rxswin = ecu.descriptor.rxswin if ecu.descriptor is not None and not self.recovery else ""
             return rxswin.encode()
         if d is Did.BOOT_INFO:
-            return contract.BootInfo(contract.BootMode.RECOVERY if self.recovery else contract.BootMode.APPLICATION,
-                                     0, ecu.bootloader.is_confirmed(), int(ecu.reset_cause)).encode()
+            return self.profile.encode_boot_info(contract.BootInfo(
+                contract.BootMode.RECOVERY if self.recovery else contract.BootMode.APPLICATION,
+                0, ecu.bootloader.is_confirmed(), int(ecu.reset_cause)))
         if d is Did.UPDATE_STATUS:
-            return ecu.update_record(self._progress).encode()
+            return self.profile.encode_status(ecu.update_record(self._progress))
         if d is Did.BOOT_COUNTER:
             return struct.pack(">I", int(ecu.nv_get("boot_count", 0)))
         if d is Did.CONFIG_VERSION:
@@ -283,9 +299,9 @@ class DiagServer:
     def _write_did(self, req: bytes) -> bytes:
         _require(len(req) >= 4, Nrc.INCORRECT_MESSAGE_LENGTH)
         did = int.from_bytes(req[1:3], "big")
-        _require(did == Did.CONFIGURATION, Nrc.REQUEST_OUT_OF_RANGE)
+        _require(self.profile.did_role(did) is Did.CONFIGURATION, Nrc.REQUEST_OUT_OF_RANGE)
         _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
-        _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
         try:
             value = json.loads(req[3:].decode())
@@ -299,12 +315,12 @@ class DiagServer:
     def _routine_control(self, req: bytes) -> bytes:
         _require(len(req) >= 4, Nrc.INCORRECT_MESSAGE_LENGTH)
         _require(req[1] & 0x7F == 0x01, Nrc.SUBFUNCTION_NOT_SUPPORTED)
-        rid = int.from_bytes(req[2:4], "big")
-        _require(rid in {int(r) for r in Routine}, Nrc.REQUEST_OUT_OF_RANGE)
-        _require(self.session == contract.SESSION_PROGRAMMING, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        role = self.profile.routine_role(int.from_bytes(req[2:4], "big"))
+        _require(role is not None, Nrc.REQUEST_OUT_OF_RANGE)
+        _require(self.session == self.profile.sessions.programming, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
         head = bytes([0x71, 0x01]) + req[2:4]
-        if rid == Routine.ERASE_MEMORY:
+        if role is Routine.ERASE_MEMORY:
             _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
             _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
             self.ecu.log("UPD: erasing secondary slot")
@@ -316,7 +332,7 @@ class DiagServer:
             self._progress = 0
             self.ecu.set_update(UpdateState.IDLE, Reason.NONE)
             return head + b"\x00"
-        if rid == Routine.CHECK_PROGRAMMING_DEPENDENCIES:
+        if role is Routine.CHECK_PROGRAMMING_DEPENDENCIES:
             _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
             state = self.ecu.update_state()
             _require(state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.REJECTED), Nrc.REQUEST_SEQUENCE_ERROR)
@@ -326,23 +342,23 @@ class DiagServer:
                     # The slot is erased past the download, so the TLV area may parse; the size tells the truth.
                     raise ImageError(f"image claims {extent} bytes, only {self._staged_size} were downloaded",
                                      reason=Reason.TRUNCATED)
-                image = self.ecu.bootloader.verify_staged(allow_downgrade=self.unlocked_level == contract.SA_LEVEL_BENCH)
+                image = self.ecu.bootloader.verify_staged(allow_downgrade=self._bench_level())
             except ImageError as exc:
                 reason = Reason(exc.reason)
                 self.ecu.log(f"UPD: verify failed reason={reason.name}: {exc}")
                 self.ecu.set_update(UpdateState.REJECTED, reason)
-                return head + bytes([0x01, int(reason)])
+                return head + bytes([0x01, self.profile.encode(reason)])
             self.ecu.log(f"UPD: verify ok version={image.version_str}")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.NONE, target=image.version_tuple)
-            return head + bytes([0x00, int(Reason.NONE)])
+            return head + bytes([0x00, self.profile.encode(Reason.NONE)])
         # ACTIVATE_UPDATE
         _require(len(req) == 5, Nrc.INCORRECT_MESSAGE_LENGTH)
         try:
-            mode = ActivationMode(req[4])
-        except ValueError:
+            mode = self.profile.decode(ActivationMode, req[4])
+        except ProfileError:
             raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE) from None
         if mode is ActivationMode.RESTORE:
-            _require(self.unlocked_level == contract.SA_LEVEL_BENCH, Nrc.SECURITY_ACCESS_DENIED)
+            _require(self._bench_level(), Nrc.SECURITY_ACCESS_DENIED)
         if self.recovery:
             _require(mode is not ActivationMode.TEST, Nrc.REQUEST_OUT_OF_RANGE)
         _require(self.ecu.update_state() == UpdateState.VERIFIED, Nrc.REQUEST_SEQUENCE_ERROR)
@@ -368,7 +384,7 @@ class DiagServer:
     # ------------------------------------------------------------------ 0x34 0x36 0x37
     def _request_download(self, req: bytes) -> bytes:
         _require(len(req) >= 3, Nrc.INCORRECT_MESSAGE_LENGTH)
-        _require(self.session == contract.SESSION_PROGRAMMING, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
+        _require(self.session == self.profile.sessions.programming, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
         dfi, alfid = req[1], req[2]
         _require(dfi == 0x00, Nrc.REQUEST_OUT_OF_RANGE)  # no compression/encryption supported
@@ -392,14 +408,14 @@ class DiagServer:
         self._progress = 0
         self.ecu.log(f"UPD: download started size={size}")
         self.ecu.set_update(UpdateState.DOWNLOADING, Reason.NONE)
-        return b"\x74\x20" + struct.pack(">H", contract.MAX_BLOCK_LENGTH)
+        return b"\x74\x20" + struct.pack(">H", self.profile.uds.max_block_length)
 
     def _transfer_data(self, req: bytes) -> bytes:
         _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
         assert dl is not None and dl.writer is not None
-        _require(len(req) <= contract.MAX_BLOCK_LENGTH, Nrc.INCORRECT_MESSAGE_LENGTH)
+        _require(len(req) <= self.profile.uds.max_block_length, Nrc.INCORRECT_MESSAGE_LENGTH)
         counter, data = req[1], req[2:]
         if dl.last_counter is not None and counter == dl.last_counter:
             return bytes([0x76, counter])  # a repeated block is acknowledged, not written twice (ISO 14229)

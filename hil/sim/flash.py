@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Literal, Union
 
 from hil.config import FlashLayout
-from hil.errors import FlashError, PowerLoss
+from hil.sim.errors import FlashError, PowerLoss
 
 ERASED = 0xFF
 OpKind = Literal["erase", "program"]

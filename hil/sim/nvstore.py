@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hil.config import FlashLayout
-from hil.errors import FlashError
+from hil.sim.errors import FlashError
 from hil.sim.flash import FlashModel
 
 RECORD_MAGIC = b"NVR1"

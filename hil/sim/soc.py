@@ -19,6 +19,7 @@ import can
 import cantools
 
 from hil import contract
+from hil.profile import CanProfile
 
 #: Open-circuit voltage (V) against SOC (%) of an NMC cell; enough points for a monotone lookup.
 _OCV_CURVE = [(3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
@@ -107,6 +108,7 @@ class SocCore:
     extra_messages: tuple[str, ...] = ()
     charge_limits: Callable[[], dict[str, float]] = lambda: {}
     update_status: Callable[[], dict[str, int]] = lambda: {}
+    names: CanProfile = field(default_factory=CanProfile)  # framework names -> the board's DBC (DUT profile)
     stats: CycleStats = field(default_factory=CycleStats)
     seed: int = 0
     _last_status: tuple[int, ...] = ()
@@ -181,6 +183,6 @@ class SocCore:
                 frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
                                                         "MaxCellDelta": round(delta, 3)}))
         for name, signals in frames:
-            msg = self.db.get_message_by_name(name)
-            data = msg.encode(signals, strict=False)
-            self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=False))
+            msg = self.db.get_message_by_name(self.names.dbc_message(name))
+            data = msg.encode(self.names.to_dbc_signals(name, signals), strict=False)
+            self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=msg.is_extended_frame))

@@ -28,7 +28,8 @@ from typing import Callable, Literal, Sequence
 
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
-from hil.errors import HilError, PowerLoss
+from hil.errors import HilError
+from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import TrustedKey, parse_image
 from hil.sim.bootloader import Bootloader, BootResult
 from hil.sim.flash import Cut, FlashModel, FlashOp

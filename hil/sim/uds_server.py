@@ -19,8 +19,8 @@ import can
 import isotp
 
 from hil import contract
-from hil.drivers.uds import isotp_params
-from hil.errors import PowerLoss
+from hil.profile import DutProfile
+from hil.sim.errors import PowerLoss
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,22 @@ _POLL_S = 0.05  # how often the worker checks for stop() while idle
 class UdsServerTransport:
     """ISO-TP transport of a simulated UDS server."""
 
-    def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int = contract.UDS_PHYS_REQUEST_ID,
-                 txid: int = contract.UDS_PHYS_RESPONSE_ID, fd: bool = False, handler: Handler,
-                 p2_ms: float = contract.P2_SERVER_MS, functional_id: int | None = contract.UDS_FUNC_REQUEST_ID,
+    def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int | None = None, txid: int | None = None,
+                 fd: bool = False, handler: Handler, profile: DutProfile | None = None,
                  bitrate_switch: bool | None = None) -> None:
+        """Addressing, padding, P2 and the functional id come from the DUT profile; rxid/txid override it."""
+        self.profile = profile if profile is not None else DutProfile()
+        uds = self.profile.uds
         self.bus = bus
         self.notifier = notifier
-        self.rxid = rxid
-        self.txid = txid
+        self.rxid = uds.phys_request_id if rxid is None else rxid
+        self.txid = uds.phys_response_id if txid is None else txid
         self.fd = fd
         self.handler = handler
-        self.first_pending_s = p2_ms * 0.8 / 1000.0
-        self.functional_id = functional_id
-        self._params = isotp_params(fd, fd if bitrate_switch is None else bitrate_switch, blocking_send=False)
+        self.first_pending_s = uds.p2_ms * 0.8 / 1000.0
+        self.functional_id = uds.functional_request_id
+        self._mode = isotp.AddressingMode.Normal_29bits if uds.extended_ids else isotp.AddressingMode.Normal_11bits
+        self._params = self.profile.isotp_params(fd, fd if bitrate_switch is None else bitrate_switch, blocking_send=False)
         self._stack: isotp.NotifierBasedCanStack | None = None
         self._functional: queue.Queue[bytes] = queue.Queue()
         self._stop = threading.Event()
@@ -67,7 +70,7 @@ class UdsServerTransport:
         self._stop.clear()
         self._stack = isotp.NotifierBasedCanStack(
             self.bus, self.notifier,
-            address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=self.txid, rxid=self.rxid),
+            address=isotp.Address(self._mode, txid=self.txid, rxid=self.rxid),
             params=self._params, error_handler=self._isotp_error)
         self._stack.start()
         if self.functional_id is not None:
@@ -106,7 +109,7 @@ class UdsServerTransport:
 
     def _on_functional_frame(self, msg: can.Message) -> None:
         """Notifier listener: single-frame requests on the functional ID (runs in the notifier thread)."""
-        if msg.arbitration_id != self.functional_id or msg.is_extended_id or msg.is_error_frame or msg.is_remote_frame:
+        if msg.arbitration_id != self.functional_id or msg.is_extended_id != self.profile.uds.extended_ids or msg.is_error_frame or msg.is_remote_frame:
             return
         data = bytes(msg.data)
         if not data or data[0] >> 4 != 0:
