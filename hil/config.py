@@ -226,10 +226,33 @@ class SimConfig(_Model):
     supply_current_a: float = Field(0.15, ge=0, description="what the board draws from the supply")
 
 
+class PrebuildConfig(_Model):
+    """Virtual benches only: make the catalogue's missing .bin files from the recipes of the same name."""
+
+    key: str = Field(description="signing key name in keys_dir (generated on first use) or a .pem path")
+
+
 class ImagesConfig(_Model):
+    """Where images come from: the catalogue by role, recipes and keys of the virtual bench."""
+
     recipes: Path = Path("../firmware_images/recipes")
     build_dir: Path = Path("../firmware_images/build")
     keys_dir: Path = Path("../firmware_images/keys")
+    catalogue: dict[str, str] | None = Field(None, description="image role -> signed .bin file or recipe name; "
+                                                                "None = the recipe catalogue on virtual benches")
+    signing_key: Path | None = Field(None, description="the board's development signing key (PEM), for derived variants")
+    signing_key_env: str | None = Field(None, description="environment variable holding the signing key's path")
+    prebuild: PrebuildConfig | None = None
+
+    @field_validator("catalogue")
+    @classmethod
+    def _roles(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        from hil.images.catalogue import ROLES
+
+        for role in v or {}:
+            if role not in ROLES:
+                raise ValueError(f"unknown image role {role!r}; accepted: {', '.join(ROLES)}")
+        return v
 
 
 class BenchConfig(_Model):
@@ -276,6 +299,7 @@ _PATH_FIELDS = {
     ("images", "recipes"),
     ("images", "build_dir"),
     ("images", "keys_dir"),
+    ("images", "signing_key"),
     ("dut", "security", "secret_file"),
     ("dut", "bench_security", "secret_file"),
     ("dut", "profile"),
@@ -294,6 +318,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(sim, dict) and isinstance(sim.get("trusted_keys"), list):
         sim["trusted_keys"] = [str((base / k).resolve()) if isinstance(k, str) else k for k in sim["trusted_keys"]]
     images = data.setdefault("images", {}) if isinstance(data, dict) else None
+    if isinstance(images, dict) and isinstance(images.get("catalogue"), dict):
+        # .bin files are paths relative to the bench file; anything else is a recipe name
+        images["catalogue"] = {role: str((base / v).resolve()) if isinstance(v, str) and v.endswith(".bin") else v
+                               for role, v in images["catalogue"].items()}
     if isinstance(images, dict):
         for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir)):
             images.setdefault(key, str((base / default).resolve()))

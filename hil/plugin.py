@@ -198,6 +198,13 @@ def console(bench: Bench) -> Any:
 
 
 @pytest.fixture
+def console_if_any(bench: Bench) -> Any:
+    """The DUT's console, or None on a bench without one: for cases whose verdict does not depend on it
+    (the console then only adds evidence and the profile's console checks)."""
+    return bench.console
+
+
+@pytest.fixture
 def flasher(bench: Bench) -> Any:
     """The UDS programming sequence: stage, activate, wait_outcome, update. Hooks are cleared after the test."""
     f = bench.flasher
@@ -231,7 +238,7 @@ def console_pattern(bench_config: BenchConfig) -> Any:
     def get(name: str) -> str:
         pattern = bench_config.profile.console_pattern(name)
         if pattern is None:
-            pytest.skip(f"profile {bench_config.profile.name} has no console pattern {name!r}")
+            pytest.skip(f"console pattern missing: profile {bench_config.profile.name} has no console pattern {name!r}")
         return pattern
     return get
 
@@ -262,21 +269,68 @@ _MEASUREMENTS = pytest.StashKey[list]()
 
 
 class ImageStore:
-    """Firmware images by recipe name or path, built and signed on demand."""
+    """Firmware images by role (the bench's image catalogue), recipe name or path, built and signed on demand.
+
+    `images["update"]` is the catalogue's image for that role (hil/images/catalogue.py ROLES). A role the
+    bench neither maps nor can derive skips the asking case, naming the role and what is missing; the
+    fault matrix then reports the row NOT COVERED. Any other name is a recipe (virtual bench) or a path.
+    """
 
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self._cache: dict[str, bytes] = {}
 
-    def __getitem__(self, name: str) -> bytes:
-        if name not in self._cache:
-            from hil.images.build import load_image
+    def get(self, name: str) -> bytes:
+        """The image, or MissingImage naming the role and the reason (for callers outside a test)."""
+        from hil.images.build import load_image
+        from hil.images.catalogue import DERIVED, ROLES, MissingImage, catalogue_of, derive, prebuild
 
-            self._cache[name] = load_image(name, self.cfg)
-        return self._cache[name]
+        if name in self._cache:
+            return self._cache[name]
+        if name in ROLES:
+            catalogue = catalogue_of(self.cfg)
+            if name in catalogue:
+                prebuild(self.cfg)
+                data = load_image(catalogue[name], self.cfg)
+            elif name in DERIVED:
+                data = derive(name, self.get("update"), self.cfg)
+            else:
+                raise MissingImage(name, f"the bench's images.catalogue has no {name!r} ({ROLES[name]})")
+        else:
+            data = load_image(name, self.cfg)
+        self._cache[name] = data
+        return data
+
+    def __getitem__(self, name: str) -> bytes:
+        from hil.images.catalogue import MissingImage
+
+        try:
+            return self.get(name)
+        except MissingImage as exc:
+            pytest.skip(f"{MISSING_ROLE_PREFIX}{exc.role}: {exc.reason}")
+            raise  # unreachable: skip raises
+
+    def version(self, name: str) -> str:
+        """The version an image reports (F189 once it runs), from the image header."""
+        from hil.images.mcuboot import parse_image
+
+        return parse_image(self[name]).version_str
+
+    def security_counter(self, name: str) -> int:
+        """The security counter an image carries (0 if none)."""
+        from hil.images.mcuboot import parse_image
+
+        return parse_image(self[name]).security_counter or 0
 
     def baseline(self) -> bytes:
-        return self[self.cfg.dut.baseline_image]
+        """The baseline image: the catalogue's `baseline` role, else dut.baseline_image."""
+        from hil.images.catalogue import catalogue_of
+
+        return self["baseline"] if "baseline" in catalogue_of(self.cfg) else self[self.cfg.dut.baseline_image]
+
+
+#: Skip reasons of cases whose image role is missing start with this (the fault matrix shows the reason).
+MISSING_ROLE_PREFIX = "image role missing: "
 
 
 # ---------------------------------------------------------------------- evidence
@@ -351,8 +405,9 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
     except HilTimeout as exc:
         raise BenchBroken(f"DUT does not answer UDS: {exc}") from exc
     info = dut.boot_info()
+    store = ImageStore(b.cfg)
     baseline = b.cfg.dut.baseline_image
-    image = ImageStore(b.cfg)[baseline]
+    image = store.baseline()
     version = dut.version()
     status = dut.status()
     needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != parse_image(image).version_str
@@ -404,9 +459,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         reqs = [rid for m in item.iter_markers("requirement") for rid in m.args]
         evidence = hil.evidence_root / _safe(item.nodeid)
         outcome_name = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
+        reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         hil.records.append({"nodeid": item.nodeid, "name": item.name, "outcome": outcome_name,
                             "duration_s": report.duration, "fault_rows": rows, "expect": expect,
-                            "requirements": reqs, "evidence_dir": str(evidence),
+                            "requirements": reqs, "evidence_dir": str(evidence), "reason": reason,
                             "measurements": [m.as_dict() for m in item.stash.get(_MEASUREMENTS, [])]})
 
 
@@ -432,7 +490,7 @@ def _write_reports(hil: HilSession) -> None:
                                  requirements=r["requirements"],
                                  evidence=sorted(p for p in Path(r["evidence_dir"]).glob("*") if p.is_file())
                                  if Path(r["evidence_dir"]).is_dir() else [],
-                                 measurements=r["measurements"]) for r in hil.records]
+                                 measurements=r["measurements"], reason=r.get("reason", "")) for r in hil.records]
     if any(r.fault_rows for r in records):
         report.write_fault_matrix(records, out)
     if any(r.requirements for r in records):

@@ -104,12 +104,26 @@ class TestRecord:
     requirements: list[str] = field(default_factory=list)
     evidence: list[Path] = field(default_factory=list)
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""  # why a skipped test was skipped
+
+
+#: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern): the row's
+#: promise was not checked on this board, so the row is NOT COVERED even when other cases passed.
+GAP_PREFIXES = ("image role missing: ", "console pattern missing: ")
+
+
+def is_gap(record: TestRecord) -> bool:
+    """A skipped case whose reason is something this bench lacks."""
+    return record.outcome == "skipped" and record.reason.startswith(GAP_PREFIXES)
 
 
 def verdict(records: Sequence[TestRecord]) -> str:
-    """FAIL if any test failed or errored, PASS if at least one passed, else NOT COVERED (none, or all skipped)."""
+    """FAIL if any test failed or errored; NOT COVERED if a case was skipped for something the bench lacks
+    (image role, console pattern); PASS if at least one passed; else NOT COVERED (none, or all skipped)."""
     if any(r.outcome in _FAILING for r in records):
         return FAIL
+    if any(is_gap(r) for r in records):
+        return NOT_COVERED
     if any(r.outcome == "passed" for r in records):
         return PASS
     return NOT_COVERED
@@ -161,7 +175,8 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
         rows.append({"row": n, "fault": fc.fault, "injected": fc.injected, "device_must": fc.device_must,
                      "learned_from": fc.learned_from, "verdict": verdict(tests),
                      "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "expect": t.expect,
-                                "duration_s": round(t.duration_s, 3)} for t in tests]})
+                                "duration_s": round(t.duration_s, 3), "reason": t.reason} for t in tests],
+                     "not_covered_because": sorted({t.reason for t in tests if is_gap(t)})})
     unknown = {n: tests for n, tests in sorted(by_row.items()) if n not in FAULT_MATRIX}
     summary = {v: sum(1 for r in rows if r["verdict"] == v) for v in (PASS, FAIL, NOT_COVERED)}
 
@@ -174,15 +189,16 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
           "|---:|---|---|---|---|"]
     for row in rows:
         tests = by_row.get(row["row"], [])
+        why = "".join(f"<br>{_cell(r)}" for r in row["not_covered_because"])
         md.append(f"| {row['row']} | {_cell(row['fault'])} | {_cell(row['device_must'])} | {_tests_cell(tests)} "
-                  f"| **{row['verdict']}** |")
+                  f"| **{row['verdict']}**{why} |")
     md += ["", "## What each test expected", ""]
     for row in rows:
         if row["tests"]:
             md.append(f"### Row {row['row']}: {row['fault']}")
             md.append("")
             md += [f"- `{t['nodeid']}` - {t['outcome']}, {t['duration_s']:.1f} s: {t['expect'] or '(no expectation given)'}"
-                   for t in row["tests"]]
+                   + (f" - skipped: {t['reason']}" if t["reason"] else "") for t in row["tests"]]
             md.append("")
     if unknown:
         md += ["## Tests naming rows that are not in the matrix", ""]

@@ -21,7 +21,7 @@ def test_counter_not_advanced_when_self_test_fails(dut, flasher, images, bench_c
     baseline = dut.version()
     config = dut.config()
     counter = dut.security_counter()
-    outcome = flasher.update(images["1.3.0-seccnt-2-selftest-fail"])
+    outcome = flasher.update(images["higher_security_counter_selftest_fail"])
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     assert dut.security_counter() == counter, "the counter moved for an image that was never confirmed"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, config),
@@ -34,11 +34,11 @@ def test_counter_not_advanced_when_self_test_fails(dut, flasher, images, bench_c
 def test_counter_advances_on_confirm_then_blocks_lower_counter(dut, flasher, images, bench_config, measure):
     config = dut.config()
     counter = dut.security_counter()
-    outcome = flasher.update(images["1.3.0-seccnt-2"])
+    outcome = flasher.update(images["higher_security_counter"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    assert dut.security_counter() == 2 > counter
-    staged = flasher.stage(images["2.0.0"])  # newer version, but security counter 1
+    assert dut.security_counter() == images.security_counter("higher_security_counter") > counter
+    staged = flasher.stage(images["major_update"])  # newer version, but security counter 1
     assert not staged.accepted
     assert staged.reason is Reason.DOWNGRADE_SECURITY_COUNTER, staged.reason.name
-    check_final_state(dut, bench_config.timing, Expected("1.3.0", UpdateState.REJECTED, Reason.DOWNGRADE_SECURITY_COUNTER, config),
+    check_final_state(dut, bench_config.timing, Expected(images.version("higher_security_counter"), UpdateState.REJECTED, Reason.DOWNGRADE_SECURITY_COUNTER, config),
                       measure)

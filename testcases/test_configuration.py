@@ -26,20 +26,22 @@ def _customise(dut) -> dict:
 @pytest.mark.requirement("BMS-config-preserved")
 def test_configuration_preserved_on_success(dut, flasher, images, bench_config, measure):
     config = _customise(dut)
-    outcome = flasher.update(images["1.1.0"])
+    outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
 
 
 @pytest.mark.fault(row=15, expect="configuration migrated to the new schema, customer values kept")
 @pytest.mark.requirement("BMS-config-preserved")
 def test_configuration_migrated_by_new_major_version(dut, flasher, images, bench_config, measure):
     config = _customise(dut)
-    outcome = flasher.update(images["2.0.0"])
+    schema_before, _crc = dut.config_version()
+    outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("2.0.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("major_update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
     schema, _crc = dut.config_version()
-    assert schema == 2, f"2.0.0 must migrate the configuration to schema 2, DUT reports {schema}"
+    assert schema > schema_before, f"the major update must migrate the configuration past schema {schema_before}, " \
+                                   f"DUT reports {schema}"
     assert "balancing_threshold_mV" in dut.config()
 
 
@@ -49,7 +51,7 @@ def test_configuration_restored_on_rollback(dut, flasher, images, bench_config, 
     baseline = dut.version()
     config = _customise(dut)
     before = dut.config_version()
-    outcome = flasher.update(images["2.0.0-selftest-fail"])
+    outcome = flasher.update(images["major_update_selftest_fail"])
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED),
                       measure)

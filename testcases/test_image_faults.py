@@ -18,14 +18,14 @@ from hil.images import mutate
 
 
 def _flip(region: str):
-    return lambda images, cfg: mutate.flip_bit(images["1.1.0"], region)
+    return lambda images, cfg: mutate.flip_bit(images["update"], region)
 
 
 def _resign_untrusted(images, cfg):
     from hil.images.keys import ensure_dev_keys
 
     keys = ensure_dev_keys(Path(cfg.images.keys_dir))
-    return mutate.resign(images["1.1.0"], keys["untrusted-ecdsa-p256"])
+    return mutate.resign(images["update"], keys["untrusted-ecdsa-p256"])
 
 
 def _case(make, reason: Reason, row: int, case_id: str):
@@ -37,14 +37,14 @@ CASES = [
     _case(_flip("payload"), Reason.HASH_MISMATCH, 5, "image-flipped_payload_bit"),
     _case(_flip("header"), Reason.HASH_MISMATCH, 5, "image-flipped_header_bit"),
     _case(_flip("protected_tlv"), Reason.HASH_MISMATCH, 5, "image-flipped_protected_tlv_bit"),
-    _case(lambda images, cfg: mutate.truncate(images["1.1.0"], len(images["1.1.0"]) - 100), Reason.TRUNCATED, 5,
+    _case(lambda images, cfg: mutate.truncate(images["update"], len(images["update"]) - 100), Reason.TRUNCATED, 5,
           "image-truncated_tlv_area"),
     _case(_flip("signature"), Reason.SIGNATURE_INVALID, 6, "signature-flipped_bit"),
     _case(_resign_untrusted, Reason.UNKNOWN_KEY, 6, "signature-unknown_key"),
-    _case(lambda images, cfg: mutate.strip_signature(images["1.1.0"]), Reason.UNSIGNED, 6, "signature-missing"),
-    _case(lambda images, cfg: images["0.9.0-downgrade"], Reason.DOWNGRADE_VERSION, 7, "downgrade-older_version"),
-    _case(lambda images, cfg: images["1.1.0-wrong-hardware"], Reason.WRONG_HARDWARE, 10, "target-wrong_hardware_id"),
-    _case(lambda images, cfg: images["3.0.0-needs-config-v3"], Reason.CONFIG_INCOMPATIBLE, 11,
+    _case(lambda images, cfg: mutate.strip_signature(images["update"]), Reason.UNSIGNED, 6, "signature-missing"),
+    _case(lambda images, cfg: images["older_version"], Reason.DOWNGRADE_VERSION, 7, "downgrade-older_version"),
+    _case(lambda images, cfg: images["wrong_hardware"], Reason.WRONG_HARDWARE, 10, "target-wrong_hardware_id"),
+    _case(lambda images, cfg: images["incompatible_config"], Reason.CONFIG_INCOMPATIBLE, 11,
           "compatibility-configuration_schema_unsupported"),
 ]
 
@@ -52,7 +52,7 @@ CASES = [
 @pytest.mark.requirement("R156-integrity", "R155-M16", "ISO24089-integrity", "ISO21434-verification")
 @pytest.mark.parametrize(("make_image", "reason"), CASES)
 def test_bad_image_is_rejected(request, make_image, reason, dut, flasher, images, bench_config, measure, evidence,
-                               console):
+                               console_if_any):
     baseline = dut.version()
     counter = dut.security_counter()
     config = dut.config()
@@ -65,7 +65,7 @@ def test_bad_image_is_rejected(request, make_image, reason, dut, flasher, images
     assert refused.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"activation of a rejected image: {refused.value}"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.REJECTED, reason, config), measure)
     assert dut.security_counter() == counter, "a rejected image must not move the anti-rollback counter"
-    check_evidence(evidence, console)
+    check_evidence(evidence, console_if_any)
 
 
 @pytest.mark.fault(row=12, expect="NRC 0x31, nothing overwritten")

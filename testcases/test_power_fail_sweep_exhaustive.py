@@ -31,7 +31,7 @@ def test_exhaustive_power_fail_sweep(scenario, torn, multi, row, images, bench_c
 
     assert bench_config.sim is not None
     trusted = load_trusted_keys(bench_config.sim.trusted_keys)
-    report = sweep(bench_config.flash_layout, images["1.0.0"], images["1.1.0"], trusted,
+    report = sweep(bench_config.flash_layout, images["baseline"], images["update"], trusted,
                    bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row)
     (evidence / "sweep.txt").write_text("\n".join(str(p) for p in report.points))
     measure(Measurement("fail_points", float(len(report.points)), "points", 1.0, None))

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from hil.checks import Expected, check_evidence, check_final_state
-from hil.contract import Reason, Routine, UpdateState
+from hil.contract import ActivationMode, Reason, Routine, UpdateState
 from hil.errors import HilError
 
 pytestmark = [pytest.mark.destructive]
@@ -34,7 +34,7 @@ def _cut_when(console, pattern: str, psu, timeout: float = 30.0, off_s: float = 
 @pytest.mark.fault(row=4, expect="download interrupted: old image keeps running, download reported aborted")
 @pytest.mark.requirement("R156-recovery", "R156-power")
 def test_power_cut_during_download_keeps_the_old_image(dut, flasher, psu, images, bench_config, measure, evidence,
-                                                        console):
+                                                        console_if_any):
     baseline = dut.version()
     config = dut.config()
 
@@ -44,19 +44,19 @@ def test_power_cut_during_download_keeps_the_old_image(dut, flasher, psu, images
 
     flasher.on_progress.append(cut_at_half)
     with pytest.raises(HilError):
-        flasher.stage(images["1.1.0"])
+        flasher.stage(images["update"])
     flasher.on_progress.clear()
     psu.power_on()
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.IDLE, Reason.DOWNLOAD_ABORTED, config),
                       measure)
-    check_evidence(evidence, console)
+    check_evidence(evidence, console_if_any)
 
 
 @pytest.mark.fault(row=4, expect="erase interrupted: old image keeps running")
 def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, images, bench_config, measure):
     baseline = dut.version()
     config = dut.config()
-    assert flasher.stage(images["1.1.0"]).accepted  # a full slot: erasing it takes long enough to cut
+    assert flasher.stage(images["update"]).accepted  # a full slot: erasing it takes long enough to cut
     flasher.unlock()
     timer = threading.Timer(0.05, psu.output, args=(False,))
     timer.start()
@@ -67,26 +67,27 @@ def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, imag
         timer.join()
     psu.power_on()
     check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)
-    staged = flasher.stage(images["1.1.0"])
+    staged = flasher.stage(images["update"])
     assert staged.accepted, "after a torn erase a fresh erase and download must work"
 
 
 @pytest.mark.fault(row=4, expect="activation survives a power cycle: the new image installs and confirms")
-def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, images, bench_config, measure):
+def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, images, bench_config, measure, profile):
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
+    staged = flasher.stage(images["update"])
     assert staged.accepted
-    uds.routine(Routine.ACTIVATE_UPDATE, b"\x00")
+    uds.routine(Routine.ACTIVATE_UPDATE, bytes([profile.encode(ActivationMode.TEST)]))
     psu.dropout(OFF_S)  # instead of ECUReset
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, config=config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, config=config), measure)
 
 
+#: Console patterns by name (the DUT profile's console.patterns): a profile without one skips the case.
 INSTALL_CUTS = [
-    pytest.param(r"BOOT: swap sector \d+/", "1.1.0", UpdateState.SUCCESS, id="power_cut-during_swap"),
-    pytest.param(r"BOOT: swap done", None, None, id="power_cut-during_trailer_update"),
-    pytest.param(r"APP: self-test running", "old", UpdateState.ROLLED_BACK, id="power_cut-during_first_boot"),
+    pytest.param("swap_progress", "new", UpdateState.SUCCESS, id="power_cut-during_swap"),
+    pytest.param("swap_done", None, None, id="power_cut-during_trailer_update"),
+    pytest.param("selftest_running", "old", UpdateState.ROLLED_BACK, id="power_cut-during_first_boot"),
 ]
 
 
@@ -94,40 +95,44 @@ INSTALL_CUTS = [
 @pytest.mark.requirement("R156-recovery", "ISO24089-recovery")
 @pytest.mark.parametrize(("pattern", "expect_version", "expect_state"), INSTALL_CUTS)
 def test_power_cut_during_install(pattern, expect_version, expect_state, dut, flasher, psu, console, images,
-                                  bench_config, measure, evidence):
+                                  bench_config, measure, evidence, console_pattern):
+    pattern = console_pattern(pattern)
     baseline = dut.version()
     config = dut.config()
-    _stage_and_activate(flasher, console, images["1.1.0"])
+    _stage_and_activate(flasher, console, images["update"])
     _cut_when(console, pattern, psu)
     outcome = flasher.wait_outcome()
     assert outcome.state in (UpdateState.SUCCESS, UpdateState.ROLLED_BACK), outcome.states_seen
-    version = {"old": baseline}.get(expect_version or "", expect_version)
+    version = {"old": baseline, "new": images.version("update")}.get(expect_version or "", expect_version)
     if version is None:  # either image is acceptable, but status and image must agree
-        version = "1.1.0" if outcome.state is UpdateState.SUCCESS else baseline
+        version = images.version("update") if outcome.state is UpdateState.SUCCESS else baseline
     check_final_state(dut, bench_config.timing, Expected(version, expect_state or outcome.state, None, config), measure)
     check_evidence(evidence, console)
 
 
 @pytest.mark.fault(row=4, expect="brown-out dip during the swap: resumes, new image confirmed")
 @pytest.mark.requirement("R156-power")
-def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench_config, measure):
+def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench_config, measure, console_pattern):
+    swap = console_pattern("swap_progress")
     config = dut.config()
-    _stage_and_activate(flasher, console, images["1.1.0"])
-    console.expect(r"BOOT: swap sector \d+/", timeout=30)
+    _stage_and_activate(flasher, console, images["update"])
+    console.expect(swap, timeout=30)
     psu.dip(bench_config.psu.brownout_voltage, 0.3)
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, config=config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, config=config), measure)
 
 
 @pytest.mark.fault(row=3, expect="a second cut during the revert still converges to the old image")
 @pytest.mark.requirement("R156-recovery")
-def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence):
+def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence,
+                                                  console_pattern):
+    running, revert, swap = (console_pattern(n) for n in ("selftest_running", "revert", "swap_progress"))
     baseline = dut.version()
     config = dut.config()
-    _stage_and_activate(flasher, console, images["1.1.0"])
-    _cut_when(console, r"APP: self-test running", psu)  # unconfirmed trial boot -> the next boot reverts
-    _cut_when(console, r"BOOT: (revert|swap sector \d+/)", psu)  # cut the revert itself
+    _stage_and_activate(flasher, console, images["update"])
+    _cut_when(console, running, psu)  # unconfirmed trial boot -> the next boot reverts
+    _cut_when(console, f"(?:{revert})|(?:{swap})", psu)  # cut the revert itself
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.NOT_CONFIRMED, config), measure)
@@ -140,7 +145,7 @@ def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, 
     """Calibrate the install's phases from a clean run, then cut at N points spread over every phase."""
     from hil.faults.power import PowerCutSweep
 
-    sweep = PowerCutSweep(dut=dut, flasher=flasher, psu=psu, console=console, image=images["1.1.0"],
+    sweep = PowerCutSweep(dut=dut, flasher=flasher, psu=psu, console=console, image=images["update"],
                           baseline=images.baseline(), budgets=bench_config.timing)
     profile = sweep.calibrate()
     points = request.config.getoption("--sweep-points")

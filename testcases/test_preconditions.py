@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.destructive]
 def test_activation_refused_while_pack_current_flows(dut, flasher, load, images, bench_config, measure):
     baseline = dut.version()
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
+    staged = flasher.stage(images["update"])
     assert staged.accepted
     load.set_pack_current(-40.0)  # driving: 40 A discharge
     with pytest.raises(UdsError) as refused:
@@ -32,7 +32,7 @@ def test_activation_refused_while_pack_current_flows(dut, flasher, load, images,
     flasher.activate()
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
 
 
 @pytest.mark.fault(row=14, expect="NRC 0x93 while the supply is low; nothing erased")
@@ -40,7 +40,7 @@ def test_activation_refused_while_pack_current_flows(dut, flasher, load, images,
 def test_activation_refused_while_supply_is_low(dut, flasher, psu, images, bench_config, measure):
     baseline = dut.version()
     config = dut.config()
-    staged = flasher.stage(images["1.1.0"])
+    staged = flasher.stage(images["update"])
     assert staged.accepted
     psu.set_voltage(bench_config.psu.low_voltage)
     try:

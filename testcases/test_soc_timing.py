@@ -38,7 +38,7 @@ def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, me
         """Download back to back for at least `min_s` (one image suffices on classic CAN, FD needs several)."""
         end = time.monotonic() + min_s
         while True:
-            flasher.stage(images["1.2.0-large"])
+            flasher.stage(images["largest"])
             if time.monotonic() >= end:
                 return
 
@@ -52,7 +52,7 @@ def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, me
 @pytest.mark.fault(row=17, expect="a build that overruns its cycle budget is detected by the timing measurement")
 @pytest.mark.requirement("BMS-soc-timing")
 def test_overrunning_build_is_detected(can, flasher, images, bench_config, measure):
-    outcome = flasher.update(images["1.1.0-timing-overrun"])
+    outcome = flasher.update(images["timing_overrun"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     timing = _timing(can, 3.0)
     results = {m.name: measure(m) for m in timing.measurements(bench_config.timing)}

@@ -62,10 +62,10 @@ def test_broken_block_sequence_is_refused(block_filter, dut, flasher, images, be
     config = dut.config()
     flasher.block_filter = block_filter
     with pytest.raises(UdsError) as refused:
-        flasher.stage(images["1.1.0"])
+        flasher.stage(images["update"])
     assert refused.value.nrc == Nrc.WRONG_BLOCK_SEQUENCE_COUNTER, str(refused.value)
     flasher.block_filter = None
-    restarted = flasher.stage(images["1.1.0"])
+    restarted = flasher.stage(images["update"])
     assert restarted.accepted, f"a clean restart after the fault must stage: {restarted.reason.name}"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
@@ -75,20 +75,19 @@ def test_repeated_block_is_acknowledged_not_written_twice(dut, flasher, images, 
     baseline = dut.version()
     config = dut.config()
     flasher.block_filter = repeat_block(2)
-    staged = flasher.stage(images["1.1.0"])
+    staged = flasher.stage(images["update"])
     assert staged.accepted, f"image corrupted by a repeated block: {staged.reason.name}"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
 
 @pytest.mark.fault(row=12, expect="NRC 0x71 on data beyond the announced size, nothing overwritten")
 @pytest.mark.requirement("ISO24089-integrity")
-def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, measure, uds):
-    from hil.contract import TRANSFER_DATA_PER_BLOCK
-
+def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, measure, uds, profile):
     baseline = dut.version()
     config = dut.config()
-    image = images["1.1.0"]
-    blocks = -(-len(image) // TRANSFER_DATA_PER_BLOCK)
+    image = images["update"]
+    per_block = profile.uds.max_block_length - 2  # SID and block counter
+    blocks = -(-len(image) // per_block)
     flasher.block_filter = endless(blocks)
     with pytest.raises(UdsError) as refused:
         flasher.stage(image)
@@ -128,12 +127,12 @@ def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, c
 
     flasher.on_progress.append(vanish)
     with pytest.raises(TesterVanished):
-        flasher.stage(images["1.1.0"])
+        flasher.stage(images["update"])
     flasher.on_progress.clear()
     # No tester: the SOC core keeps running while the ECU's S3 timer runs out.
     frames = can.collect(MSG_SOC_CORE, 6.0)
     assert len(frames) >= 40, f"SOC core stalled while the download hung: {len(frames)} frames in 6 s"
-    restarted = flasher.stage(images["1.1.0"])
+    restarted = flasher.stage(images["update"])
     assert restarted.accepted, restarted.reason.name
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 

@@ -179,3 +179,26 @@ def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     assert not [f for f in frames if f.arbitration_id in (others.uds.phys_request_id, others.uds.phys_response_id)]
     if profile_file == VENDOR_B:
         assert p.encode(ActivationMode.RESTORE) == 0x5A
+
+
+# ---------------------------------------------------------------------- no identifier outside the profile
+def test_no_board_identifier_is_a_literal_outside_the_profile():
+    """DIDs, routine ids, UDS and DBC CAN ids appear as numbers only in hil/contract.py (the default
+    profile's values) and hil/profile.py; everything else asks the profile."""
+    import io
+    import tokenize
+
+    import cantools
+
+    p = DutProfile()
+    db = cantools.database.load_file(str(ROOT / "benches/dbc/bms.dbc"))
+    ids = (set(p.dids.values()) | set(p.routines.values()) | {m.frame_id for m in db.messages}
+           | {p.uds.phys_request_id, p.uds.phys_response_id, p.uds.functional_request_id})
+    found = []
+    for path in sorted((ROOT / "hil").rglob("*.py")):
+        if path.name in ("contract.py", "profile.py"):
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.NUMBER and tok.string.lower().startswith("0x") and int(tok.string, 16) in ids:
+                found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}: {tok.string}")
+    assert not found, "board identifiers written as literals (ask the DUT profile instead):\n" + "\n".join(found)

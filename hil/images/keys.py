@@ -77,3 +77,26 @@ def resolve_key(key: str, keys_dir: Path) -> Path:
         raise ImageBuildError(f"key {key!r} not found in {keys_dir}; available: {', '.join(available) or 'none'} "
                        f"(development keys: {', '.join(n for n, _ in DEV_KEYS)})")
     return path
+
+
+def ensure_key(name: str, keys_dir: Path, kind: str = "ecdsa-p256") -> Path:
+    """The key `name` in `keys_dir` (or a .pem path), generated on first use if it is not there.
+
+    For the virtual benches' own release keys (e.g. vendor B's); a real board's key is the vendor's.
+    """
+    candidate = Path(name)
+    if candidate.suffix == ".pem" and candidate.is_file():
+        return candidate
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / f"{name}.pem"
+    if path.is_file():
+        return path
+    try:
+        with FileLock(str(keys_dir / ".keygen.lock")).acquire(timeout=KEYGEN_LOCK_TIMEOUT_S):
+            if not path.is_file():
+                _generate(kind, path)
+    except Timeout:
+        raise ImageBuildError(f"another process has held {keys_dir / '.keygen.lock'} for {KEYGEN_LOCK_TIMEOUT_S:.0f} s "
+                              f"while generating keys; {name} is not there yet") from None
+    return path

@@ -140,7 +140,8 @@ def oversize(data: bytes, slot_size: int) -> bytes:
 
 
 def resign(data: bytes, key_path: Path, *, hardware_id: str | None = None,
-           config_compat: tuple[int, int] | None = None, security_counter: int | None = None) -> bytes:
+           config_compat: tuple[int, int] | None = None, security_counter: int | None = None,
+           version: tuple[int, int, int] | None = None) -> bytes:
     """Re-sign the image's payload and metadata with another key (imgtool), optionally changing metadata.
 
     With an untrusted key the device reports UNKNOWN_KEY. Version, build number, security counter
@@ -160,6 +161,8 @@ def resign(data: bytes, key_path: Path, *, hardware_id: str | None = None,
         custom[contract.TLV_CONFIG_COMPAT] = bytes(config_compat)
     seccnt = security_counter if security_counter is not None else img.security_counter
     major, minor, rev, build = img.header.version
+    if version is not None:
+        major, minor, rev = version
     with tempfile.TemporaryDirectory(prefix="hil-resign-") as tmp:
         raw, out = Path(tmp) / "payload.bin", Path(tmp) / "signed.bin"
         raw.write_bytes(img.payload)

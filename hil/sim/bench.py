@@ -20,6 +20,7 @@ from hil.canbus import open_bus
 from hil.config import BenchConfig, socket_resource_address, socket_url_address
 from hil.errors import BenchConfigError
 from hil.images.build import load_image
+from hil.images.catalogue import catalogue_of, prebuild
 from hil.images.keys import ensure_dev_keys
 from hil.images.mcuboot import load_trusted_keys
 from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
@@ -59,6 +60,7 @@ class VirtualBench:
         cfg = self.cfg
         sim = cfg.sim
         assert sim is not None
+        prebuild(cfg)  # a bench whose images are prebuilt .bin files: make missing ones (and their key) first
         self.flash = self._open_flash()
         trusted = load_trusted_keys(sim.trusted_keys)
 
@@ -146,7 +148,8 @@ class VirtualBench:
         cfg = self.cfg
         assert cfg.sim is not None
         ensure_dev_keys(cfg.images.keys_dir)
-        image = load_image(cfg.sim.initial_image, cfg)
+        # initial_image: a recipe, a .bin path, or an image role of the bench's catalogue ("baseline")
+        image = load_image(catalogue_of(cfg).get(cfg.sim.initial_image, cfg.sim.initial_image), cfg)
         interrupter = flash.interrupter
         flash.interrupter = None  # factory programming happens at full speed, before the board exists
         try:

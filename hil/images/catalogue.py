@@ -1,0 +1,144 @@
+"""The image catalogue: firmware images by *role*, as the bench YAML maps them.
+
+A bench names, for each role a case needs (baseline, update, selftest_fail, ...), a signed .bin
+file of the vendor's - or, on the virtual bench, a recipe name. Roles the catalogue leaves out are
+derived where that is honest:
+
+- `unknown_key`: the update re-signed with a key generated here (any key the board never saw);
+- `older_version`, `higher_security_counter`: the update re-signed with the board's development
+  signing key (`images.signing_key` file or `images.signing_key_env`; never committed) with imgtool.
+
+Mutations (bit flips, truncation, no signature) need no key (hil/images/mutate.py). A role that is
+neither mapped nor derivable is *missing*: the case asking for it is skipped naming the role, and
+the fault matrix reports its row NOT COVERED with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hil.errors import HilError, ImageBuildError
+
+if TYPE_CHECKING:  # the bench config imports this module for its validators
+    from hil.config import BenchConfig
+
+#: Every role a test case may ask for, and what the image must be.
+ROLES: dict[str, str] = {
+    "baseline": "the image the bench restores the board to (confirmed, lowest security counter)",
+    "update": "an ordinary update: newer version, same configuration schema, passes its self-test",
+    "major_update": "a newer update that migrates the configuration to a new schema",
+    "major_update_selftest_fail": "a configuration-migrating update whose self-test fails",
+    "selftest_fail": "an update whose self-test fails (the board must revert)",
+    "crash_at_boot": "an update that crashes during start-up (hard fault)",
+    "hang": "an update that hangs at start-up until the watchdog fires",
+    "timing_overrun": "an update whose SOC task overruns its cycle now and then",
+    "wrong_hardware": "an update built for another hardware number",
+    "older_version": "a correctly signed image with a lower version than the baseline",
+    "higher_security_counter": "an update with a security counter above the baseline's",
+    "higher_security_counter_selftest_fail": "like higher_security_counter, but its self-test fails",
+    "incompatible_config": "an update that needs a configuration schema the board does not have",
+    "largest": "the largest image the slot holds",
+    "unknown_key": "the update signed with a key the board does not trust",
+}
+
+#: The virtual bench's recipes by role (firmware_images/recipes); a virtual bench without
+#: `images.catalogue` uses this one.
+SIM_CATALOGUE: dict[str, str] = {
+    "baseline": "1.0.0",
+    "update": "1.1.0",
+    "major_update": "2.0.0",
+    "major_update_selftest_fail": "2.0.0-selftest-fail",
+    "selftest_fail": "1.1.0-selftest-fail",
+    "crash_at_boot": "1.1.0-crash-at-boot",
+    "hang": "1.1.0-hang",
+    "timing_overrun": "1.1.0-timing-overrun",
+    "wrong_hardware": "1.1.0-wrong-hardware",
+    "older_version": "0.9.0-downgrade",
+    "higher_security_counter": "1.3.0-seccnt-2",
+    "higher_security_counter_selftest_fail": "1.3.0-seccnt-2-selftest-fail",
+    "incompatible_config": "3.0.0-needs-config-v3",
+    "largest": "1.2.0-large",
+}
+
+#: Roles derived from `update` when the catalogue lacks them (key: True = needs the board's signing key).
+DERIVED: dict[str, bool] = {"unknown_key": False, "older_version": True, "higher_security_counter": True}
+
+
+class MissingImage(HilError):
+    """A role the bench's catalogue neither maps nor can derive; `reason` says what is missing."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        self.role = role
+        self.reason = reason
+        super().__init__(f"image role {role!r} not available: {reason}")
+
+
+def catalogue_of(cfg: "BenchConfig") -> dict[str, str]:
+    """The bench's role -> recipe-or-file map (the recipe catalogue on virtual benches that give none)."""
+    if cfg.images.catalogue is not None:
+        return dict(cfg.images.catalogue)
+    return dict(SIM_CATALOGUE) if cfg.virtual else {}
+
+
+def signing_key(cfg: "BenchConfig") -> Path | None:
+    """The board's development signing key, from the bench file or its environment variable; None if neither."""
+    images = cfg.images
+    if images.signing_key is not None:
+        return images.signing_key
+    if images.signing_key_env:
+        value = os.environ.get(images.signing_key_env, "")
+        return Path(value) if value else None
+    return None
+
+
+def prebuild(cfg: "BenchConfig") -> list[Path]:
+    """Virtual benches with `images.prebuild`: build each missing catalogue .bin from the recipe of the same
+    name, signed with the prebuild key (generated on first use, never committed). Returns the files made."""
+    spec = cfg.images.prebuild
+    if spec is None:
+        return []
+    from hil.images.build import build_image
+    from hil.images.keys import ensure_key
+    from hil.images.recipes import find_recipe
+
+    key = ensure_key(spec.key, cfg.images.keys_dir)
+    made = []
+    for role, entry in catalogue_of(cfg).items():
+        path = Path(entry)
+        if path.suffix != ".bin":
+            continue
+        recipe = find_recipe(path.stem, cfg.images.recipes).model_copy(update={"key": str(key)})
+        if path.is_file():
+            continue
+        made.append(build_image(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout))
+    return made
+
+
+def derive(role: str, update: bytes, cfg: "BenchConfig") -> bytes:
+    """`role` derived from the update image (see DERIVED); MissingImage naming what is lacking."""
+    from hil.images import mutate
+    from hil.images.mcuboot import parse_image
+
+    if role == "unknown_key":
+        from hil.images.keys import ensure_dev_keys
+
+        return mutate.resign(update, ensure_dev_keys(cfg.images.keys_dir)["untrusted-ecdsa-p256"])
+    key = signing_key(cfg)
+    where = (f"images.signing_key_env={cfg.images.signing_key_env} is not set" if cfg.images.signing_key_env
+             else "no images.signing_key / images.signing_key_env in the bench file")
+    if key is None:
+        raise MissingImage(role, f"not in images.catalogue, and it is derived by re-signing the update with the "
+                                 f"board's development key: {where}")
+    if not key.is_file():
+        raise MissingImage(role, f"signing key {key} does not exist")
+    img = parse_image(update)
+    try:
+        if role == "higher_security_counter":
+            return mutate.resign(update, key, security_counter=(img.security_counter or 0) + 1)
+        if role == "older_version":
+            return mutate.resign(update, key, version=(0, 0, 1))
+    except ImageBuildError as exc:
+        raise MissingImage(role, f"re-signing the update failed: {exc}") from None
+    raise MissingImage(role, f"no way to derive it; accepted roles to derive: {', '.join(DERIVED)}")
