@@ -27,7 +27,7 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 def run_doctor(cfg: BenchConfig) -> list[Check]:
     """Start a virtual bench if the file says so, then check instruments, CAN and the DUT's identity."""
-    checks: list[Check] = []
+    checks: list[Check] = [_run("DUT profile", lambda: _profile(cfg)), _run("image catalogue", lambda: _catalogue(cfg))]
     bench = Bench(cfg)
     try:
         if cfg.virtual:
@@ -45,6 +45,8 @@ def run_doctor(cfg: BenchConfig) -> list[Check]:
         checks.append(_run(f"CAN {bench.cfg.can.interface}:{bench.cfg.can.channel}", lambda: _can_alive(bench)))
         if checks[-1].ok:
             checks.append(_run("DUT identity", lambda: _dut_identity(bench)))
+            checks.append(_run(f"SecurityAccess 0x{cfg.profile.security.programming_level:02X}",
+                               lambda: _unlock(bench)))
     finally:
         bench.close()
     return checks
@@ -77,8 +79,8 @@ def _can_alive(bench: Bench) -> str:
     from hil.drivers.can import CanChannel
     from hil.drivers.uds import UdsClient
 
-    bench.can = CanChannel(bench.cfg.can)
-    bench.uds = UdsClient(bench.can, bench.cfg.dut)
+    bench.can = CanChannel(bench.cfg.can, profile=bench.cfg.profile)
+    bench.uds = UdsClient(bench.can, bench.cfg.dut, bench.cfg.profile)
     bench.power_on_and_wait()
     frame = bench.can.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
     return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals['SOC']):.1f} %)"
@@ -94,3 +96,41 @@ def _dut_identity(bench: Bench) -> str:
     if bench.cfg.dut.serial_number and serial != bench.cfg.dut.serial_number:
         raise ValueError(f"serial number {serial!r}, bench file expects {bench.cfg.dut.serial_number!r}")
     return f"hardware {hw}, software {sw}, serial {serial}"
+
+
+def _profile(cfg: BenchConfig) -> str:
+    """The profile loaded (validated against its DBC at load); say which one and its key numbers."""
+    p = cfg.profile
+    return (f"{p.name} ({p.source or 'built-in default'}): UDS 0x{p.uds.phys_request_id:X}/0x{p.uds.phys_response_id:X}, "
+            f"{len(p.dids)} DIDs, {len(p.routines)} routines, restore {p.restore.method}, "
+            f"{len(p.console.patterns)} console patterns")
+
+
+def _catalogue(cfg: BenchConfig) -> str:
+    """Which image roles the bench maps, derives or lacks (lacking ones are NOT COVERED in the fault matrix)."""
+    from pathlib import Path
+
+    from hil.images.catalogue import DERIVED, ROLES, catalogue_of, signing_key
+
+    catalogue = catalogue_of(cfg)
+    absent = [r for r, v in catalogue.items() if v.endswith(".bin") and not Path(v).is_file()
+              and cfg.images.prebuild is None]
+    if absent:
+        raise ValueError(f"catalogue files missing: {', '.join(f'{r}={catalogue[r]}' for r in absent)}")
+    key = signing_key(cfg)
+    derived = [r for r, needs_key in DERIVED.items() if r not in catalogue and (not needs_key or key is not None)]
+    missing = [r for r in ROLES if r not in catalogue and r not in derived]
+    return (f"{len(catalogue)} mapped, derived: {', '.join(derived) or 'none'}; "
+            f"missing (cases skipped, NOT COVERED): {', '.join(missing) or 'none'}")
+
+
+def _unlock(bench: Bench) -> str:
+    """The profile's seed-to-key with the bench's secret opens the programming level (then back to default)."""
+    from hil.contract import Session
+
+    bench.uds.session(Session.PROGRAMMING)
+    try:
+        bench.uds.unlock(bench.cfg.dut.security)
+    finally:
+        bench.uds.session(Session.DEFAULT)
+    return f"unlocked with {bench.cfg.dut.security.algorithm}"

@@ -193,7 +193,7 @@ def load(bench: Bench) -> Any:
 def console(bench: Bench) -> Any:
     """The DUT's debug console: `expect(pattern, timeout)`."""
     if bench.console is None:
-        pytest.skip(f"bench {bench.cfg.bench} has no console")
+        pytest.skip(f"console missing: bench {bench.cfg.bench} has no console")
     return bench.console
 
 

@@ -109,7 +109,7 @@ class TestRecord:
 
 #: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern): the row's
 #: promise was not checked on this board, so the row is NOT COVERED even when other cases passed.
-GAP_PREFIXES = ("image role missing: ", "console pattern missing: ")
+GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ")
 
 
 def is_gap(record: TestRecord) -> bool:
