@@ -447,7 +447,7 @@ def check_against_dbc(profile: DutProfile, dbc: Path) -> None:
     import cantools
 
     db = cantools.database.load_file(str(dbc))
-    names = {m.name: m for m in db.messages}
+    names = {m.name: m for m in getattr(db, "messages", [])}
     where = str(profile.source or f"profile {profile.name}")
     problems = []
     for fw, dbc_name in profile.can.messages.items():

@@ -116,8 +116,8 @@ class PyOcdRestore:
 
     def restore(self, bench: Any, image: bytes, label: str) -> None:
         try:
-            from pyocd.core.helpers import ConnectHelper
-            from pyocd.flash.file_programmer import FileProgrammer
+            from pyocd.core.helpers import ConnectHelper  # type: ignore[import-not-found]  # optional dependency
+            from pyocd.flash.file_programmer import FileProgrammer  # type: ignore[import-not-found]
         except ImportError:
             raise BenchBroken("restore.method pyocd needs pyOCD: pip install pyocd") from None
         with tempfile.TemporaryDirectory(prefix="hil-restore-") as tmp:

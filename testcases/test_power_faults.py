@@ -141,12 +141,13 @@ def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, im
 
 @pytest.mark.fault(row=4, expect="power returns mid-sweep: every cut point ends old or new, never neither")
 @pytest.mark.requirement("R156-recovery", "ISO24089-recovery")
-def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, bench_config, measure):
+def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, bench_config, measure, console_pattern):
     """Calibrate the install's phases from a clean run, then cut at N points spread over every phase."""
-    from hil.faults.power import PowerCutSweep
+    from hil.faults.power import PATTERNS_NEEDED, PowerCutSweep
 
     sweep = PowerCutSweep(dut=dut, flasher=flasher, psu=psu, console=console, image=images["update"],
-                          baseline=images.baseline(), budgets=bench_config.timing)
+                          baseline=images.baseline(), budgets=bench_config.timing,
+                          patterns={name: console_pattern(name) for name in PATTERNS_NEEDED})
     profile = sweep.calibrate()
     points = request.config.getoption("--sweep-points")
     results = sweep.run(profile, points_per_phase=points)

@@ -11,18 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
+from hil import contract
 from hil.contract import ActivationMode, BootMode, UpdateState
 from hil.errors import HilError, HilTimeout
 
-#: Console lines (bench contract) that open each install phase, in order; the last one closes it.
+#: Install phases and the console pattern (by name, from the DUT profile) that opens each, in order;
+#: END_PATTERN closes the last one.
 PHASE_MARKERS: list[tuple[str, str]] = [
-    ("swap", r"BOOT: swap start"),
-    ("trailer_update", r"BOOT: swap done"),
-    ("first_boot", r"APP: BMS firmware .* starting"),
+    ("swap", "swap_start"),
+    ("trailer_update", "swap_done"),
+    ("first_boot", "app_starting"),
 ]
-END_MARKER = r"APP: self-test passed"
+END_PATTERN = "selftest_passed"
+#: Every console pattern the sweep needs (a profile lacking one cannot run it).
+PATTERNS_NEEDED = tuple(p for _, p in PHASE_MARKERS) + (END_PATTERN,)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,12 @@ class PowerCutSweep:
     """Black-box power cuts across a calibrated install."""
 
     def __init__(self, *, dut: Any, flasher: Any, psu: Any, console: Any, image: bytes, baseline: bytes,
-                 budgets: Any, off_s: float = 0.5) -> None:
+                 budgets: Any, off_s: float = 0.5, patterns: Mapping[str, str] | None = None) -> None:
+        """`patterns`: the DUT profile's console patterns (PATTERNS_NEEDED); default: the default profile's."""
+        self.patterns: Mapping[str, str] = patterns if patterns is not None else contract.CONSOLE_PATTERNS
+        missing = [p for p in PATTERNS_NEEDED if p not in self.patterns]
+        if missing:
+            raise HilError(f"the power-cut sweep needs console patterns {', '.join(missing)}")
         self.dut = dut
         self.flasher = flasher
         self.psu = psu
@@ -98,9 +107,9 @@ class PowerCutSweep:
         t0 = time.monotonic()
         marks: list[tuple[str, float]] = []
         for name, pattern in PHASE_MARKERS:
-            self.console.expect(pattern, timeout=timeout)
+            self.console.expect(self.patterns[pattern], timeout=timeout)
             marks.append((name, time.monotonic() - t0))
-        self.console.expect(END_MARKER, timeout=timeout)
+        self.console.expect(self.patterns[END_PATTERN], timeout=timeout)
         end = time.monotonic() - t0
         outcome = self.flasher.wait_outcome()
         if outcome.state is not UpdateState.SUCCESS:
