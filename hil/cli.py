@@ -151,5 +151,14 @@ def _mount_images() -> None:
 _mount_images()
 
 
+def _mount_report() -> None:
+    from hil.report_cli import report
+
+    main.add_command(report, "report")
+
+
+_mount_report()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

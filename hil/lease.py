@@ -242,6 +242,9 @@ def acquire_one(backend: LeaseBackend, candidates: list[tuple[str, dict[str, str
             except BenchBusy as exc:
                 busy.append(str(exc))
         if time.monotonic() >= deadline:
+            close = getattr(backend, "close", None)
+            if close is not None:  # a coordinator session is not kept open for nothing
+                close()
             raise BenchBusy(f"no free bench among {', '.join(b for b, _ in candidates)} "
                             f"(waited {wait_s:.0f} s):\n  " + "\n  ".join(busy))
         time.sleep(poll_s)  # polling the holders: a lease file has no change event across hosts

@@ -97,7 +97,8 @@ def merge(dirs: Sequence[Path], out: Path, command: Sequence[str] | None = None)
             ev = r.get("evidence_dir")
             if ev and not Path(ev).is_absolute():
                 src = d / ev
-                dst = out / "evidence" / label / ev
+                rest = Path(ev).relative_to("evidence") if Path(ev).parts[:1] == ("evidence",) else Path(ev)
+                dst = out / "evidence" / label / rest
                 if src.is_dir():
                     shutil.copytree(src, dst, dirs_exist_ok=True)
                 r = {**r, "evidence_dir": str(dst)}
