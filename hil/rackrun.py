@@ -179,12 +179,14 @@ class RackScheduling:
     from the side file each worker writes at collection (the tests its bench cannot serve).
     """
 
-    def __init__(self, config: pytest.Config, side_dir: Path, log: Any = None) -> None:
-        from xdist.workermanage import parse_tx_spec_config
+    def __init__(self, config: Any, side_dir: Path, log: Any = None, numnodes: int | None = None) -> None:
+        if numnodes is None:
+            from xdist.workermanage import parse_tx_spec_config
 
+            numnodes = len(parse_tx_spec_config(config))
         self.config = config
         self.side_dir = side_dir
-        self.numnodes = len(parse_tx_spec_config(config))
+        self.numnodes = numnodes
         self.node2collection: dict[Any, list[str]] = {}
         self.node2pending: dict[Any, list[int]] = {}
         self.node2cannot: dict[Any, set[int]] = {}
