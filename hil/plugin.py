@@ -57,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--rack", default=os.environ.get("HIL_RACK"),
                     help="rack YAML (benches/racks/*.yaml): each process (xdist worker) leases one bench of it; "
                          "use with -n N (env HIL_RACK)")
+    group.addoption("--soak-s", type=float, default=600.0,
+                    help="length of the nightly timing soak in seconds (default 600)")
     group.addoption("--nightly", action="store_true", default=os.environ.get("HIL_NIGHTLY", "") not in ("", "0"),
                     help="the long work: wide black-box sweep (25 points), fuzz budgets, timing soak (env HIL_NIGHTLY=1)")
     group.addoption("--allow-irreversible", action="store_true",
@@ -194,9 +196,9 @@ def _hil(request: pytest.FixtureRequest) -> HilSession:
 
 def _label_bench(hil: HilSession) -> None:
     """Allure: the bench this test ran on, the DUT's identity and the instruments (excluded from history ids)."""
-    if allure is None or not hil.identity:
+    if allure is None or hil._cfg is None:
         return
-    ident = hil.identity
+    ident = hil.identity or {"bench": hil._cfg.bench}
     allure.dynamic.label("bench", str(ident.get("bench")))
     if hil.rack is not None:
         allure.dynamic.label("rack", hil.rack.name)
@@ -220,7 +222,6 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     """The open bench; put back into its known state after the test, also after a failure."""
     hil = _hil(request)
     b = hil.open()
-    _label_bench(hil)
     evidence = _evidence_dir(hil, request.node)
     _start_evidence(b, evidence)
     try:
@@ -428,6 +429,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise
     _select_benches(hil, cfg, items)
     for item in items:
+        if item.get_closest_marker("nightly") and not config.getoption("--nightly"):
+            item.add_marker(pytest.mark.skip(reason="nightly work: run with --nightly (or HIL_NIGHTLY=1)"))
         if item.get_closest_marker("sim_only") and not cfg.virtual:
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
@@ -484,6 +487,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     hil: HilSession = item.config.stash[STASH_KEY]
+    _label_bench(hil)  # here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too
     hil.running = True
     try:
         yield

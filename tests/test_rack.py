@@ -497,3 +497,21 @@ def test_hil_report_merge_says_what_a_directory_lacks(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hil", "report", "merge", str(tmp_path / "empty"), "--out",
                              str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no results.json here" in result.stderr
+
+
+# ---------------------------------------------------------------------- pipelines for several hosts
+def test_ci_examples_run_one_job_per_rack_host_then_merge():
+    gh = yaml.safe_load((ROOT / "ci-examples/github-actions.yml").read_text())
+    rack_job, report_job = gh["jobs"]["rack"], gh["jobs"]["report"]
+    hosts = [m["host"] for m in rack_job["strategy"]["matrix"]["include"]]
+    assert len(hosts) >= 2 and "self-hosted" in rack_job["runs-on"]
+    run = " ".join(step.get("run", "") for step in rack_job["steps"])
+    assert "--rack ${{ matrix.rack }}" in run and "-n ${{ matrix.workers }}" in run
+    assert report_job["needs"] == "rack" and "hil report merge results/results-*" in report_job["steps"][3]["run"]
+    gl = yaml.safe_load((ROOT / "ci-examples/gitlab-ci.yml").read_text())
+    rack_jobs = [name for name, job in gl.items() if isinstance(job, dict) and job.get("extends") == ".rack"]
+    assert len(rack_jobs) >= 2 and all(gl[j]["tags"] for j in rack_jobs)
+    assert "--rack" in " ".join(gl[".rack"]["script"])
+    merge = " ".join(gl["report"]["script"])
+    assert "hil report merge " + " ".join(f"results/{j}" for j in rack_jobs) in merge
+    assert {n["job"] for n in gl["report"]["needs"]} == set(rack_jobs)
