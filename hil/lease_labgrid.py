@@ -63,8 +63,8 @@ class _Client:
     """One labgrid client session under our own name (host/user), so each worker is a distinct holder."""
 
     def __init__(self, address: str, user: str, timeout: float) -> None:
-        from labgrid.remote.client import ClientSession
-        from labgrid.util.proxy import proxymanager
+        from labgrid.remote.client import ClientSession  # type: ignore[import-untyped]
+        from labgrid.util.proxy import proxymanager  # type: ignore[import-untyped]
 
         self.timeout = timeout
         self.user = user
@@ -131,7 +131,7 @@ class LabgridLease:
     released: bool = False
 
     def renew(self) -> None:
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb  # type: ignore[import-untyped]
 
         try:
             self.client.call("PollReservation", pb.PollReservationRequest(token=self.token))  # keeps it from expiring
@@ -152,7 +152,7 @@ class LabgridLease:
             raise LeaseLost(f"lease on bench {self.bench} lost: labgrid place {self.place} is now acquired by {who}")
 
     def release(self) -> None:
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb  # type: ignore[import-untyped]
 
         if self.released:
             return
@@ -207,7 +207,7 @@ class LabgridLeases:
         return self.user or f"{os.environ.get('USER', 'hil')}-{worker}-{os.getpid()}"
 
     def try_acquire(self, bench: str, tags: dict[str, str] | None = None) -> LabgridLease:
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb  # type: ignore[import-untyped]
 
         place = self.place_prefix + bench
         client = self.client()

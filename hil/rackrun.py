@@ -181,7 +181,7 @@ class RackScheduling:
 
     def __init__(self, config: Any, side_dir: Path, log: Any = None, numnodes: int | None = None) -> None:
         if numnodes is None:
-            from xdist.workermanage import parse_tx_spec_config
+            from xdist.workermanage import parse_tx_spec_config  # type: ignore[import-untyped]
 
             numnodes = len(parse_tx_spec_config(config))
         self.config = config
@@ -243,7 +243,7 @@ class RackScheduling:
             self.broken[node] = str(data["broken"])
 
     def _collection_differs(self, node: Any, collection: Sequence[str]) -> None:
-        from xdist.report import report_collection_diff
+        from xdist.report import report_collection_diff  # type: ignore[import-untyped]
 
         assert self.collection is not None
         first = next(iter(self.node2collection))
