@@ -179,7 +179,8 @@ class RackScheduling:
     from the side file each worker writes at collection (the tests its bench cannot serve).
     """
 
-    def __init__(self, config: Any, side_dir: Path, log: Any = None, numnodes: int | None = None) -> None:
+    def __init__(self, config: Any, side_dir: Path, log: Any = None, numnodes: int | None = None,
+                 durations: dict[str, float] | None = None) -> None:
         if numnodes is None:
             from xdist.workermanage import parse_tx_spec_config  # type: ignore[import-untyped]
 
@@ -193,6 +194,8 @@ class RackScheduling:
         self.node2bench: dict[Any, str | None] = {}
         self.broken: dict[Any, str] = {}
         self.first: set[int] = set()
+        self.durations = durations or {}  # by node id, from the previous run: longest first shortens the run
+        self.duration: dict[int, float] = {}
         self.collection: list[str] | None = None
         self.pending: list[int] = []
 
@@ -298,6 +301,7 @@ class RackScheduling:
                 return
             self.collection = first
             self.pending = list(range(len(self.collection)))
+            self.duration = {i: self.durations.get(n, 0.0) for i, n in enumerate(self.collection)}
         self.check_schedule()
 
     def targets(self, index: int) -> list[Any]:
@@ -318,7 +322,8 @@ class RackScheduling:
         progress = True
         while progress and self.pending:
             progress = False
-            ranked = sorted(self.pending, key=lambda i: (len(self.targets(i)), i not in self.first, i))
+            ranked = sorted(self.pending, key=lambda i: (len(self.targets(i)), i not in self.first,
+                                                         -self.duration.get(i, 0.0), i))
             for node in list(self.node2pending):
                 if node.shutting_down or len(self.node2pending[node]) >= MIN_PENDING:
                     continue
@@ -339,6 +344,17 @@ class RackScheduling:
 
 
 # ---------------------------------------------------------------------- the controller
+def previous_durations(config: pytest.Config) -> dict[str, float]:
+    """Test durations of the last run in --reports-dir (results.json), if any: the scheduler starts the longest first."""
+    out = Path(config.getoption("--reports-dir"))
+    path = (out if out.is_absolute() else Path(config.rootpath) / out) / "results.json"
+    try:
+        records = json.loads(path.read_text()).get("records", [])
+        return {r["nodeid"]: float(r["duration_s"]) for r in records if isinstance(r, dict) and "nodeid" in r}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
 class RackController:
     """xdist controller side of rack mode: side directory, the scheduler, every worker's records."""
 
@@ -355,7 +371,7 @@ class RackController:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> RackScheduling:
-        self.sched = RackScheduling(config, self.side_dir, log)
+        self.sched = RackScheduling(config, self.side_dir, log, durations=previous_durations(config))
         return self.sched
 
     @pytest.hookimpl

@@ -515,3 +515,17 @@ def test_ci_examples_run_one_job_per_rack_host_then_merge():
     merge = " ".join(gl["report"]["script"])
     assert "hil report merge " + " ".join(f"results/{j}" for j in rack_jobs) in merge
     assert {n["job"] for n in gl["report"]["needs"]} == set(rack_jobs)
+
+
+def test_longest_tests_of_the_last_run_start_first(tmp_path):
+    collection = [f"t{i}" for i in range(6)]
+    side = {"gw0": {"bench": "a", "cannot": []}, "gw1": {"bench": "b", "cannot": []}}
+    for gid, data in side.items():
+        (tmp_path / f"{gid}.json").write_text(json.dumps({"worker": gid, "broken": None, "first": [], **data}))
+    sched = RackScheduling(SimpleNamespace(hook=None), tmp_path, numnodes=2, durations={"t4": 30.0, "t2": 9.0})
+    nodes = [FakeNode("gw0"), FakeNode("gw1")]
+    for node in nodes:
+        sched.add_node(node)
+        sched.add_node_collection(node, collection)
+    sched.schedule()
+    assert {nodes[0].sent[0], nodes[1].sent[0]} == {4, 2}
