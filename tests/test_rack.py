@@ -529,3 +529,29 @@ def test_longest_tests_of_the_last_run_start_first(tmp_path):
         sched.add_node_collection(node, collection)
     sched.schedule()
     assert {nodes[0].sent[0], nodes[1].sent[0]} == {4, 2}
+
+
+def test_rack_run_leases_through_the_labgrid_coordinator(tmp_path, coordinator):
+    classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
+    rack = tmp_path / "rack.yaml"
+    rack.write_text(yaml.safe_dump({"rack": "lab-rack", "lease": {"backend": "labgrid", "coordinator": coordinator,
+                                                                  "place_prefix": "lab-"},
+                                    "benches": [{"file": str(classic)}, {"file": str(fd)}]}))
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_rack_suite.py").write_text(RACK_TESTS)
+    reports = tmp_path / "reports"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "hil.plugin", "-p", "no:cacheprovider", "-n", "2", "--rack", str(rack),
+         str(suite), "-rA", "--rootdir", str(suite), "-k", "any_bench or fd_only", "--reports-dir", str(reports),
+         "--evidence-dir", str(reports / "evidence")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    benches = json.loads((reports / "results.json").read_text())["benches"]["benches"]
+    for name in (classic_name(classic), classic_name(fd)):
+        lease = benches[name]["lease"]
+        assert lease["backend"] == "labgrid" and lease["place"] == f"lab-{name}", benches[name]
+        shown = _labgrid_client(coordinator, "anyone", "-p", f"lab-{name}", "show")
+        assert "acquired: None" in shown.stdout, shown.stdout  # released at the end of the run
+        assert "can=" in shown.stdout  # tagged from the rack
+    assert benches[classic_name(classic)]["worker"] != benches[classic_name(fd)]["worker"]
