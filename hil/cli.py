@@ -152,9 +152,11 @@ _mount_images()
 
 
 def _mount_report() -> None:
+    from hil.rack_cli import rack
     from hil.report_cli import report
 
     main.add_command(report, "report")
+    main.add_command(rack, "rack")
 
 
 _mount_report()

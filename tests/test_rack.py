@@ -555,3 +555,17 @@ def test_rack_run_leases_through_the_labgrid_coordinator(tmp_path, coordinator):
         assert "acquired: None" in shown.stdout, shown.stdout  # released at the end of the run
         assert "can=" in shown.stdout  # tagged from the rack
     assert benches[classic_name(classic)]["worker"] != benches[classic_name(fd)]["worker"]
+
+
+def test_hil_rack_show_lists_benches_tags_and_holders(tmp_path):
+    FileLeases(directory=tmp_path, owner="nightly on host-a").try_acquire("sim-rack-2")
+    result = subprocess.run([sys.executable, "-m", "hil", "rack", "show", "benches/racks/sim-rack.yaml"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HIL_LOCK_DIR": str(tmp_path), "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr
+    assert "sim-rack-1" in result.stdout and "classic" in result.stdout and "fd" in result.stdout
+    assert "nightly on host-a" in result.stdout
+    bad = _rack(tmp_path, "rack: r\nbenches:\n  - file: missing.yaml\n")
+    result = subprocess.run([sys.executable, "-m", "hil", "rack", "show", str(bad)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and "benches.0.file" in result.stderr
