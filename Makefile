@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BENCH  ?= benches/sim.yaml
+RACK   ?=
+WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: suite test setup report clean
@@ -24,9 +26,10 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed node_modules/.installed
 
 ## Validation suite on the virtual bench, then reports/html/index.html (Allure, one self-contained file).
+## RACK=benches/racks/sim-rack.yaml WORKERS=2: spread over the benches of a rack. HIL_NIGHTLY=1: the long work.
 suite: setup
 	rm -rf reports/allure-results reports/evidence reports/fault-matrix.* reports/traceability.* reports/run-record.*
-	$(PY) -m pytest testcases --bench $(BENCH) --alluredir reports/allure-results $(PYTEST_ARGS); \
+	$(PY) -m pytest testcases $(if $(RACK),-n $(WORKERS) --rack $(RACK),--bench $(BENCH)) --alluredir reports/allure-results $(PYTEST_ARGS); \
 	status=$$?; $(MAKE) --no-print-directory report; exit $$status
 
 report:

@@ -151,5 +151,16 @@ def _mount_images() -> None:
 _mount_images()
 
 
+def _mount_report() -> None:
+    from hil.rack_cli import rack
+    from hil.report_cli import report
+
+    main.add_command(report, "report")
+    main.add_command(rack, "rack")
+
+
+_mount_report()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

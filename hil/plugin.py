@@ -37,6 +37,8 @@ MARKERS = [
     "requirement(*ids): regulation topics (hil.requirements) this test is evidence for",
     "fault(row, expect): the update-fault-matrix row this case covers and what the device must do",
     "slow: long-running; part of the nightly selection",
+    "nightly: long work (timing soak) that runs only with --nightly or HIL_NIGHTLY=1",
+    "bench(variant, can, capabilities): the benches this test can run on (rack mode picks one; others skip)",
 ]
 
 STASH_KEY = pytest.StashKey["HilSession"]()
@@ -50,8 +52,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where CAN traces, console and supply logs of every test are kept")
     group.addoption("--reports-dir", default="reports",
                     help="where the fault matrix, traceability and run record are written")
-    group.addoption("--sweep-points", type=int, default=2,
-                    help="power-cut points per install phase in the black-box sweep (nightly: 25)")
+    group.addoption("--sweep-points", type=int, default=None,
+                    help="power-cut points per install phase in the black-box sweep (default 2; nightly: 25)")
+    group.addoption("--rack", default=os.environ.get("HIL_RACK"),
+                    help="rack YAML (benches/racks/*.yaml): each process (xdist worker) leases one bench of it; "
+                         "use with -n N (env HIL_RACK)")
+    group.addoption("--soak-s", type=float, default=600.0,
+                    help="length of the nightly timing soak in seconds (default 600)")
+    group.addoption("--nightly", action="store_true", default=os.environ.get("HIL_NIGHTLY", "") not in ("", "0"),
+                    help="the long work: wide black-box sweep (25 points), fuzz budgets, timing soak (env HIL_NIGHTLY=1)")
     group.addoption("--allow-irreversible", action="store_true",
                     help="run tests that advance one-way counters on a real DUT")
 
@@ -59,7 +68,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
-    config.stash[STASH_KEY] = HilSession(config)
+    if config.option.sweep_points is None:
+        config.option.sweep_points = NIGHTLY_SWEEP_POINTS if config.option.nightly else DEFAULT_SWEEP_POINTS
+    if config.option.nightly:
+        os.environ.setdefault("HIL_NIGHTLY", "1")  # hypothesis profiles and subprocesses see the nightly budget too
+    hil = HilSession(config)
+    config.stash[STASH_KEY] = hil
+    if config.getoption("--rack"):
+        from hil import rackrun
+
+        hil.rack = rackrun.load_rack_option(config)
+        if getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput"):
+            hil.controller = rackrun.RackController(config, hil.rack)
+            config.pluginmanager.register(hil.controller, "hil-rack-controller")
+        else:
+            hil.interrupt = rackrun.install_interrupt(lambda: hil.broken, lambda: hil.running)
+
+
+DEFAULT_SWEEP_POINTS = 2
+NIGHTLY_SWEEP_POINTS = 25
 
 
 @dataclass
@@ -75,10 +102,36 @@ class HilSession:
     identity: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
     started: float = field(default_factory=time.time)
+    rack: Any = None  # hil.rack.Rack in rack mode
+    rack_worker: Any = None  # hil.rackrun.RackWorker: the bench this process leased
+    controller: Any = None  # hil.rackrun.RackController on the xdist controller
+    interrupt: Any = None  # stops the running test when the lease is lost
+    running: bool = False  # a test's setup or call is running (the lease heartbeat may interrupt it)
     _cfg: BenchConfig | None = None
+
+    def lease(self) -> Any:
+        """Rack mode: lease one bench of the rack for this process (once); a failure breaks this process's bench."""
+        if self.rack_worker is None:
+            from hil import rackrun
+
+            self.rack_worker = rackrun.RackWorker.start(self.rack, rackrun.worker_slot())
+            self.rack_worker.on_lost.append(self._lease_lost)
+            if self.rack_worker.cause:
+                self.broken = self.rack_worker.cause
+        return self.rack_worker
+
+    def _lease_lost(self, cause: str) -> None:
+        """Called by the lease heartbeat thread: the bench is no longer ours."""
+        self.broken = f"LeaseLost: {cause}"
+        if self.running and self.interrupt is not None:
+            self.interrupt()
 
     @property
     def cfg(self) -> BenchConfig:
+        if self._cfg is None and self.rack is not None:
+            w = self.lease()
+            # Without a lease the tests of this process error with the cause; the config is the rack's first bench.
+            self._cfg = (w.bench or self.rack.benches[0]).cfg
         if self._cfg is None:
             path = Path(self.config.getoption("--bench"))
             if not path.is_absolute():
@@ -109,7 +162,7 @@ class HilSession:
         except Timeout:
             self.broken = f"bench {cfg.bench} is locked by another run ({self.lock.lock_file})"
             raise BenchBusy(self.broken) from None
-        session_dir = self.evidence_root / "_session"
+        session_dir = self.evidence_root / ("_session" if self.rack is None else f"_session-{cfg.bench}")
         session_dir.mkdir(parents=True, exist_ok=True)
         self.opened = True
         try:
@@ -133,10 +186,28 @@ class HilSession:
             self.bench = None
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()
+        if self.rack_worker is not None:
+            self.rack_worker.stop()
 
 
 def _hil(request: pytest.FixtureRequest) -> HilSession:
     return request.config.stash[STASH_KEY]
+
+
+def _label_bench(hil: HilSession) -> None:
+    """Allure: the bench this test ran on, the DUT's identity and the instruments (excluded from history ids)."""
+    if allure is None or hil._cfg is None:
+        return
+    ident = hil.identity or {"bench": hil._cfg.bench}
+    allure.dynamic.label("bench", str(ident.get("bench")))
+    if hil.rack is not None:
+        allure.dynamic.label("rack", hil.rack.name)
+    dut = ident.get("dut") or {}
+    for name, value in (("bench", ident.get("bench")),
+                        ("DUT", ", ".join(f"{k} {v}" for k, v in dut.items()) if isinstance(dut, dict) else dut),
+                        ("supply", ident.get("psu")), ("battery emulator", ident.get("load"))):
+        if value:
+            allure.dynamic.parameter(name, str(value), excluded=True)
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -428,7 +499,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         cfg = hil.cfg
     except pytest.UsageError:
         raise
+    _select_benches(hil, cfg, items)
     for item in items:
+        if item.get_closest_marker("nightly") and not config.getoption("--nightly"):
+            item.add_marker(pytest.mark.skip(reason="nightly work: run with --nightly (or HIL_NIGHTLY=1)"))
         if item.get_closest_marker("sim_only") and not cfg.virtual:
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
@@ -441,6 +515,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if fault is not None:
                 row = fault.kwargs.get("row", fault.args[0] if fault.args else None)
                 item.add_marker(allure.feature(f"fault matrix row {row}"))
+
+
+def _select_benches(hil: HilSession, cfg: BenchConfig, items: list[pytest.Item]) -> None:
+    """Skip, with the reason, tests this bench cannot serve (`@pytest.mark.bench`, fixtures that need an instrument).
+
+    In an xdist rack run the list goes to the controller's scheduler too, so these tests go to a
+    worker whose bench serves them and are skipped only when no worker's bench does.
+    """
+    from hil import rackrun
+    from hil.rack import derived_tags
+
+    if hil.rack is not None and hil.rack_worker is not None and hil.rack_worker.bench is not None:
+        tags = hil.rack_worker.bench.tags
+    else:
+        tags = derived_tags(cfg)
+    cannot: list[str] = []
+    first: list[str] = []
+    for item in items:
+        need = rackrun.item_need(item)
+        if item.get_closest_marker("slow"):
+            first.append(item.nodeid)
+        if not need.served_by(tags):
+            cannot.append(item.nodeid)
+            item.add_marker(pytest.mark.skip(reason=rackrun.skip_reason(need, hil.rack, cfg.bench, tags)))
+    side = getattr(hil.config, "workerinput", {}).get(rackrun.SIDE_DIR_KEY)
+    if side:
+        bench = hil.rack_worker.bench.name if hil.rack_worker and hil.rack_worker.bench else None
+        rackrun.write_side_file(Path(side), os.environ.get("PYTEST_XDIST_WORKER", "gw0"), bench, hil.broken,
+                                cannot, first)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    hil: HilSession = item.config.stash[STASH_KEY]
+    hil.running = True
+    try:
+        yield
+    finally:
+        hil.running = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    hil: HilSession = item.config.stash[STASH_KEY]
+    _label_bench(hil)  # here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too
+    hil.running = True
+    try:
+        yield
+    finally:
+        hil.running = False
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -462,7 +586,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         reason = ""
         if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        if hil.rack is not None and hil.broken:
+            from hil.rackrun import BROKEN_PROPERTY
+
+            report.user_properties.append((BROKEN_PROPERTY, hil.broken))
         hil.records.append({"nodeid": item.nodeid, "name": item.name, "outcome": outcome_name,
+                            "bench": hil._cfg.bench if hil._cfg is not None else None,
                             "duration_s": report.duration, "fault_rows": rows, "expect": expect,
                             "requirements": reqs, "evidence_dir": str(evidence), "reason": reason,
                             "measurements": [m.as_dict() for m in item.stash.get(_MEASUREMENTS, [])]})
@@ -471,38 +600,77 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hil: HilSession = session.config.stash[STASH_KEY]
     try:
-        if hil.opened and hil.records:  # only runs against a bench produce evidence reports
+        if hil.controller is not None:
+            _write_rack_reports(hil)
+        elif hasattr(hil.config, "workerinput") and hil.rack is not None:
+            _hand_to_controller(hil)
+        elif hil.opened and hil.records:  # only runs against a bench produce evidence reports
             _write_reports(hil)
     finally:
         hil.close()
 
 
-def _write_reports(hil: HilSession) -> None:
-    try:
-        from hil import report
-    except ImportError:  # pragma: no cover
-        return
+def _reports_dir(hil: HilSession) -> Path:
     out = Path(hil.config.getoption("--reports-dir"))
-    out = out if out.is_absolute() else Path(hil.config.rootpath) / out
-    out.mkdir(parents=True, exist_ok=True)
-    records = [report.TestRecord(nodeid=r["nodeid"], name=r["name"], outcome=r["outcome"], duration_s=r["duration_s"],
-                                 fault_rows=[x for x in r["fault_rows"] if x is not None], expect=r["expect"],
-                                 requirements=r["requirements"],
-                                 evidence=sorted(p for p in Path(r["evidence_dir"]).glob("*") if p.is_file())
-                                 if Path(r["evidence_dir"]).is_dir() else [],
-                                 measurements=r["measurements"], reason=r.get("reason", "")) for r in hil.records]
-    if any(r.fault_rows for r in records):
-        report.write_fault_matrix(records, out)
-    if any(r.requirements for r in records):
-        report.write_traceability(records, out)
+    return out if out.is_absolute() else Path(hil.config.rootpath) / out
+
+
+def _iso(t: float) -> str:
     import datetime
+
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _bench_entry(hil: HilSession) -> dict[str, Any]:
+    """This process's bench for the run record: identity, lease, and why it broke (if it did)."""
+    entry: dict[str, Any] = dict(hil.identity or {"bench": hil._cfg.bench if hil._cfg is not None else None})
+    if hil.rack_worker is not None:
+        entry["lease"] = hil.rack_worker.describe()
+    if hil.broken:
+        entry["broken"] = hil.broken
+    return entry
+
+
+def _write_reports(hil: HilSession) -> None:
     import sys
 
-    def iso(t: float) -> str:
-        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+    from hil import report_merge
 
-    report.write_run_record(out, bench=hil.identity or {"bench": hil.cfg.bench}, tool_versions=report.tool_versions(),
-                            started=iso(hil.started), finished=iso(time.time()), command=sys.argv,
-                            seeds={"sweep_points": hil.config.getoption("--sweep-points")},
-                            repo=Path(hil.config.rootpath))
+    benches = _bench_entry(hil)
+    if hil.rack is not None:
+        benches = {"rack": hil.rack.name, "benches": {str(benches.get("bench")): benches}}
+    report_merge.write_all(_reports_dir(hil), hil.records, benches, started=_iso(hil.started), finished=_iso(time.time()),
+                           command=sys.argv, seeds={"sweep_points": hil.config.getoption("--sweep-points"),
+                                                    "nightly": hil.config.getoption("--nightly")},
+                           repo=Path(hil.config.rootpath))
 
+
+def _hand_to_controller(hil: HilSession) -> None:
+    """xdist worker in rack mode: the controller writes the one report from every worker's records."""
+    from hil.rackrun import OUTPUT_KEY
+
+    bench = hil.rack_worker.bench.name if hil.rack_worker is not None and hil.rack_worker.bench else None
+    hil.config.workeroutput[OUTPUT_KEY] = {  # type: ignore[attr-defined]
+        "bench": bench, "identity": hil.identity, "broken": hil.broken,
+        "lease": hil.rack_worker.describe() if hil.rack_worker is not None else None,
+        "opened": hil.opened, "records": hil.records}
+
+
+def _write_rack_reports(hil: HilSession) -> None:
+    """xdist controller in rack mode: one fault matrix, traceability and run record from all workers."""
+    import sys
+
+    from hil import report_merge
+
+    ctl = hil.controller
+    try:
+        records = ctl.records()
+        if not records:
+            return
+        benches = {"rack": hil.rack.name, "benches": {(b["bench"] or b["worker"]): b for b in ctl.benches()}}
+        report_merge.write_all(_reports_dir(hil), records, benches, started=_iso(hil.started), finished=_iso(time.time()),
+                               command=sys.argv, seeds={"sweep_points": hil.config.getoption("--sweep-points"),
+                                                        "nightly": hil.config.getoption("--nightly")},
+                               repo=Path(hil.config.rootpath))
+    finally:
+        ctl.cleanup()

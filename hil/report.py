@@ -105,6 +105,7 @@ class TestRecord:
     evidence: list[Path] = field(default_factory=list)
     measurements: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""  # why a skipped test was skipped
+    bench: str | None = None  # the bench it ran on (rack runs and merged reports name it)
 
 
 #: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern): the row's
@@ -130,10 +131,13 @@ def verdict(records: Sequence[TestRecord]) -> str:
 
 
 def _latest(records: Iterable[TestRecord]) -> list[TestRecord]:
-    """One record per test id, the last one (a rerun supersedes the earlier attempt), in first-seen order."""
-    by_id: dict[str, TestRecord] = {}
+    """One record per test id and bench, the last one (a rerun supersedes the earlier attempt), in first-seen order.
+
+    The same test run on two benches (a merged multi-host report) keeps both records.
+    """
+    by_id: dict[tuple[str, str | None], TestRecord] = {}
     for r in records:
-        by_id[r.nodeid] = r
+        by_id[(r.nodeid, r.bench)] = r
     return list(by_id.values())
 
 
@@ -149,7 +153,8 @@ def _cell(text: str) -> str:
 def _tests_cell(records: Sequence[TestRecord]) -> str:
     if not records:
         return "-"
-    return "<br>".join(f"`{_cell(r.nodeid)}` ({r.outcome})" for r in records)
+    return "<br>".join(f"`{_cell(r.nodeid)}` ({r.outcome}{', bench ' + _cell(r.bench) if r.bench else ''})"
+                       for r in records)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -174,7 +179,7 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
         tests = by_row.get(n, [])
         rows.append({"row": n, "fault": fc.fault, "injected": fc.injected, "device_must": fc.device_must,
                      "learned_from": fc.learned_from, "verdict": verdict(tests),
-                     "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "expect": t.expect,
+                     "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "expect": t.expect, "bench": t.bench,
                                 "duration_s": round(t.duration_s, 3), "reason": t.reason} for t in tests],
                      "not_covered_because": sorted({t.reason for t in tests if is_gap(t)})})
     unknown = {n: tests for n, tests in sorted(by_row.items()) if n not in FAULT_MATRIX}
@@ -197,7 +202,8 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
         if row["tests"]:
             md.append(f"### Row {row['row']}: {row['fault']}")
             md.append("")
-            md += [f"- `{t['nodeid']}` - {t['outcome']}, {t['duration_s']:.1f} s: {t['expect'] or '(no expectation given)'}"
+            md += [f"- `{t['nodeid']}` - {t['outcome']}{', bench ' + t['bench'] if t['bench'] else ''}, "
+                   f"{t['duration_s']:.1f} s: {t['expect'] or '(no expectation given)'}"
                    + (f" - skipped: {t['reason']}" if t["reason"] else "") for t in row["tests"]]
             md.append("")
     if unknown:
@@ -261,7 +267,7 @@ def write_traceability(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
         tests = by_req.get(rid, [])
         return {"id": rid, "regulation": req.regulation if req else None, "paragraph": req.paragraph if req else None,
                 "topic": req.topic if req else None, "verdict": verdict(tests),
-                "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "duration_s": round(t.duration_s, 3),
+                "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "bench": t.bench, "duration_s": round(t.duration_s, 3),
                            "fault_rows": list(t.fault_rows), "measurements": t.measurements,
                            "evidence": evidence_of(t)} for t in tests]}
 
@@ -284,7 +290,8 @@ def write_traceability(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
         for t in e["tests"]:
             failed_m = sum(1 for m in t["measurements"] if m.get("passed") is False)
             m_text = f"; measurements {len(t['measurements'])}, outside limits {failed_m}" if t["measurements"] else ""
-            md.append(f"- `{t['nodeid']}` - **{t['outcome']}**{m_text}")
+            on = f" on bench {t['bench']}" if t["bench"] else ""
+            md.append(f"- `{t['nodeid']}` - **{t['outcome']}**{on}{m_text}")
             for ev in t["evidence"]:
                 digest = ev["sha256"] or "MISSING"
                 md.append(f"  - `{ev['path']}` sha256 `{digest}`")

@@ -25,11 +25,13 @@ from hil.measure import Measurement
     pytest.param("install", True, 5, 3, id="power_cut-several_in_a_row",
                  marks=pytest.mark.fault(row=3, expect="converges to a bootable state")),
 ])
-def test_exhaustive_power_fail_sweep(scenario, torn, multi, row, images, bench_config, measure, evidence):
+def test_exhaustive_power_fail_sweep(request, scenario, torn, multi, row, images, bench_config, measure, evidence):
     from hil.images.mcuboot import load_trusted_keys
     from hil.sim.sweep import sweep
 
     assert bench_config.sim is not None
+    if multi and request.config.getoption("--nightly"):
+        multi *= 10  # nightly: up to ten times as many cuts in a row per point
     trusted = load_trusted_keys(bench_config.sim.trusted_keys)
     report = sweep(bench_config.flash_layout, images["baseline"], images["update"], trusted,
                    bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row)
