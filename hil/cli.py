@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images."""
+"""The `hil` command: sim, doctor, flash, images, report."""
 
 from __future__ import annotations
 
@@ -149,6 +149,15 @@ def _mount_images() -> None:
 
 
 _mount_images()
+
+
+def _mount_report() -> None:
+    from hil.report_html import report_cli
+
+    main.add_command(report_cli, "report")
+
+
+_mount_report()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import pytest
 from filelock import FileLock, Timeout
 
+from hil import allure_audit
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
 from hil.contract import ActivationMode, BootMode, UpdateState
@@ -37,6 +38,7 @@ MARKERS = [
     "requirement(*ids): regulation topics (hil.requirements) this test is evidence for",
     "fault(row, expect): the update-fault-matrix row this case covers and what the device must do",
     "slow: long-running; part of the nightly selection",
+    "severity(level): Allure severity (blocker, critical, normal, minor, trivial); default from the requirements",
 ]
 
 STASH_KEY = pytest.StashKey["HilSession"]()
@@ -153,10 +155,12 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     b = hil.open()
     evidence = _evidence_dir(hil, request.node)
     _start_evidence(b, evidence)
+    audit = allure_audit.TestAudit(b, request.node).start()
     try:
         yield b
     finally:
         try:
+            audit.finish(evidence)  # phases, faults, images, board status: into the evidence and the report
             _stop_evidence(b, evidence, request.node)
         finally:
             _known_state(hil, request.node)
@@ -250,8 +254,10 @@ class ImageStore:
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self._cache: dict[str, bytes] = {}
+        self.used: list[tuple[float, str]] = []  # (wall clock, name): which test used which image
 
     def __getitem__(self, name: str) -> bytes:
+        self.used.append((time.time(), name))
         if name not in self._cache:
             from hil.images.build import load_image
 
@@ -356,19 +362,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         cfg = hil.cfg
     except pytest.UsageError:
         raise
+    allure_audit.check_requirement_ids(items)
     for item in items:
         if item.get_closest_marker("sim_only") and not cfg.virtual:
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
             item.add_marker(pytest.mark.skip(reason="irreversible on a real DUT: pass --allow-irreversible"))
+        allure_audit.label_item(item)
         if allure is not None:
-            for m in item.iter_markers("requirement"):
-                for rid in m.args:
-                    item.add_marker(allure.tag(rid))
             fault = item.get_closest_marker("fault")
             if fault is not None:
                 row = fault.kwargs.get("row", fault.args[0] if fault.args else None)
-                item.add_marker(allure.feature(f"fault matrix row {row}"))
+                item.add_marker(allure.tag(f"fault matrix row {row}"))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -426,8 +431,16 @@ def _write_reports(hil: HilSession) -> None:
     def iso(t: float) -> str:
         return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
 
-    report.write_run_record(out, bench=hil.identity or {"bench": hil.cfg.bench}, tool_versions=report.tool_versions(),
+    tools = report.tool_versions()
+    report.write_run_record(out, bench=hil.identity or {"bench": hil.cfg.bench}, tool_versions=tools,
                             started=iso(hil.started), finished=iso(time.time()), command=sys.argv,
                             seeds={"sweep_points": hil.config.getoption("--sweep-points")},
                             repo=Path(hil.config.rootpath))
+    alluredir = hil.config.getoption("allure_report_dir", None)
+    if alluredir:
+        results = Path(alluredir) if Path(alluredir).is_absolute() else Path(hil.config.invocation_params.dir) / alluredir
+        allure_audit.write_categories(results, out)
+        allure_audit.write_environment(results, allure_audit.environment(
+            hil.identity or {"bench": hil.cfg.bench}, report.git_info(Path(hil.config.rootpath)), tools),
+            executor={"name": "bms-ota-hil", "type": "pytest", "buildName": " ".join(sys.argv[-6:])})
 
