@@ -395,7 +395,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         hil.records.append({"nodeid": item.nodeid, "name": item.name, "outcome": outcome_name,
                             "duration_s": report.duration, "fault_rows": rows, "expect": expect,
                             "requirements": reqs, "evidence_dir": str(evidence),
-                            "measurements": [m.as_dict() for m in item.stash.get(_MEASUREMENTS, [])]})
+                            "measurements": [m.as_dict() for m in item.stash.get(_MEASUREMENTS, [])],
+                            "detail": report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""})
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -420,7 +421,7 @@ def _write_reports(hil: HilSession) -> None:
                                  requirements=r["requirements"],
                                  evidence=sorted(p for p in Path(r["evidence_dir"]).glob("*") if p.is_file())
                                  if Path(r["evidence_dir"]).is_dir() else [],
-                                 measurements=r["measurements"]) for r in hil.records]
+                                 measurements=r["measurements"], detail=r.get("detail", "")) for r in hil.records]
     if any(r.fault_rows for r in records):
         report.write_fault_matrix(records, out)
     if any(r.requirements for r in records):
