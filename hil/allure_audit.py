@@ -327,6 +327,29 @@ def _listener() -> Any:
     return None
 
 
+#: Evidence file suffixes shown as text in the report.
+_TEXT_SUFFIXES = (".log", ".asc", ".json", ".txt", ".csv")
+
+
+def attach_evidence(evidence: Path) -> None:
+    """Attach a test's evidence files to the test itself (not to the bench fixture's teardown).
+
+    The .blf trace stays on disk (hashed in traceability.*); the report carries the readable .asc.
+    """
+    if allure is None:
+        return
+    files = [f for f in sorted(evidence.iterdir()) if f.is_file() and f.stat().st_size and f.suffix != ".blf"]
+    listener = _listener()
+    test = listener.allure_logger.get_test(None) if listener is not None else None
+    for f in files:
+        kind = allure.attachment_type.TEXT if f.suffix in _TEXT_SUFFIXES else None
+        if test is not None:
+            listener.allure_logger.attach_file(new_uuid(), str(f), name=f.name, attachment_type=kind,
+                                               extension=f.suffix.lstrip("."), parent_uuid=test.uuid)
+        else:
+            allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
+
+
 def add_steps(events: Sequence[AuditEvent], images: Sequence[Mapping[str, Any]] = ()) -> None:
     """Add the events as steps of the current test result, with their real start/stop times.
 
@@ -423,10 +446,12 @@ def environment(identity: Mapping[str, Any], framework: Mapping[str, Any], tools
         elif value is not None:
             env[prefix] = str(value)
 
+    from hil import __version__
+
     put("", {k: v for k, v in identity.items()})
-    put("framework", framework)
-    put("tool", {k: v for k, v in tools.items() if k in ("python", "allure-pytest", "imgtool", "python-can",
-                                                           "udsoncan", "pytest", "allure (npm)")})
+    put("framework", {"name": "bms-ota-hil", "version": __version__, **framework})
+    put("tool", {k.replace(" (npm)", "-npm"): v for k, v in tools.items()
+                 if k in ("python", "allure-pytest", "imgtool", "python-can", "udsoncan", "pytest", "allure (npm)")})
     return env
 
 

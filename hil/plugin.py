@@ -298,12 +298,7 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
-    if allure is not None:
-        for f in sorted(d.iterdir()):
-            # The .blf trace stays on disk (hashed in traceability.md); the report carries the readable .asc.
-            if f.is_file() and f.stat().st_size and f.suffix != ".blf":
-                kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
-                allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
+    allure_audit.attach_evidence(d)
 
 
 def _check_evidence_kept(b: Bench, d: Path) -> None:
@@ -427,6 +422,7 @@ def _write_reports(hil: HilSession) -> None:
     if any(r.requirements for r in records):
         report.write_traceability(records, out)
     import datetime
+    import platform
     import sys
 
     def iso(t: float) -> str:
@@ -443,5 +439,6 @@ def _write_reports(hil: HilSession) -> None:
         allure_audit.write_categories(results, out)
         allure_audit.write_environment(results, allure_audit.environment(
             hil.identity or {"bench": hil.cfg.bench}, report.git_info(Path(hil.config.rootpath)), tools),
-            executor={"name": "bms-ota-hil", "type": "pytest", "buildName": " ".join(sys.argv[-6:])})
+            executor={"name": f"bms-ota-hil on {platform.node()}", "type": "pytest",
+                      "buildName": f"bench {hil.cfg.bench}, started {iso(hil.started)}"})
 
