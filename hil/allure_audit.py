@@ -49,7 +49,7 @@ SEVERITY_BY_REGULATION: Mapping[str, str] = {R156: "critical", R155: "critical",
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
 #: How often the supply's output is measured during a test (measured V and I in supply.log).
-SUPPLY_SAMPLE_S = 0.25
+SUPPLY_SAMPLE_S = 0.5
 
 
 # ---------------------------------------------------------------------- collection

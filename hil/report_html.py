@@ -172,12 +172,12 @@ def check_in_browser(index_html: Path, *, requirement: str, screenshot: Path | N
             page.wait_js("document.querySelectorAll('[data-testid=\"tree-section-title\"]').length",
                          "the report's tree", timeout_s)
             page.wait_text(lambda t: feature in t, f"the requirement {feature!r}", 3)
-            case = _open_group(page, feature)
+            case = _open_group(page, [feature])
             if case:
-                test = _open_group(page, case)
+                test = _open_group(page, [feature, case])
                 if test:
                     found["requirement tree"] = True
-                    page.click_text(test)
+                    page.evaluate(_CLICK_LEAF_JS % json.dumps([feature, case]))
                     text = page.wait_text(lambda t: "limits [" in t, "a measurement step", 15)
                     found["measurement with its limit"] = bool(re.search(r"= \S+ .*limits \[.*\]", text))
                     text = page.wait_text(lambda t: "can.asc" in t, "the CAN trace attachment", 15)
@@ -185,34 +185,62 @@ def check_in_browser(index_html: Path, *, requirement: str, screenshot: Path | N
         except HilTimeout:
             pass  # what was not found stays False; the requests below are still checked
         if screenshot is not None:
+            page.evaluate(_SCROLL_TO_JS % json.dumps([feature]))  # the requirement at the top of the tree
             page.screenshot(screenshot)
         time.sleep(0.5)  # late requests (async scripts) are recorded too
         visit = page.visit()
     return BrowserCheck(visit.outside(index_html), found, screenshot, time.monotonic() - started)
 
 
-def _open_group(page: Any, title: str) -> str | None:
-    """Expand the tree group `title` (groups start open or closed) and return its first child's text."""
-    child = page.evaluate(_CHILD_AFTER_JS % json.dumps(title))
+def _open_group(page: Any, path: Sequence[str]) -> str | None:
+    """Expand the tree group at `path` (titles from the top; groups start open or closed), return its first child's text."""
+    script = _CHILD_JS % json.dumps(list(path))
+    child = page.evaluate(script)
     if child is None:
-        page.click_text(title)
+        page.evaluate(_TOGGLE_JS % json.dumps(list(path)))
         deadline = time.monotonic() + 10
         while child is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            child = page.evaluate(_CHILD_AFTER_JS % json.dumps(title))
+            child = page.evaluate(script)
     return str(child) if child is not None else None
 
 
-#: The first child (group or test) of the tree group titled %s, or null while the group is collapsed.
-_CHILD_AFTER_JS = """(() => {
-  const want = %s;
-  const title = Array.from(document.querySelectorAll('[data-testid="tree-section-title"]'))
-    .find(e => e.offsetParent !== null && e.textContent.trim() === want);
-  if (!title) return null;
-  const section = title.closest('[data-testid="tree-section"]');
-  const content = section && section.parentElement.querySelector(':scope > [data-testid="tree-content"]');
+#: Finds the tree group at a path of titles: each title is looked up inside the previous group's content.
+_FIND_GROUP_JS = """
+  const path = %s;
+  let scope = document, section = null;
+  for (const want of path) {
+    const title = Array.from(scope.querySelectorAll('[data-testid="tree-section-title"]'))
+      .find(e => e.offsetParent !== null && e.textContent.trim() === want);
+    if (!title) return null;
+    section = title.closest('[data-testid="tree-section"]');
+    scope = section.parentElement.querySelector(':scope > [data-testid="tree-content"]') || section.parentElement;
+  }
+"""
+#: The first child (group or test) of the group at a path, or null while it is collapsed or absent.
+_CHILD_JS = "(() => {" + _FIND_GROUP_JS + """
+  const content = section.parentElement.querySelector(':scope > [data-testid="tree-content"]');
   const child = content && content.querySelector('[data-testid="tree-section-title"], [data-testid="tree-leaf-title"]');
   return child ? child.textContent.trim() : null;
+})()"""
+#: Click the first test of the group at a path (opens it beside the tree).
+_CLICK_LEAF_JS = "(() => {" + _FIND_GROUP_JS + """
+  const content = section.parentElement.querySelector(':scope > [data-testid="tree-content"]');
+  const leaf = content.querySelector('[data-testid="tree-leaf-title"]');
+  leaf.scrollIntoView({block: 'center'});
+  leaf.click();
+  return true;
+})()"""
+#: Scroll the group at a path to the top of the tree pane.
+_SCROLL_TO_JS = "(() => {" + _FIND_GROUP_JS + """
+  section.scrollIntoView({block: 'start'});
+  return true;
+})()"""
+#: Click the group at a path (expands it).
+_TOGGLE_JS = "(() => {" + _FIND_GROUP_JS + """
+  section.scrollIntoView({block: 'center'});
+  section.querySelector('[data-testid="tree-section-title"]').click();
+  return true;
 })()"""
 
 
