@@ -250,8 +250,13 @@ class TestAudit:
         out: dict[str, Any] = {"read_at": _wall(time.time())}
         try:
             dut = Dut(self.bench.uds, self.bench.can, self.bench.cfg.dut)
+            powered = self.bench.psu.is_on()
         except AttributeError as exc:
             return {**out, "error": f"no DUT on this bench: {exc}"}
+        except (errors.HilError, OSError) as exc:
+            return {**out, "error": f"supply state unreadable: {exc}"}
+        if not powered:  # the test left the board unpowered: nothing to read (the known state powers it again)
+            return {**out, "error": "supply output is off at the end of the test: the board was not read"}
         reads = {"update_status": lambda: _record(dut.status()), "software_version": dut.version,
                  "backup_version": dut.backup_version, "boot_info": lambda: _record(dut.boot_info()),
                  "security_counter": dut.security_counter, "rxswin": dut.rxswin}

@@ -89,3 +89,50 @@ def test_environment_properties(tmp_path):
     assert "psu=Keysight Technologies,E36312A,MY-HILSIM-0001,2.1.0-sim" in text and "tool.imgtool=2.5.0" in text
     assert "load" not in text
     assert json.loads((tmp_path / "executor.json").read_text())["name"] == "bms-ota-hil"
+
+
+def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(tmp_path):
+    """One real case on a virtual bench: the Allure result has what an auditor needs, with real timestamps."""
+    import datetime as dt
+    import hashlib
+    import os
+
+    from test_cli_and_plugin import _sim_bench
+
+    bench = _sim_bench(tmp_path)
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "testcases/test_power_faults.py::test_brown_out_during_swap_resumes", "--bench", str(bench),
+                           "--alluredir", str(results), "--evidence-dir", str(tmp_path / "ev"),
+                           "--reports-dir", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (result,) = [json.loads(f.read_text()) for f in results.glob("*-result.json")]
+    steps = {s["name"]: s for s in result["steps"]}
+
+    def at(step: dict) -> float:
+        return dt.datetime.fromisoformat(next(p["value"] for p in step["parameters"] if p["name"] == "at")).timestamp()
+
+    phases = [c["name"] for c in steps["flashing phases"]["steps"]]
+    for phase in ("unlock", "erase", "download", "verify", "activate", "reset", "install", "first_boot", "done"):
+        assert f"flashing phase: {phase}" in phases, phases
+    dip = next(s for name, s in steps.items() if name.startswith("fault injected: supply dip"))
+    assert result["start"] / 1000 <= at(dip) <= result["stop"] / 1000
+    install = next(c for c in steps["flashing phases"]["steps"] if c["name"] == "flashing phase: install")
+    assert at(install) <= at(dip), "the brown-out is injected during the install (swap)"
+    assert abs(install["start"] / 1000 - at(install)) < 0.002, "step times are the real ones"
+
+    attached = {a["name"]: results / a["source"] for a in result["attachments"]}
+    for name in ("can.asc", "console.log", "supply.log", "images.json", "imgtool-dumpinfo.txt", "update-status.json"):
+        assert name in attached, sorted(attached)
+    supply = attached["supply.log"].read_text()
+    assert "measure voltage" in supply and "measure current" in supply
+    (image,) = json.loads(attached["images.json"].read_text())
+    built = ROOT / "firmware_images/build/1.1.0.bin"
+    assert image["name"] == "1.1.0" and image["sha256"] == hashlib.sha256(built.read_bytes()).hexdigest()
+    assert "image used: 1.1.0" in steps and "Image header" in attached["imgtool-dumpinfo.txt"].read_text()
+    status = json.loads(attached["update-status.json"].read_text())
+    assert status["update_status"]["state"] == "SUCCESS" and status["software_version"] == "1.1.0"
+    env = (results / "environment.properties").read_text()
+    assert "dut.serial=SIM0000001" in env and "framework.commit=" in env and "psu=Keysight" in env
+    assert json.loads((results / "categories.json").read_text())[0]["name"] == "Timeout"
