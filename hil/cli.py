@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images."""
+"""The `hil` command: sim, doctor, flash, images, report."""
 
 from __future__ import annotations
 

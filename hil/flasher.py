@@ -7,6 +7,7 @@ blocks actually sent: drop, repeat, reorder, wrong counter).
 
 from __future__ import annotations
 
+import collections
 import enum
 import struct
 import time
@@ -91,6 +92,10 @@ class Flasher:
         self.on_progress: list[Callable[[int, int], None]] = []
         self.block_filter: BlockFilter | None = None
         self.phases: list[tuple[Phase, float]] = []
+        #: The last images `stage` sent and the blocks the block_filter changed, with wall-clock times:
+        #: evidence for reports (hil.allure_audit). Bounded, so a long sweep does not pile up images.
+        self.staged: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=16)
+        self.transport_faults: collections.deque[tuple[float, str]] = collections.deque(maxlen=256)
 
     def _phase(self, phase: Phase) -> None:
         self.phases.append((phase, time.monotonic()))
@@ -109,6 +114,7 @@ class Flasher:
     def stage(self, image: bytes, *, bench_level: bool = False, check: bool = True) -> StageResult:
         """Background download into the inactive slot, then the ECU's check routine."""
         start = time.monotonic()
+        self.staged.append((time.time(), image))
         self.unlock(bench_level)
         address, slot_size, _sector = struct.unpack(">III", self.uds.read_did(Did.FLASH_LAYOUT))
         self._phase(Phase.ERASE)
@@ -121,8 +127,15 @@ class Flasher:
         for offset in range(0, len(image), per_block):
             chunk = image[offset:offset + per_block]
             frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
-            for c, data in frames:
-                self.uds.transfer_data(c, data)
+            sent_frames: list[tuple[int, int]] = []
+            try:
+                for c, data in frames:
+                    sent_frames.append((c, len(data)))
+                    self.uds.transfer_data(c, data)
+            finally:
+                if sent_frames != [(counter, len(chunk))]:  # the filter changed this block: an injected fault
+                    self.transport_faults.append((time.time(), f"block {counter} ({len(chunk)} bytes) sent as "
+                                                  f"{sent_frames or 'nothing'} (counter, bytes)"))
             sent = offset + len(chunk)
             for hook in list(self.on_progress):
                 hook(sent, len(image))

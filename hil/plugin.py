@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import pytest
 from filelock import FileLock, Timeout
 
+from hil import allure_audit
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
 from hil.contract import BootMode, UpdateState
@@ -39,6 +40,7 @@ MARKERS = [
     "slow: long-running; part of the nightly selection",
     "nightly: long work (timing soak) that runs only with --nightly or HIL_NIGHTLY=1",
     "bench(variant, can, capabilities): the benches this test can run on (rack mode picks one; others skip)",
+    "severity(level): Allure severity (blocker, critical, normal, minor, trivial); default from the requirements",
 ]
 
 STASH_KEY = pytest.StashKey["HilSession"]()
@@ -224,10 +226,12 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     b = hil.open()
     evidence = _evidence_dir(hil, request.node)
     _start_evidence(b, evidence)
+    audit = allure_audit.TestAudit(b, request.node).start()
     try:
         yield b
     finally:
         try:
+            audit.finish(evidence)  # phases, faults, images, board status: into the evidence and the report
             _stop_evidence(b, evidence, request.node)
         finally:
             _known_state(hil, request.node)
@@ -350,12 +354,14 @@ class ImageStore:
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self._cache: dict[str, bytes] = {}
+        self.used: list[tuple[float, str]] = []  # (wall clock, name): which test used which image
 
     def get(self, name: str) -> bytes:
         """The image, or MissingImage naming the role and the reason (for callers outside a test)."""
         from hil.images.build import load_image
         from hil.images.catalogue import DERIVED, ROLES, MissingImage, catalogue_of, derive, prebuild
 
+        self.used.append((time.time(), name))
         if name in self._cache:
             return self._cache[name]
         if name in ROLES:
@@ -434,12 +440,7 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
-    if allure is not None:
-        for f in sorted(d.iterdir()):
-            # The .blf trace stays on disk (hashed in traceability.md); the report carries the readable .asc.
-            if f.is_file() and f.stat().st_size and f.suffix != ".blf":
-                kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
-                allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
+    allure_audit.attach_evidence(d)
 
 
 def _check_evidence_kept(b: Bench, d: Path) -> None:
@@ -499,6 +500,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         cfg = hil.cfg
     except pytest.UsageError:
         raise
+    allure_audit.check_requirement_ids(items)
     _select_benches(hil, cfg, items)
     for item in items:
         if item.get_closest_marker("nightly") and not config.getoption("--nightly"):
@@ -507,14 +509,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
             item.add_marker(pytest.mark.skip(reason="irreversible on a real DUT: pass --allow-irreversible"))
+        allure_audit.label_item(item)
         if allure is not None:
-            for m in item.iter_markers("requirement"):
-                for rid in m.args:
-                    item.add_marker(allure.tag(rid))
             fault = item.get_closest_marker("fault")
             if fault is not None:
                 row = fault.kwargs.get("row", fault.args[0] if fault.args else None)
-                item.add_marker(allure.feature(f"fault matrix row {row}"))
+                item.add_marker(allure.tag(f"fault matrix row {row}"))
 
 
 def _select_benches(hil: HilSession, cfg: BenchConfig, items: list[pytest.Item]) -> None:
@@ -643,6 +643,24 @@ def _write_reports(hil: HilSession) -> None:
                            command=sys.argv, seeds={"sweep_points": hil.config.getoption("--sweep-points"),
                                                     "nightly": hil.config.getoption("--nightly")},
                            repo=Path(hil.config.rootpath))
+    _write_allure_extras(hil, hil.identity or {"bench": hil.cfg.bench})
+
+
+def _write_allure_extras(hil: HilSession, identity: dict[str, Any]) -> None:
+    """Categories and environment (bench, DUT, instruments, commit, tools) beside the Allure results."""
+    alluredir = hil.config.getoption("allure_report_dir", None)
+    if not alluredir:
+        return
+    import platform
+
+    from hil import report
+
+    results = Path(alluredir) if Path(alluredir).is_absolute() else Path(hil.config.invocation_params.dir) / alluredir
+    allure_audit.write_categories(results, _reports_dir(hil))
+    allure_audit.write_environment(results, allure_audit.environment(
+        identity, report.git_info(Path(hil.config.rootpath)), report.tool_versions()),
+        executor={"name": f"bms-ota-hil on {platform.node()}", "type": "pytest",
+                  "buildName": f"bench {identity.get('bench')}, started {_iso(hil.started)}"})
 
 
 def _hand_to_controller(hil: HilSession) -> None:
@@ -672,5 +690,6 @@ def _write_rack_reports(hil: HilSession) -> None:
                                command=sys.argv, seeds={"sweep_points": hil.config.getoption("--sweep-points"),
                                                         "nightly": hil.config.getoption("--nightly")},
                                repo=Path(hil.config.rootpath))
+        _write_allure_extras(hil, {"rack": hil.rack.name, "bench": ", ".join(sorted(benches["benches"]))})
     finally:
         ctl.cleanup()

@@ -104,7 +104,7 @@ class TestRecord:
     requirements: list[str] = field(default_factory=list)
     evidence: list[Path] = field(default_factory=list)
     measurements: list[dict[str, Any]] = field(default_factory=list)
-    reason: str = ""  # why a skipped test was skipped
+    reason: str = ""  # why a skipped test was skipped (or errored), as pytest said it
     bench: str | None = None  # the bench it ran on (rack runs and merged reports name it)
 
 
@@ -266,7 +266,7 @@ def write_traceability(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
     def entry(rid: str, req: Requirement | None) -> dict[str, Any]:
         tests = by_req.get(rid, [])
         return {"id": rid, "regulation": req.regulation if req else None, "paragraph": req.paragraph if req else None,
-                "topic": req.topic if req else None, "verdict": verdict(tests),
+                "topic": req.topic if req else None, "verdict": verdict(tests), "reason": uncovered_reason(tests),
                 "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "bench": t.bench, "duration_s": round(t.duration_s, 3),
                            "fault_rows": list(t.fault_rows), "measurements": t.measurements,
                            "evidence": evidence_of(t)} for t in tests]}
@@ -280,7 +280,8 @@ def write_traceability(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
           "| requirement | reference | topic | tests | verdict |", "|---|---|---|---|---|"]
     for e in known:
         req = CATALOGUE[e["id"]]
-        md.append(f"| `{e['id']}` | {_cell(req.reference)} | {_cell(req.topic)} | {len(e['tests'])} | **{e['verdict']}** |")
+        why = f" ({_cell(e['reason'])})" if e["reason"] else ""
+        md.append(f"| `{e['id']}` | {_cell(req.reference)} | {_cell(req.topic)} | {len(e['tests'])} | **{e['verdict']}**{why} |")
     for e in known + unknown:
         if not e["tests"]:
             continue
@@ -304,7 +305,21 @@ def write_traceability(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
     md_path.write_text("\n".join(md) + "\n")
     _write_json(json_path, {"generated": _now(), "paragraph_caveat": PARAGRAPH_CAVEAT,
                             "requirements": known, "unknown_requirements": unknown})
+    from hil.report_trace import write_traceability_csv, write_traceability_html
+
+    write_traceability_csv(known + unknown, out / "traceability.csv")
+    write_traceability_html(known, unknown, out / "traceability.html", generated=_now(), caveat=PARAGRAPH_CAVEAT)
     return md_path, json_path
+
+
+def uncovered_reason(tests: Sequence[TestRecord]) -> str:
+    """Why a requirement has no verdict: no test names it, or every test naming it was skipped (with pytest's reason)."""
+    if verdict(tests) != NOT_COVERED:
+        return ""
+    if not tests:
+        return "no test case in this run names it"
+    reasons = sorted({t.reason or "no reason given" for t in tests})
+    return f"all {len(tests)} test(s) skipped: " + "; ".join(reasons)
 
 
 # ---------------------------------------------------------------------- run record

@@ -31,3 +31,13 @@ def merge_cmd(dirs: tuple[Path, ...], out: Path) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"merged {summary['tests']} test results from {', '.join(summary['inputs'])} "
                f"({summary['allure_files']} Allure files) into {out}")
+
+
+def _mount_html() -> None:
+    from hil.report_html import check_command, html_command
+
+    report.add_command(html_command, "html")
+    report.add_command(check_command, "check")
+
+
+_mount_html()

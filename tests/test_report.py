@@ -195,3 +195,37 @@ def test_run_record(tmp_path):
     md = md_path.read_text()
     assert "bench.dut.serial | SIM0000001" in md and "E36312A" in md and "| seed sweep | 7 |" in md
     assert f"| udsoncan | {versions['udsoncan']} |" in md
+
+
+# ---------------------------------------------------------------------- traceability as CSV and HTML
+def test_traceability_csv_and_html_list_every_requirement_with_the_reason(tmp_path):
+    import csv
+
+    ev = tmp_path / "evidence" / "t1"
+    ev.mkdir(parents=True)
+    (ev / "can.asc").write_text("trace")
+    records = [
+        _rec("testcases/test_a.py::test_pass", "passed", reqs=["R156-integrity"], evidence=[ev / "can.asc"],
+             measurements=[{"name": "gap", "value": 12.0, "unit": "ms", "low": 0.0, "high": 115.0, "passed": True}]),
+        _rec("testcases/test_a.py::test_skip", "skipped", reqs=["R156-rxswin"]),
+    ]
+    records[1].detail = "Skipped: sim_only: bench rack-3 is real"
+    report.write_traceability(records, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "traceability.csv").open()))
+    by_req: dict[str, list[dict]] = {}
+    for row in rows:
+        by_req.setdefault(row["requirement"], []).append(row)
+    assert set(by_req) == set(CATALOGUE)
+    passed = by_req["R156-integrity"][0]
+    assert passed["verdict"] == PASS and passed["test"] == "testcases/test_a.py::test_pass" and passed["reason"] == ""
+    assert passed["evidence"] == f"evidence/t1/can.asc {hashlib.sha256(b'trace').hexdigest()}"
+    assert by_req["R156-rxswin"][0]["verdict"] == NOT_COVERED
+    assert by_req["R156-rxswin"][0]["reason"] == "all 1 test(s) skipped: Skipped: sim_only: bench rack-3 is real"
+    assert by_req["R156-power"][0]["reason"] == "no test case in this run names it" and by_req["R156-power"][0]["test"] == ""
+    page = (tmp_path / "traceability.html").read_text()
+    for rid in CATALOGUE:
+        assert f"<code>{rid}</code>" in page
+    assert "no test case in this run names it" in page and hashlib.sha256(b"trace").hexdigest() in page
+    assert "gap = 12 ms" in page and "src=" not in page and "http" not in page.replace("http-equiv", "")
+    md = (tmp_path / "traceability.md").read_text()
+    assert "**NOT COVERED** (all 1 test(s) skipped: Skipped: sim_only: bench rack-3 is real)" in md
