@@ -207,6 +207,10 @@ class CycleTimingStream:
             self._csv = csv.writer(self._csv_file)
             self._csv.writerow(CSV_COLUMNS)
 
+    def open_at(self, first_frame: float) -> None:
+        """Start the recording at `first_frame` (a new boot's first frame: no lead gap)."""
+        self.start_time = first_frame
+
     def _elapsed_cycles(self, dt_ms: float, counter: int | None) -> int:
         by_time = max(0, round(dt_ms / self.period_ms))
         if counter is None or self._last_counter is None or not self.modulo:
@@ -343,3 +347,122 @@ def reset_to_first_frame_s(timestamps: Sequence[float], reset_time: float, perio
                 return t - reset_time
         previous = t
     return None
+
+
+@dataclass
+class _Segment:
+    """Frames of one boot of the DUT inside a TimingCase: from its first SOC frame to the next reset."""
+
+    label: str
+    stream: CycleTimingStream
+    reset_time: float | None  # None: the segment is open from the case's start
+    open: bool
+    first_frame_s: float | None = None  # reset to this boot's first SOC frame
+    end: float | None = None
+
+
+class TimingCase:
+    """One timing case: streams the SOC frames into statistics, a CSV and plots in the evidence directory.
+
+    `reset(label)` (called just before a reset, power-on or install is triggered) closes the current
+    boot's segment and opens the next one at the new boot's first SOC frame, whose delay after the
+    reset is measured. Each segment is judged against the budgets on its own; the CSV and plots
+    show the whole case with the resets marked.
+    """
+
+    def __init__(self, can: Any, budgets: Any, evidence_dir: Path | None, title: str, stem: str = "timing") -> None:
+        self.can = can
+        self.budgets = budgets
+        self.evidence_dir = Path(evidence_dir) if evidence_dir is not None else None
+        self.title = title
+        self.stem = stem
+        self.period_ms = float(budgets.soc_period_ms)
+        self.modulo = soc_counter_modulo(can.db)
+        self.marks: list[tuple[str, float]] = []
+        self.segments: list[_Segment] = []
+        self.plots: list[Path] = []
+        self._lock = threading.Lock()
+        self._last_soc: float | None = None
+        self._stack = contextlib.ExitStack()
+        self.whole: CycleTimingStream | None = None
+        self.start_time = 0.0
+
+    @property
+    def csv_path(self) -> Path | None:
+        return self.evidence_dir / f"{self.stem}.csv" if self.evidence_dir is not None else None
+
+    def __enter__(self) -> "TimingCase":
+        self.start_time = time.time()
+        self.whole = CycleTimingStream(self.period_ms, counter_modulo=self.modulo, start_time=self.start_time,
+                                       csv_path=self.csv_path)
+        self.segments.append(_Segment("boot 1", CycleTimingStream(self.period_ms, counter_modulo=self.modulo,
+                                                                 start_time=self.start_time), None, True))
+        self._stack.enter_context(self.can.tap(contract.MSG_SOC_CORE, self._on_soc))
+        self._stack.enter_context(self.can.tap(contract.MSG_CYCLE_DIAG, self._on_diag))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        end = time.time()
+        assert self.whole is not None
+        self.whole.end_time = end
+        with self._lock:
+            for seg in self.segments:
+                if seg.end is None:
+                    seg.end = end
+        self.summary = self.whole.finish(end)
+        if self.evidence_dir is not None and self.csv_path is not None:
+            from hil.plots import plot_timing  # matplotlib only when plots are wanted
+
+            self.plots = plot_timing(self.csv_path, self.evidence_dir, self.budgets, self.title, self.marks, stem=self.stem)
+
+    def mark(self, label: str) -> float:
+        """Note a phase boundary (seconds since the case started, drawn on the plot); returns the wall time."""
+        now = time.time()
+        self.marks.append((label, now - self.start_time))
+        return now
+
+    def reset(self, label: str) -> float:
+        """Call just before a reset is triggered: the current boot's segment ends, the next opens at its first frame."""
+        now = self.mark(label)
+        with self._lock:
+            self.segments[-1].end = now
+            self.segments.append(_Segment(f"boot {len(self.segments) + 1} ({label})",
+                                          CycleTimingStream(self.period_ms, counter_modulo=self.modulo, start_time=now),
+                                          now, False))
+        return now
+
+    def _on_soc(self, frame: Any) -> None:
+        counter = frame.signals.get(contract.SIG_SOC_COUNTER)
+        counter = None if counter is None else _num(counter)
+        ts = frame.timestamp
+        assert self.whole is not None
+        self.whole.on_soc(ts, counter)
+        with self._lock:
+            for seg in self.segments:
+                if seg.end is not None and ts > seg.end:
+                    continue
+                if not seg.open and seg.reset_time is not None:
+                    # The new boot's first frame follows a silence (see reset_to_first_frame_s).
+                    anchor = seg.reset_time if self._last_soc is None else self._last_soc
+                    if ts > seg.reset_time and ts - anchor > 1.5 * self.period_ms / 1000.0:
+                        seg.open = True
+                        seg.first_frame_s = ts - seg.reset_time
+                        seg.stream.open_at(ts)
+                if seg.open:
+                    seg.stream.on_soc(ts, counter)
+            self._last_soc = ts
+
+    def _on_diag(self, frame: Any) -> None:
+        s = frame.signals
+        args = (frame.timestamp, float(s["ExecTime"]), float(s["StartLatency"]), _num(s["CycleCounter"]))
+        assert self.whole is not None
+        self.whole.on_diag(*args)
+        with self._lock:
+            for seg in self.segments:
+                if seg.open and (seg.end is None or frame.timestamp <= seg.end):
+                    seg.stream.on_diag(*args)
+
+    def segment_summaries(self) -> list[tuple[_Segment, TimingSummary]]:
+        """Each boot's statistics (after the with-block)."""
+        return [(seg, seg.stream.finish(seg.end)) for seg in self.segments]
