@@ -218,7 +218,11 @@ class CycleTimingStream:
         step = (counter - self._last_counter) % self.modulo
         # The multiple of the counter range closest to what the clock says.
         wraps = max(0, round((by_time - step) / self.modulo))
-        return step + wraps * self.modulo
+        if step == 0 and wraps == 0:
+            return 0  # the counter did not move: the same cycle again
+        # The counter counts frames the core sent (lost frames show as jumps); the clock counts deadlines
+        # (a core that skips activations keeps its counter running): the larger says how many passed.
+        return max(by_time, step + wraps * self.modulo)
 
     def on_soc(self, timestamp: float, counter: int | None = None) -> None:
         """One BMS_SocCore frame (receive time in s, rolling counter if the DBC has one)."""
@@ -232,7 +236,9 @@ class CycleTimingStream:
                 if cycles == 0:
                     self.repeated += 1
                     self._row(timestamp, "soc_repeat", counter, None, None, None)
-                    return
+                    if round(dt_ms / self.period_ms) == 0:
+                        return  # a duplicate: no period sample
+                    cycles = round(dt_ms / self.period_ms)  # a stuck counter one or more periods later
                 self.missed += cycles - 1
                 period = dt_ms
                 self.periods.add(dt_ms)

@@ -9,6 +9,7 @@ wire protocols: CAN (UDS and the DBC frames), SCPI and the console.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -29,7 +30,7 @@ from hil.sim.bootloader import Bootloader
 from hil.sim.diag import DiagServer
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.nvstore import NvStore
-from hil.sim.soc import CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace
+from hil.sim.soc import RELEASE_TRACE_LEN, CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace
 from hil.sim.uds_server import UdsServerTransport
 
 #: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
@@ -141,6 +142,11 @@ class Board:
         self.cpu_stall = CpuStall()
         #: sim_only: true SOC releases across boots (hil.sim.soc.Release), for the measurement fidelity test.
         self.soc_trace = new_release_trace()
+        #: sim_only: (wall time, rolling counter) of each BMS_SocCore frame as the CAN controller put it on the bus.
+        self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
+        soc_msg = self.db.get_message_by_name(contract.MSG_SOC_CORE)
+        self._soc_id = soc_msg.frame_id
+        self._soc_counter = soc_msg.get_signal_by_name(contract.SIG_SOC_COUNTER)
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -442,6 +448,9 @@ class Board:
             except queue.Empty:
                 continue
             self.bus.send(msg)
+            if msg.arbitration_id == self._soc_id:
+                counter = self.db.decode_message(self._soc_id, bytes(msg.data))[contract.SIG_SOC_COUNTER]
+                self.soc_sent.append((time.time(), int(counter)))  # type: ignore[call-overload]
 
     def _charge_limits(self) -> dict[str, float]:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])
