@@ -91,8 +91,12 @@ def plot_timing(csv_path: Path, out_dir: Path, budgets: Any, title: str,
     return paths
 
 
-def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[tuple[str, float]] = ()) -> Path:
-    """Measured supply voltage and current over time (a supply-samples CSV), cut instants marked."""
+def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[tuple[str, float]] = (),
+                window: tuple[float, float] | None = None) -> Path:
+    """Measured supply voltage and current over time (a supply-samples CSV), cut instants marked.
+
+    `window` (start, end in seconds) zooms in, e.g. around one cut.
+    """
     t: list[float] = []
     volts: list[float] = []
     amps: list[float] = []
@@ -111,9 +115,12 @@ def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[t
         ax.grid(alpha=0.3)
         for label, x in marks:
             ax.axvline(x, color="tab:red", ls="--", lw=0.8)
+    if window is not None:
+        ai.set_xlim(*window)
+        marks = [(label, x) for label, x in marks if window[0] <= x <= window[1]]
     for label, x in marks:
         av.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=7)
-    av.set_title(f"{title}: supply measured around the cut")
+    av.set_title(f"{title}: measured voltage and current")
     fig.tight_layout()
     fig.savefig(out_path)
     plt.close(fig)
@@ -121,21 +128,30 @@ def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[t
 
 
 #: Colours of sweep outcomes (anything else is drawn red: a brick or an inconsistent status).
-OUTCOME_COLOURS = {"old": "tab:blue", "new": "tab:green"}
+OUTCOME_COLOURS = {"old": "tab:blue", "new": "tab:green", "new/old": "tab:cyan"}
 
 
-def plot_outcome_strip(outcomes: Sequence[str], out_path: Path, title: str) -> Path:
-    """One coloured cell per flash operation index: which image the board booted after a cut there."""
-    fig, ax = plt.subplots(figsize=(SIZE[0], 1.8), dpi=DPI)
-    labels = sorted(set(outcomes), key=lambda o: (o not in OUTCOME_COLOURS, o))
+def plot_outcome_strip(points: Sequence[tuple[int, str]], out_path: Path, title: str) -> Path:
+    """One cell per flash operation index: which image the board booted after the cut(s) there.
+
+    `points` are (operation index, outcome) pairs; several cuts at one index (between, torn) share
+    its cell, which is red if any of them bricked and shows both images if both occurred.
+    """
+    by_index: dict[int, set[str]] = {}
+    for index, outcome in points:
+        by_index.setdefault(index, set()).add(outcome)
+    cells = {i: ("brick" if "brick" in o else "/".join(sorted(o, reverse=True))) for i, o in by_index.items()}
+    fig, ax = plt.subplots(figsize=(SIZE[0], 1.9), dpi=DPI)
+    labels = sorted(set(cells.values()), key=lambda o: (o not in OUTCOME_COLOURS, o))
     for label in labels:
-        xs = [i for i, o in enumerate(outcomes) if o == label]
-        ax.bar(xs, [1] * len(xs), width=1.0, color=OUTCOME_COLOURS.get(label, "tab:red"), label=f"{label} ({len(xs)})")
-    ax.set_xlim(-0.5, max(len(outcomes), 1) - 0.5)
+        xs = [i for i, o in cells.items() if o == label]
+        ax.bar(xs, [1] * len(xs), width=1.0, color=OUTCOME_COLOURS.get(label, "tab:red"),
+               label=f"{label} ({len(xs)} operations)")
+    ax.set_xlim(min(cells, default=0) - 0.5, max(cells, default=0) + 0.5)
     ax.set_yticks([])
     ax.set_xlabel("flash operation index of the cut")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=max(1, len(labels)), fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path)
     plt.close(fig)

@@ -296,7 +296,8 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
         for f in sorted(d.iterdir()):
             # The .blf trace stays on disk (hashed in traceability.md); the report carries the readable .asc.
             if f.is_file() and f.stat().st_size and f.suffix != ".blf":
-                kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
+                kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV}.get(
+                    f.suffix, allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None)
                 allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
 
 
