@@ -236,9 +236,12 @@ def measure(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest) -> Path:
-    """This test's evidence directory (CAN trace, console, supply log live here)."""
-    return _evidence_dir(_hil(request), request.node)
+def evidence(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """This test's evidence directory (CAN trace, console, supply log, plots live here)."""
+    d = _evidence_dir(_hil(request), request.node)
+    yield d
+    if "bench" not in request.fixturenames:  # the bench fixture attaches them otherwise
+        _attach_files(d)
 
 
 _MEASUREMENTS = pytest.StashKey[list]()
@@ -292,6 +295,11 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
+    _attach_files(d)
+
+
+def _attach_files(d: Path) -> None:
+    """Attach every evidence file of a test to the report."""
     if allure is not None:
         for f in sorted(d.iterdir()):
             # The .blf trace stays on disk (hashed in traceability.md); the report carries the readable .asc.
