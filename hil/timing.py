@@ -171,6 +171,17 @@ class TimingSummary:
                 f"start latency mean/p99/max {self.latency_mean:.3f}/{self.latency_p99:.3f}/{self.latency_max:.3f} ms")
 
 
+#: Names of the statistics `TimingSummary.measurements` records (after the prefix).
+STATISTICS = ("period_mean", "period_std", "period_p99", "period_min", "period_max", "period_jitter", "missed_cycles",
+              "repeated_cycles", "exec_mean", "exec_p99", "exec_max", "start_latency_mean", "start_latency_p99",
+              "start_latency_max")
+
+
+def measurement_names(prefix: str = "soc") -> tuple[str, ...]:
+    """Every measurement name a TimingSummary records under `prefix` (for cases that expect violations)."""
+    return tuple(f"{prefix}_{name}" for name in STATISTICS)
+
+
 class CycleTimingStream:
     """Folds SOC frames into running statistics as they arrive; `finish(end)` closes the recording.
 

@@ -109,3 +109,10 @@ def test_reset_to_first_frame_skips_frames_of_the_old_boot() -> None:
     assert reset_to_first_frame_s(old + new, 0.25, 100.0) == pytest.approx(0.95)
     assert reset_to_first_frame_s([0.9, 1.0], 0.5, 100.0) == pytest.approx(0.4)
     assert reset_to_first_frame_s(old, 0.35, 100.0) is None
+
+
+def test_measurement_names_list_every_statistic_recorded() -> None:
+    from hil.timing import measurement_names
+
+    summary = CycleTimingStream(100.0, start_time=0.0).finish(1.0)
+    assert tuple(m.name for m in summary.measurements(TimingBudgets(), "x")) == measurement_names("x")

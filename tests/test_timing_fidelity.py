@@ -111,7 +111,7 @@ def test_a_stall_held_over_an_erase_costs_whole_cycles_and_the_statistics_count_
     trace = new_release_trace()
     stall = CpuStall()
     core = SocCore(transmit=lambda msg: None, db=cantools.database.load_file(str(ROOT / "benches/dbc/bms.dbc")),
-                   pack=_Pack(), estimator=SocEstimator(50.0, 50.0), sleep=sleep, period_s=0.05, stall=stall, trace=trace,
+                   pack=_Pack(), estimator=SocEstimator(50.0, 50.0), sleep=sleep, period_s=0.05, flash_stall=stall, trace=trace,
                    charge_limits=lambda: {"MaxChargeCurrent": 0, "MaxDischargeCurrent": 0, "MaxChargeVoltage": 0,
                                           "MinDischargeVoltage": 0},
                    update_status=lambda: {"State": 0, "Reason": 0, "Progress": 0, "BootMode": 0, "BootCount": 0,

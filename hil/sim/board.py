@@ -429,7 +429,7 @@ class Board:
         core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
-                       update_status=self._update_status_signals, stall=self.cpu_stall, trace=self.soc_trace)
+                       update_status=self._update_status_signals, flash_stall=self.cpu_stall, trace=self.soc_trace)
         self.soc = core
         self._spawn("soc-core", core.run)
 

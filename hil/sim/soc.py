@@ -151,7 +151,7 @@ class SocCore:
     charge_limits: Callable[[], dict[str, float]] = lambda: {}
     update_status: Callable[[], dict[str, int]] = lambda: {}
     stats: CycleStats = field(default_factory=CycleStats)
-    stall: CpuStall | None = None  # single-bank stall (None: the task never stalls)
+    flash_stall: CpuStall | None = None  # single-bank stall on flash erase (None: the task never stalls)
     #: sim_only: true release/start/queue instants of every cycle (Release), for the measurement's fidelity test.
     trace: "collections.deque[Release] | None" = None
     seed: int = 0
@@ -168,8 +168,8 @@ class SocCore:
             if now < deadline:
                 self.sleep(deadline - now)
                 now = time.monotonic()
-            if self.stall is not None:
-                self.stall.wait_clear(self.sleep)
+            if self.flash_stall is not None:
+                self.flash_stall.wait_clear(self.sleep)
                 now = time.monotonic()
             if now - deadline >= self.period_s:
                 # Overran one or more whole periods: those cycles are lost, as on an RTOS.
