@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from typing import IO, Any, Iterator, Sequence
 
 from hil import contract
 from hil.measure import Measurement
+
+log = logging.getLogger(__name__)
 
 #: Histogram bin width of periods (ms) and of execution time / start latency (ms): the p99 resolution.
 PERIOD_BIN_MS = 0.02
@@ -431,7 +434,11 @@ class TimingCase:
         if self.evidence_dir is not None and self.csv_path is not None:
             from hil.plots import plot_timing  # matplotlib only when plots are wanted
 
-            self.plots = plot_timing(self.csv_path, self.evidence_dir, self.budgets, self.title, self.marks, stem=self.stem)
+            try:
+                self.plots = plot_timing(self.csv_path, self.evidence_dir, self.budgets, self.title, self.marks,
+                                         stem=self.stem)
+            except Exception as exc:  # a plot problem must not hide the case's verdict; the CSV is kept
+                log.warning("timing plots for %s failed: %s: %s", self.title, type(exc).__name__, exc)
 
     def mark(self, label: str) -> float:
         """Note a phase boundary (seconds since the case started, drawn on the plot); returns the wall time."""
