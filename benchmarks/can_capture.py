@@ -171,11 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         "dropped_blf": sent - logged["blf"], "dropped_asc": sent - logged["asc"],
         "flood_s": round(flood_s, 2), "receiver_cpu_s": round(cpu_s, 2),
         "receiver_cpu_share_of_one_core": round(cpu_s / flood_s, 3),
+        # CPU per second of a bus at its physical maximum (independent of a sender that lagged behind):
+        "receiver_cpu_share_at_max_rate": round(cpu_s / (sent / max_frame_rate()), 3),
+        "receiver_cpu_us_per_frame": round(cpu_s / sent * 1e6, 1),
+        "cpu_includes_sender": cfg.interface == "virtual",  # the virtual bus keeps the sender in this process
         "cores": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2),
     }
     print(f"sent {sent:,} frames ({achieved:,.0f}/s, {figures['ratio_to_physical_max']:.3f} of the physical maximum); "
           f"decoded {decoded:,}, dropped {sent - decoded:,}; logged .blf {logged['blf']:,}, .asc {logged['asc']:,}; "
-          f"receiver CPU {cpu_s:.1f} s for {flood_s:.1f} s of flood = {cpu_s / flood_s:.0%} of one core "
+          f"receiver CPU {cpu_s:.1f} s for {flood_s:.1f} s of flood = {cpu_s / flood_s:.0%} of one core, "
+          f"{cpu_s / sent * 1e6:.0f} us per frame = {figures['receiver_cpu_share_at_max_rate']:.0%} of one core "
+          f"at {max_frame_rate():,.0f} frames/s "
           f"(load average {figures['loadavg_1min']})")
     for p in traces:
         p.unlink(missing_ok=True)
