@@ -61,6 +61,13 @@ def plot_timing(csv_path: Path, out_dir: Path, budgets: Any, title: str,
         if outside:
             ax.plot([x for x, _ in outside], [y for _, y in outside], "x", color="tab:red", ms=7,
                     label=f"outside the budget ({len(outside)})")
+        # Gaps of whole seconds (a reset, an install) would flatten the band: clip, and mark them at the top.
+        top = nom + 4 * max(tol, 1.0)
+        clipped = [(x, y) for x, y in zip(t, periods) if y > top]
+        if clipped:
+            ax.set_ylim(0, top * 1.05)
+            ax.plot([x for x, _ in clipped], [top] * len(clipped), "^", color="tab:red", ms=8,
+                    label=f"gaps above {top:g} ms ({len(clipped)}; longest {max(y for _, y in clipped):,.0f} ms)")
     for label, x in marks:
         ax.axvline(x, color="tab:gray", ls="--", lw=0.8)
         ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=7)
