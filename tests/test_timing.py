@@ -7,6 +7,7 @@ import math
 import random
 import statistics
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,60 @@ def test_measurement_names_list_every_statistic_recorded() -> None:
 
     summary = CycleTimingStream(100.0, start_time=0.0).finish(1.0)
     assert tuple(m.name for m in summary.measurements(TimingBudgets(), "x")) == measurement_names("x")
+
+
+class _FakeFrame:
+    def __init__(self, name: str, t: float, **signals: float) -> None:
+        self.name, self.timestamp, self.signals = name, t, signals
+
+
+class _FakeCan:
+    """Just enough of CanChannel for TimingCase: the DBC and `tap`."""
+
+    def __init__(self) -> None:
+        import contextlib
+
+        import cantools
+
+        self.db = cantools.database.load_file(str(Path(__file__).resolve().parents[1] / "benches" / "dbc" / "bms.dbc"))
+        self.taps: dict[str, object] = {}
+        self._ctx = contextlib
+
+    def tap(self, message: str, callback):  # noqa: ANN001, ANN201
+        @self._ctx.contextmanager
+        def cm():  # noqa: ANN202
+            self.taps[message] = callback
+            try:
+                yield
+            finally:
+                del self.taps[message]
+        return cm()
+
+    def emit(self, t: float, n: int) -> None:
+        self.taps["BMS_SocCore"](_FakeFrame("BMS_SocCore", t, RollingCounter=n % 16))
+        self.taps["BMS_CycleDiag"](_FakeFrame("BMS_CycleDiag", t + 0.0002, CycleCounter=n, ExecTime=2000, StartLatency=50))
+
+
+def test_timing_case_splits_boots_and_measures_reset_to_first_frame(tmp_path, monkeypatch) -> None:
+    import hil.timing as timing
+    from hil.timing import TimingCase
+
+    clock = [1000.0]
+    monkeypatch.setattr(timing.time, "time", lambda: clock[0])
+    can = _FakeCan()
+    with TimingCase(can, TimingBudgets(), tmp_path, "unit") as tc:
+        for n in range(10):  # boot 1: cycles at 1000.1 .. 1001.0
+            can.emit(1000.1 + 0.1 * n, n)
+        clock[0] = 1001.03
+        tc.reset("ECUReset")
+        can.emit(1001.1, 10)  # the old boot's last cycle before the reset takes effect
+        for n in range(20):  # boot 2 starts 0.77 s after the reset request, counter from 0
+            can.emit(1001.8 + 0.1 * n, n)
+        clock[0] = 1003.75
+    (b1, s1), (b2, s2) = tc.segment_summaries()
+    assert s1.frames == 10 and s1.missed == 0
+    assert b2.first_frame_s == pytest.approx(0.77)
+    assert s2.frames == 20 and s2.missed == 0 and s2.lead_gap_ms == 0.0
+    assert s2.period_mean == pytest.approx(100.0)
+    assert tc.summary.missed >= 5  # the whole case sees the reset's silence
+    assert (tmp_path / "timing.csv").is_file() and (tmp_path / "timing-period.png").is_file()
