@@ -146,7 +146,6 @@ class Board:
         self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
         soc_msg = self.db.get_message_by_name(contract.MSG_SOC_CORE)
         self._soc_id = soc_msg.frame_id
-        self._soc_counter = soc_msg.get_signal_by_name(contract.SIG_SOC_COUNTER)
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
