@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from hil.contract import Routine, UpdateState
+from hil.canbus import isotp_ceiling_kib_s
+from hil.contract import MAX_BLOCK_LENGTH, Routine, UpdateState
 from hil.flasher import Phase
 from hil.measure import Measurement
 from hil.timing import TimingCase, TimingSummary, measurement_names
@@ -63,13 +64,20 @@ def test_soc_cycle_timing_idle(can, bench_config, measure, evidence):
     _judge(measure, tc.summary, bench_config.timing, what="while idle")
 
 
-def _downloads(flasher, image: bytes, min_s: float) -> None:
-    """Download back to back for at least `min_s` (one image suffices on classic CAN, FD needs several)."""
+def _downloads(flasher, image: bytes, min_s: float, bench_config, measure, prefix: str = "") -> None:
+    """Download back to back for at least `min_s` (one image suffices on classic CAN, FD needs several),
+    and show that the bus was busy: the download ran at no less than half the ISO-TP ceiling."""
     end = time.monotonic() + min_s
+    size = seconds = 0.0
     while True:
-        flasher.stage(image)
+        staged = flasher.stage(image)
+        size, seconds = size + staged.size, seconds + staged.seconds
         if time.monotonic() >= end:
-            return
+            break
+    c = bench_config.can
+    ceiling = isotp_ceiling_kib_s(MAX_BLOCK_LENGTH, fd=c.fd, bitrate=c.bitrate, data_bitrate=c.data_bitrate)
+    m = measure(Measurement(f"{prefix}download_during_timing", size / 1024 / seconds, "KiB/s", ceiling / 2, None))
+    assert m.passed, f"the download did not load the bus (the case's premise): {m}"
 
 
 @pytest.mark.fault(row=17, expect="cycle timing within budget during the background download")
@@ -77,7 +85,7 @@ def _downloads(flasher, image: bytes, min_s: float) -> None:
 def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, measure, evidence):
     with TimingCase(can, bench_config.timing, evidence, "during a full-speed download") as tc:
         flasher.on_phase.append(lambda phase: tc.mark(phase.value) if phase in (Phase.DOWNLOAD, Phase.VERIFY) else None)
-        _downloads(flasher, images["1.2.0-large"], 3.0)
+        _downloads(flasher, images["1.2.0-large"], 3.0, bench_config, measure)
     _enough(tc.summary, "during the download")
     _judge(measure, tc.summary, bench_config.timing, what="during the download")
 
@@ -171,7 +179,7 @@ def test_soc_cycle_timing_of_the_new_firmware(can, flasher, images, bench_config
     with TimingCase(can, bench_config.timing, evidence, "new firmware 1.1.0, idle", stem="timing-idle") as idle:
         time.sleep(IDLE_S)
     with TimingCase(can, bench_config.timing, evidence, "new firmware 1.1.0, download", stem="timing-download") as dl:
-        _downloads(flasher, images["1.2.0-large"], 3.0)
+        _downloads(flasher, images["1.2.0-large"], 3.0, bench_config, measure, "new_firmware_")
     for tc, what in ((idle, "idle"), (dl, "download")):
         _enough(tc.summary, f"of the new firmware ({what})")
         _judge(measure, tc.summary, bench_config.timing, f"soc_new_{what}", f"of the new firmware ({what})")
