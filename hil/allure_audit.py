@@ -347,7 +347,8 @@ def attach_evidence(evidence: Path) -> None:
     listener = _listener()
     test = listener.allure_logger.get_test(None) if listener is not None else None
     for f in files:
-        kind = allure.attachment_type.TEXT if f.suffix in _TEXT_SUFFIXES else None
+        kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV}.get(
+            f.suffix, allure.attachment_type.TEXT if f.suffix in _TEXT_SUFFIXES else None)
         if test is not None:
             listener.allure_logger.attach_file(new_uuid(), str(f), name=f.name, attachment_type=kind,
                                                extension=f.suffix.lstrip("."), parent_uuid=test.uuid)

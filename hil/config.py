@@ -163,7 +163,12 @@ class TimingBudgets(_Model):
     max_exec_ms: float = Field(20.0, gt=0)
     max_start_latency_ms: float = Field(5.0, ge=0)
     max_missed_cycles: int = Field(0, ge=0)
+    max_repeated_cycles: int = Field(0, ge=0, description="SOC frames sent twice for one cycle")
+    period_std_ms: float = Field(3.0, gt=0, description="standard deviation of the period")
+    period_p99_tolerance_ms: float = Field(8.0, ge=0, description="99th percentile of the period above nominal")
+    marginal_fraction: float = Field(0.8, gt=0, le=1, description="a value past this fraction of its budget is MARGINAL")
     soc_restart_s: float = Field(5.0, gt=0, description="power-on/reset to first SOC frame")
+    install_first_frame_s: float = Field(60.0, gt=0, description="activation reset to the new firmware's first SOC frame")
 
 
 class FlashLayout(_Model):

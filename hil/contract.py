@@ -29,6 +29,7 @@ MSG_TEMPERATURES = "BMS_Temperatures"  # 0x191, multiplexed, every cycle
 MSG_CHARGE_LIMITS = "BMS_ChargeLimits"  # 0x1A0, every 10th cycle
 MSG_UPDATE_STATUS = "BMS_UpdateStatus"  # 0x1B0, every 10th cycle and on change
 MSG_BALANCING = "BMS_Balancing"  # 0x1C0, only builds that declare it (2.0.0)
+SIG_SOC_COUNTER = "RollingCounter"  # BMS_SocCore cycle counter; timing reads its range from the DBC
 
 CAN_ID = {
     MSG_SOC_CORE: 0x180,

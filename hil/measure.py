@@ -20,10 +20,30 @@ class Measurement:
     unit: str
     low: float | None = None
     high: float | None = None
+    #: Marginal band (OpenHTF's marginal limits): a value that passes but lies beyond these is MARGINAL.
+    marginal_low: float | None = None
+    marginal_high: float | None = None
+
+    @classmethod
+    def banded(cls, name: str, value: float, unit: str, low: float | None, high: float | None, reference: float,
+               fraction: float) -> "Measurement":
+        """A measurement whose marginal band starts at `fraction` of the way from `reference` to each limit."""
+        return cls(name, value, unit, low, high,
+                   None if low is None else reference + fraction * (low - reference),
+                   None if high is None else reference + fraction * (high - reference))
 
     @property
     def passed(self) -> bool:
+        """Within the limits (a NaN value - nothing was measured - never passes)."""
+        if self.value != self.value:
+            return False
         return (self.low is None or self.value >= self.low) and (self.high is None or self.value <= self.high)
+
+    @property
+    def marginal(self) -> bool:
+        """Passed, but outside the marginal band: close to a limit."""
+        return self.passed and ((self.marginal_low is not None and self.value < self.marginal_low)
+                                or (self.marginal_high is not None and self.value > self.marginal_high))
 
     def limits_text(self) -> str:
         lo = "-inf" if self.low is None else f"{self.low:g}"
@@ -31,10 +51,11 @@ class Measurement:
         return f"[{lo} .. {hi}] {self.unit}"
 
     def __str__(self) -> str:
-        return f"{self.name} = {self.value:.4g} {self.unit}  limits {self.limits_text()}  {'PASS' if self.passed else 'FAIL'}"
+        verdict = "MARGINAL" if self.marginal else "PASS" if self.passed else "FAIL"
+        return f"{self.name} = {self.value:.4g} {self.unit}  limits {self.limits_text()}  {verdict}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "passed": self.passed, "marginal": self.marginal}
 
 
 @dataclass(frozen=True)

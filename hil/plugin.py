@@ -335,9 +335,12 @@ def measure(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest) -> Path:
-    """This test's evidence directory (CAN trace, console, supply log live here)."""
-    return _evidence_dir(_hil(request), request.node)
+def evidence(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """This test's evidence directory (CAN trace, console, supply log, plots live here)."""
+    d = _evidence_dir(_hil(request), request.node)
+    yield d
+    if "bench" not in request.fixturenames:  # the bench fixture attaches them otherwise
+        allure_audit.attach_evidence(d)
 
 
 _MEASUREMENTS = pytest.StashKey[list]()

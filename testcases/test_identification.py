@@ -64,8 +64,8 @@ def test_rxswin_is_readable_and_refuses_to_be_written(dut, uds, images, bench_co
 @pytest.mark.requirement("R156-rxswin", "ISO24089-identification", "R156-inform-result")
 def test_rxswin_follows_the_installed_software(dut, flasher, images, bench_config, measure):
     before = _check_readable(dut, images.baseline())
-    outcome = flasher.update(images["1.1.0"])
+    outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, f"update ended {outcome.state.name}: {outcome.states_seen}"
     check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE), measure)
-    after = _check_readable(dut, images["1.1.0"])
+    after = _check_readable(dut, images["update"])
     assert after != before, f"RXSWIN still {before!r} after installing different type-approval-relevant software"

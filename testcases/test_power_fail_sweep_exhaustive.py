@@ -36,6 +36,11 @@ def test_exhaustive_power_fail_sweep(request, scenario, torn, multi, row, images
     report = sweep(bench_config.flash_layout, images["baseline"], images["update"], trusted,
                    bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row)
     (evidence / "sweep.txt").write_text("\n".join(str(p) for p in report.points))
+    from hil.plots import plot_outcome_strip
+
+    plot_outcome_strip([(p.op_index, p.outcome) for p in report.points], evidence / "sweep-outcomes.png",
+                       f"{scenario}{' (torn)' if torn else ''}{f', {multi} cuts in a row' if multi else ''}: "
+                       f"{len(report.points)} cut points, {report.bricks} bricks")
     measure(Measurement("fail_points", float(len(report.points)), "points", 1.0, None))
     measure(Measurement("bricks", float(report.bricks), "bricks", 0.0, 0.0))
     assert report.total_ops > 0 and report.points, "the sweep found no operations to interrupt"

@@ -18,6 +18,27 @@ pytestmark = [pytest.mark.destructive]
 OFF_S = 0.5
 
 
+@pytest.fixture(autouse=True)
+def supply_around_the_cut(psu, evidence, bench_config):
+    """Sample the supply's measured voltage and current through the whole case; plot it, and zoom on the first cut."""
+    from hil.faults.power import SupplyMonitor
+    from hil.plots import plot_supply
+
+    monitor = SupplyMonitor(psu, evidence / "supply-samples.csv")
+    with monitor:
+        yield monitor
+    # Output and voltage changes the driver made during the case mark the plot (its event times are wall clock).
+    marks = [(f"{e.name} {e.value}", e.time - monitor.start_time) for e in psu.events
+             if e.time >= monitor.start_time and e.kind == "set" and e.name in ("output", "voltage")]
+    if monitor.samples:
+        plot_supply(monitor.csv_path, evidence / "supply.png", "supply, whole case", marks)
+        cuts = [t for label, t in marks if label in ("output False",) or label.startswith("voltage") and
+                float(label.split()[1]) < bench_config.psu.nominal_voltage]
+        if cuts:
+            plot_supply(monitor.csv_path, evidence / "supply-cut.png", "supply around the first cut", marks,
+                        window=(cuts[0] - 0.5, cuts[0] + 2.0))
+
+
 def _stage_and_activate(flasher, console, image: bytes) -> None:
     """Stage and activate with the console cursor at the activation: phase markers are matched after it."""
     staged = flasher.stage(image)

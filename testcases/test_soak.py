@@ -28,7 +28,7 @@ def test_soc_cycle_timing_soak(request, can, flasher, images, bench_config, meas
         for busy in (False, True):
             with can.recorder(MSG_SOC_CORE) as soc, can.recorder(MSG_CYCLE_DIAG) as diag:
                 if busy:
-                    flasher.stage(images["1.2.0-large"])
+                    flasher.stage(images["largest"])
                 else:
                     can.collect(MSG_SOC_CORE, 10.0)
             timing = CycleTiming.from_frames(list(soc), list(diag))

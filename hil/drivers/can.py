@@ -88,6 +88,19 @@ class _Tap(can.Listener):
         pass
 
 
+class _CallbackSink:
+    """A recorder sink that hands each frame to a callback instead of keeping it (`CanChannel.tap`)."""
+
+    def __init__(self, callback: Callable[[Frame], None]) -> None:
+        self._callback = callback
+
+    def append(self, frame: Frame) -> None:
+        try:
+            self._callback(frame)
+        except Exception:  # a statistics bug must not cost the other recorders this frame
+            log.exception("CAN channel: tap callback failed on %s", frame.name)
+
+
 class CanChannel:
     """The bench's CAN channel: bus, notifier, DBC database and decoded frames.
 
@@ -222,6 +235,23 @@ class CanChannel:
         finally:
             with self._cond:
                 self._recorders.remove(entry)
+
+    @contextlib.contextmanager
+    def tap(self, message: str, callback: Callable[[Frame], None]) -> Iterator[None]:
+        """Call `callback(frame)` for every frame of `message` until the block exits, keeping nothing.
+
+        For streamed statistics over long recordings (constant memory). The callback runs on the
+        notifier thread and must be quick; an exception in it is logged and costs only that frame.
+        """
+        self._check_name(message)
+        entry = (message, _CallbackSink(callback))
+        with self._cond:
+            self._recorders.append(entry)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._recorders.remove(entry)  # type: ignore[arg-type]
 
     def collect(self, message: str, duration_s: float) -> list[Frame]:
         """Every frame of `message` received during the next `duration_s` seconds."""

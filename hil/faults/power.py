@@ -8,9 +8,11 @@ DUT must boot the old or the new image, with an update status that agrees with t
 
 from __future__ import annotations
 
+import csv
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from hil import contract
@@ -75,6 +77,61 @@ def cut_after(psu: Any, delay_s: float, off_s: float) -> threading.Thread:
     t = threading.Thread(target=lambda: (time.sleep(delay_s), psu.dropout(off_s)), name="power-cut", daemon=True)
     t.start()
     return t
+
+
+class SupplyMonitor:
+    """Samples the supply's measured voltage and current every `interval_s` into a CSV, from a background thread.
+
+    Gives the picture around a power cut (what the DUT really got) on a real bench as on the
+    virtual one: only MEAS:VOLT? / MEAS:CURR? through the supply driver. `mark(label)` notes an
+    instant (a cut, a restore) in seconds since the start, for the plot.
+    """
+
+    COLUMNS = ("time_s", "voltage_v", "current_a")
+
+    def __init__(self, psu: Any, csv_path: Path, interval_s: float = 0.02) -> None:
+        self.psu = psu
+        self.csv_path = Path(csv_path)
+        self.interval_s = interval_s
+        self.marks: list[tuple[str, float]] = []
+        self.samples = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.start_time = time.time()
+
+    def mark(self, label: str) -> None:
+        """Note an instant (seconds since the monitor started)."""
+        self.marks.append((label, time.time() - self.start_time))
+
+    def _run(self) -> None:
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow(self.COLUMNS)
+            while not self._stop.is_set():
+                try:
+                    t = time.time()
+                    volts = self.psu.measure_voltage()
+                    amps = self.psu.measure_current()
+                except Exception as exc:  # the supply answers again after the cut; note it, keep sampling
+                    if len(self.errors) < 10:
+                        self.errors.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    out.writerow([f"{t - self.start_time:.4f}", f"{volts:.4f}", f"{amps:.5f}"])
+                    self.samples += 1
+                self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "SupplyMonitor":
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self.start_time = time.time()
+        self._thread = threading.Thread(target=self._run, name="supply-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
 
 
 class PowerCutSweep:

@@ -40,6 +40,7 @@ ROLES: dict[str, str] = {
     "higher_security_counter_selftest_fail": "like higher_security_counter, but its self-test fails",
     "incompatible_config": "an update that needs a configuration schema the board does not have",
     "largest": "the largest image the slot holds",
+    "single_bank_stall": "an update built for a single-bank part: its SOC task stalls while flash is erased",
     "unknown_key": "the update signed with a key the board does not trust",
 }
 
@@ -54,6 +55,7 @@ SIM_CATALOGUE: dict[str, str] = {
     "crash_at_boot": "1.1.0-crash-at-boot",
     "hang": "1.1.0-hang",
     "timing_overrun": "1.1.0-timing-overrun",
+    "single_bank_stall": "1.1.0-single-bank-stall",
     "wrong_hardware": "1.1.0-wrong-hardware",
     "older_version": "0.9.0-downgrade",
     "higher_security_counter": "1.3.0-seccnt-2",

@@ -39,6 +39,8 @@ class FirmwareTiming(_Model):
     jitter_ms: float = Field(0.3, ge=0)
     overrun_every: int = Field(0, ge=0, description="every n-th cycle overruns; 0 = never")
     overrun_ms: float = Field(0.0, ge=0, description="extra execution time of an overrunning cycle")
+    stall_on_erase: bool = Field(default=False, description="single-bank part: the SOC task cannot run while the "
+                                 "flash driver erases the inactive slot (code fetch stalls on the busy bank)")
 
 
 class FirmwareDescriptor(_Model):

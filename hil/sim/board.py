@@ -9,6 +9,8 @@ wire protocols: CAN (UDS and the DBC frames), SCPI and the console.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import queue
 import threading
 import time
@@ -28,7 +30,7 @@ from hil.sim.bootloader import Bootloader
 from hil.sim.diag import DiagServer
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.nvstore import NvStore
-from hil.sim.soc import SocCore, SocEstimator, TimingProfile
+from hil.sim.soc import RELEASE_TRACE_LEN, CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace
 from hil.sim.uds_server import UdsServerTransport
 
 #: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
@@ -138,6 +140,13 @@ class Board:
         self.sa_attempts = 0
         self.sa_lockout_until = 0.0
         self.tx_dropped = 0  # frames lost to a full TX mailbox (visible as missed cycles on the bus)
+        self.cpu_stall = CpuStall()
+        #: sim_only: true SOC releases across boots (hil.sim.soc.Release), for the measurement fidelity test.
+        self.soc_trace = new_release_trace()
+        #: sim_only: (wall time, rolling counter) of each BMS_SocCore frame as the CAN controller put it on the bus.
+        self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
+        soc_msg = self.db.get_message_by_name(contract.MSG_SOC_CORE)
+        self._soc_id = soc_msg.frame_id
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -193,6 +202,14 @@ class Board:
             timer = threading.Timer(0.05, cpu.reset, args=(ResetCause.SOFTWARE,))
             timer.daemon = True
             timer.start()
+
+    def erase_secondary(self) -> None:
+        """The application's erase of the inactive slot. A build for a single-bank part (`stall_on_erase`)
+        erases from the bank its code runs from: the SOC task cannot run until the erase ends."""
+        desc = self.descriptor
+        stall = self.cpu_stall.held() if desc is not None and desc.timing.stall_on_erase else contextlib.nullcontext()
+        with stall:
+            self.bootloader.erase_secondary()
 
     # ------------------------------------------------------------------ power
     @property
@@ -412,7 +429,8 @@ class Board:
         core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
-                       update_status=self._update_status_signals, names=self.profile.can)
+                       update_status=self._update_status_signals, names=self.profile.can,
+                       flash_stall=self.cpu_stall, trace=self.soc_trace)
         self.soc = core
         self._spawn("soc-core", core.run)
 
@@ -431,6 +449,9 @@ class Board:
             except queue.Empty:
                 continue
             self.bus.send(msg)
+            if msg.arbitration_id == self._soc_id:
+                counter = self.db.decode_message(self._soc_id, bytes(msg.data))[contract.SIG_SOC_COUNTER]
+                self.soc_sent.append((time.time(), int(counter)))  # type: ignore[call-overload]
 
     def _charge_limits(self) -> dict[str, float]:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])

@@ -325,7 +325,7 @@ class DiagServer:
             _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
             self.ecu.log("UPD: erasing secondary slot")
             try:
-                self.ecu.bootloader.erase_secondary()
+                self.ecu.erase_secondary()
             except FlashError:
                 raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE) from None
             self._erased = True

@@ -9,11 +9,13 @@ descriptor) so timing tests have something real to measure.
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 import can
 import cantools
@@ -94,6 +96,47 @@ class CpuSleep(Protocol):
     def __call__(self, seconds: float) -> None: ...
 
 
+class CpuStall:
+    """Stretches of time in which the SOC task cannot run: on a single-bank part, code fetch stalls
+    while the flash bank the code runs from is being erased (the build's `stall_on_erase`)."""
+
+    def __init__(self) -> None:
+        self._clear = threading.Event()
+        self._clear.set()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The task cannot run inside this block."""
+        self._clear.clear()
+        try:
+            yield
+        finally:
+            self._clear.set()
+
+    def wait_clear(self, sleep: CpuSleep, poll_s: float = 0.005) -> None:
+        """Return once no stall is held; `sleep(0)` between polls ends the wait on power loss or reset."""
+        while not self._clear.wait(poll_s):
+            sleep(0.0)
+
+
+class Release(NamedTuple):
+    """sim_only truth about one SOC cycle, wall clock (time.time(), the clock of CAN receive timestamps)."""
+
+    cycle: int
+    release: float  # the cycle's absolute deadline
+    start: float  # when the task started running it
+    queued: float  # when it handed its BMS_SocCore frame to the CAN controller
+
+
+#: Cycles of truth kept (one hour at 10 Hz); a sim_only backdoor, never read by a black-box verdict.
+RELEASE_TRACE_LEN = 36000
+
+
+def new_release_trace() -> "collections.deque[Release]":
+    """An empty, bounded trace of true SOC releases."""
+    return collections.deque(maxlen=RELEASE_TRACE_LEN)
+
+
 @dataclass
 class SocCore:
     """The periodic SOC task. `run()` loops until `sleep` raises (power loss or reset)."""
@@ -110,8 +153,12 @@ class SocCore:
     update_status: Callable[[], dict[str, int]] = lambda: {}
     names: CanProfile = field(default_factory=CanProfile)  # framework names -> the board's DBC (DUT profile)
     stats: CycleStats = field(default_factory=CycleStats)
+    flash_stall: CpuStall | None = None  # single-bank stall on flash erase (None: the task never stalls)
+    #: sim_only: true release/start/queue instants of every cycle (Release), for the measurement's fidelity test.
+    trace: "collections.deque[Release] | None" = None
     seed: int = 0
     _last_status: tuple[int, ...] = ()
+    _release: tuple[float, float] = (0.0, 0.0)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
@@ -123,6 +170,9 @@ class SocCore:
             if now < deadline:
                 self.sleep(deadline - now)
                 now = time.monotonic()
+            if self.flash_stall is not None:
+                self.flash_stall.wait_clear(self.sleep)
+                now = time.monotonic()
             if now - deadline >= self.period_s:
                 # Overran one or more whole periods: those cycles are lost, as on an RTOS.
                 skipped = int((now - deadline) // self.period_s)
@@ -130,6 +180,7 @@ class SocCore:
                 deadline += skipped * self.period_s
             start = time.monotonic()
             latency = start - deadline
+            self._release = (deadline, start)
             self._cycle(rng, latency)
             self.stats.last_exec_us = int((time.monotonic() - start) * 1e6)
             deadline += self.period_s
@@ -185,4 +236,8 @@ class SocCore:
         for name, signals in frames:
             msg = self.db.get_message_by_name(self.names.dbc_message(name))
             data = msg.encode(self.names.to_dbc_signals(name, signals), strict=False)
+            if name == contract.MSG_SOC_CORE and self.trace is not None:
+                wall, mono = time.time(), time.monotonic()
+                deadline, start = self._release
+                self.trace.append(Release(n, wall - (mono - deadline), wall - (mono - start), wall))
             self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=msg.is_extended_frame))
