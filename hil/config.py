@@ -270,6 +270,13 @@ _PATH_FIELDS = {
 }
 
 
+def _resolve(base: Path, value: str, field: str) -> str:
+    """`value` made absolute against `base`; a path the OS cannot take (a NUL byte) names its field."""
+    if "\x00" in value:
+        raise BenchConfigError(f"{field}: got {value!r} - a path cannot contain a NUL byte")
+    return str((base / value).resolve())
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative paths absolute against the bench file's directory (before validation)."""
     for path in _PATH_FIELDS:
@@ -277,10 +284,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
-            node[path[-1]] = str((base / node[path[-1]]).resolve())
+            node[path[-1]] = _resolve(base, node[path[-1]], ".".join(path))
     sim = data.get("sim")
     if isinstance(sim, dict) and isinstance(sim.get("trusted_keys"), list):
-        sim["trusted_keys"] = [str((base / k).resolve()) if isinstance(k, str) else k for k in sim["trusted_keys"]]
+        sim["trusted_keys"] = [_resolve(base, k, f"sim.trusted_keys.{i}") if isinstance(k, str) else k
+                               for i, k in enumerate(sim["trusted_keys"])]
     images = data.setdefault("images", {}) if isinstance(data, dict) else None
     if isinstance(images, dict):
         for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir)):
@@ -335,7 +343,10 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
         raise BenchConfigError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise BenchConfigError(f"{p}: the top level must be a mapping of bench fields, got {type(data).__name__}")
-    _resolve_paths(data, p.resolve().parent)
+    try:
+        _resolve_paths(data, p.resolve().parent)
+    except BenchConfigError as exc:
+        raise BenchConfigError(f"{p}: {exc}") from None
     try:
         cfg = BenchConfig.model_validate(data)
     except ValidationError as exc:
