@@ -168,6 +168,20 @@ class TimingBudgets(_Model):
     soc_restart_s: float = Field(5.0, gt=0, description="power-on/reset to first SOC frame")
 
 
+class TesterConfig(_Model):
+    """Allowances for the host the tester runs on (its scheduling, OS and bus driver), never for the board.
+
+    Each is added on top of a time the board promises (P2/P2*, a boot, a console line); the promise
+    itself, and every timing budget, stays as the contract and `timing` say. A loaded CI runner or
+    a virtual bench sharing the host with other jobs may need more than a quiet lab PC.
+    """
+
+    host_margin_ms: float = Field(200.0, ge=0, le=10_000, description="added to the server's P2 and P2* "
+                                  "(udsoncan's client timeouts, ISO 14229-2 delta P2) and to every console wait")
+    isotp_timeout_ms: float = Field(1000.0, gt=0, le=60_000, description="ISO-TP N_Bs / N_Cr: how long the "
+                                    "tester waits for a flow control or the next consecutive frame")
+
+
 class FlashLayout(_Model):
     """Sector-level layout of the DUT's program flash (for fault targeting and the simulator)."""
 
@@ -245,6 +259,7 @@ class BenchConfig(_Model):
     console: ConsoleConfig | None = None
     load: LoadConfig | None = None
     timing: TimingBudgets = TimingBudgets()
+    tester: TesterConfig = Field(default_factory=TesterConfig)
     flash_layout: FlashLayout = FlashLayout()
     images: ImagesConfig = ImagesConfig()
     sim: SimConfig | None = None

@@ -19,14 +19,12 @@ from udsoncan.exceptions import (ConfigError, InvalidResponseException, Negative
                                  UnexpectedResponseException)
 
 from hil import contract
-from hil.config import DutConfig
+from hil.config import DutConfig, TesterConfig
 from hil.drivers.can import CanChannel
 from hil.errors import HilTimeout, UdsError
 
 log = logging.getLogger(__name__)
 
-#: ΔP2: bus and scheduling delay the tester allows on top of the server's P2/P2* (ISO 14229-2).
-P2_MARGIN_S = 0.2
 #: Wall against a server that answers 0x78 forever (each 0x78 restarts P2*).
 OVERALL_TIMEOUT_S = 120.0
 #: ISO-TP frames larger than a TransferData block are refused by the receiver; leave headroom.
@@ -62,8 +60,11 @@ def nrc_name(code: int) -> str:
         return udsoncan.Response.Code.get_name(code) or "UNKNOWN"
 
 
-def isotp_params(fd: bool, bitrate_switch: bool, *, blocking_send: bool) -> dict[str, Any]:
-    """ISO-TP parameters for the bench: no STmin, one flow control per message, padded 8-byte short frames."""
+def isotp_params(fd: bool, bitrate_switch: bool, *, blocking_send: bool, timeout_ms: float = 1000.0) -> dict[str, Any]:
+    """ISO-TP parameters for the bench: no STmin, one flow control per message, padded 8-byte short frames.
+
+    `timeout_ms`: N_Bs / N_Cr (the bench file's `tester.isotp_timeout_ms` on the tester's side).
+    """
     return {
         "stmin": 0,  # STmin is slept per frame: 1 ms would cut throughput by 25x
         "blocksize": 0,
@@ -74,29 +75,34 @@ def isotp_params(fd: bool, bitrate_switch: bool, *, blocking_send: bool) -> dict
         "can_fd": fd,
         "bitrate_switch": bitrate_switch,
         "blocking_send": blocking_send,  # P2 must start after the last frame, not while a 4 KiB request is segmented
-        "rx_flowcontrol_timeout": 1000,
-        "rx_consecutive_frame_timeout": 1000,
+        "rx_flowcontrol_timeout": int(timeout_ms),
+        "rx_consecutive_frame_timeout": int(timeout_ms),
     }
 
 
 class UdsClient:
     """The tester's UDS client for one DUT."""
 
-    def __init__(self, can: CanChannel, dut: DutConfig) -> None:
+    def __init__(self, can: CanChannel, dut: DutConfig, tester: TesterConfig | None = None) -> None:
         self.dut = dut
+        tester = tester if tester is not None else TesterConfig.model_validate({})
+        #: ΔP2 (ISO 14229-2): what the host may add to the server's P2/P2* (bench file `tester.host_margin_ms`).
+        self.p2_margin_s = tester.host_margin_ms / 1000.0
+        self.isotp_timeout_s = tester.isotp_timeout_ms / 1000.0
         fd = can.cfg.fd
         self._stack = isotp.NotifierBasedCanStack(
             can.bus, can.notifier,
             address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=dut.tx_id, rxid=dut.rx_id),
-            params=isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True))
+            params=isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
+                                timeout_ms=tester.isotp_timeout_ms))
         codecs: dict[Any, Any] = {int(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()}
         codecs["default"] = BytesCodec(None)  # DIDs outside the contract (negative tests)
         config = dict(udsoncan.configs.default_client_config)
         config.update({
             "data_identifiers": codecs,
             "use_server_timing": True,
-            "p2_timeout": contract.P2_SERVER_MS / 1000 + P2_MARGIN_S,
-            "p2_star_timeout": contract.P2_STAR_SERVER_MS / 1000 + P2_MARGIN_S,
+            "p2_timeout": contract.P2_SERVER_MS / 1000 + self.p2_margin_s,
+            "p2_star_timeout": contract.P2_STAR_SERVER_MS / 1000 + self.p2_margin_s,
             "request_timeout": OVERALL_TIMEOUT_S,
         })
         self._conn = PythonIsoTpConnection(self._stack, name=f"uds-{dut.name}")
@@ -120,7 +126,7 @@ class UdsClient:
                 raise HilTimeout(f"{what}: no response from {self.dut.name} ({exc})") from None
             except isotp.BlockingSendFailure as exc:
                 raise HilTimeout(f"{what}: request could not be sent to {self.dut.name} "
-                                 f"(no flow control within 1 s): {exc}") from None
+                                 f"(no flow control within {self.isotp_timeout_s:g} s): {exc}") from None
             except (InvalidResponseException, UnexpectedResponseException, ConfigError) as exc:
                 raise UdsError(f"{what}: {exc}") from None
 
@@ -137,8 +143,8 @@ class UdsClient:
             response = c.change_session(n)
             data = getattr(response, "service_data", None)
             if data is not None and data.p2_server_max is not None:
-                c.session_timing.p2_server_max = data.p2_server_max + P2_MARGIN_S
-                c.session_timing.p2_star_server_max = data.p2_star_server_max + P2_MARGIN_S
+                c.session_timing.p2_server_max = data.p2_server_max + self.p2_margin_s
+                c.session_timing.p2_star_server_max = data.p2_star_server_max + self.p2_margin_s
 
     def unlock(self, security: Any) -> None:
         """SecurityAccess: requestSeed at `security.level`, key = `security.compute_key(seed)`, sendKey."""
