@@ -48,6 +48,10 @@ from hil.sim.scpi import ScpiServer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: pytest-timeout per test: the nightly profile's 10,000 examples per target take minutes on a busy host.
+pytestmark = pytest.mark.timeout(max(300, int(settings.default.max_examples * 0.25)))
+
+
 def scaled(fraction: float, *, floor: int = 10) -> settings:
     """This target's share of the active profile's examples (nightly keeps >= 10,000 for full targets)."""
     return settings(max_examples=max(floor, int(settings.default.max_examples * fraction)))
@@ -76,8 +80,10 @@ def fuzz_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzBoard]:
     tmp = tmp_path_factory.mktemp("fuzz-board")
     cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
     assert cfg.sim is not None
+    # No watchdog resets: a host too busy to run the main loop for a second would reboot the board
+    # mid-example (and install an image a TEST activation requested). Resets have their own tests.
     sim = cfg.sim.model_copy(update={"flash_file": tmp / "fuzz.flash", "flash_timing": "fast",
-                                     "sa_lockout_s": SA_LOCKOUT_S})
+                                     "sa_lockout_s": SA_LOCKOUT_S, "watchdog_ms": 3_600_000.0})
     can_cfg = cfg.can.model_copy(update={"channel": f"fuzz-{uuid.uuid4().hex[:8]}", "pacing": False})
     cfg = cfg.model_copy(update={"sim": sim, "can": can_cfg})
     bench = VirtualBench(cfg)
@@ -853,6 +859,12 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 
 BENCH_PATHS = _paths(BASE_BENCH)
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for every example's file (rewritten each time): thousands of directories would cost more than the load."""
+    return tmp_path_factory.mktemp("bench-fuzz")
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) |
     st.text(max_size=12) | st.sampled_from(["", "0x10", "1e3", "TCPIP0::h::1::SOCKET", "socket://h:1", "\x00", "~"]),
@@ -899,9 +911,9 @@ def _names_a_field(msg: str, touched: list[tuple[Any, ...]]) -> bool:
 @example(case=({**BASE_BENCH, "sim": {**BASE_BENCH["sim"], "flash_file": "a\x00b"}}, [("sim", "flash_file")]))
 @example(case=({**BASE_BENCH, "images": ["x"]}, [("images",)]))
 @example(case=({**BASE_BENCH, "can": {**BASE_BENCH["can"], "args": {"port": "x"}}}, [("can", "args", "port")]))
-def test_bench_loader_names_the_field_or_loads(tmp_path_factory, case) -> None:
+def test_bench_loader_names_the_field_or_loads(bench_dir, case) -> None:
     data, touched = case
-    path = tmp_path_factory.mktemp("benchfuzz", numbered=True) / "bench.yaml"
+    path = bench_dir / "bench.yaml"
     # The file sits next to benches/ layout-wise: relative paths resolve against its own directory.
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     try:
@@ -920,8 +932,8 @@ def test_bench_loader_names_the_field_or_loads(tmp_path_factory, case) -> None:
 @example(text="bench: x\n" * 3)
 @example(text="!!python/object/apply:os.system ['true']")
 @example(text="a: &a [*a]")
-def test_bench_loader_raw_text_gives_bench_config_error(tmp_path_factory, text) -> None:
-    path = tmp_path_factory.mktemp("benchraw", numbered=True) / "bench.yaml"
+def test_bench_loader_raw_text_gives_bench_config_error(bench_dir, text) -> None:
+    path = bench_dir / "raw.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
         load_bench(path)
