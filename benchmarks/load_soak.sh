@@ -34,8 +34,12 @@ OUT=${SOAK_DIR:-.hil/soak}
 mkdir -p "$OUT"
 
 LOAD_PIDS=()
+RUN_PID=""
 stop_load() { for p in "${LOAD_PIDS[@]}"; do kill "$p" 2>/dev/null; done; LOAD_PIDS=(); }
-trap stop_load EXIT INT TERM
+# Ctrl-C / kill: stop the running suite (the plugin then stops its virtual bench) and the load, then exit.
+abort() { [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID"; stop_load; echo "soak: aborted"; exit 130; }
+trap stop_load EXIT
+trap abort INT TERM
 for _ in $(seq 1 "$LOAD_PROCS"); do
   "$PY" -c 'while True: pass' &
   LOAD_PIDS+=($!)
@@ -47,8 +51,11 @@ for bench in "${BENCHES[@]}"; do
   for i in $(seq 1 "$RUNS"); do
     log="$OUT/$(basename "$bench" .yaml)-run$i.log"
     start=$(date +%s)
-    "$PY" -m pytest "${PYTEST_ARGS[@]}" --bench "$bench" -q >"$log" 2>&1
+    "$PY" -m pytest "${PYTEST_ARGS[@]}" --bench "$bench" -q >"$log" 2>&1 &
+    RUN_PID=$!
+    wait "$RUN_PID"
     rc=$?
+    RUN_PID=""
     secs=$(( $(date +%s) - start ))
     summary=$(grep -E "^(=+ )?[0-9]+ (passed|failed|error)" "$log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')
     p=$(echo "$summary" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+"); p=${p:-0}
