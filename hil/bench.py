@@ -150,14 +150,15 @@ class Bench:
         if self.cfg.console is not None:
             # Open the console before powering the board: a UART loses what is sent before it is open.
             self.console = Console(self.cfg.console.url, self.cfg.console.baudrate,
-                                   log_path=ev / "console.log" if ev else None)
+                                   log_path=ev / "console.log" if ev else None,
+                                   host_margin_s=self.cfg.tester.host_margin_ms / 1000.0)
         self.psu = ScpiPowerSupply(self.cfg.psu)
         if ev:
             self.psu.start_log(ev / "supply.log")
         if self.cfg.load is not None:
             self.load = ScpiBatteryEmulator(self.cfg.load)
         self.can = CanChannel(self.cfg.can, profile=self.cfg.profile)
-        self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile)
+        self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile, self.cfg.tester)
         self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
 
     def power_on_and_wait(self, timeout: float | None = None) -> None:

@@ -9,6 +9,7 @@ flasher's throughput is compared against.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import socket
 import threading
@@ -16,6 +17,9 @@ import time
 from typing import Any, Callable, Literal
 
 import can
+from can.interfaces.udp_multicast import UdpMulticastBus
+from can.interfaces.udp_multicast.utils import unpack_message
+from can.interfaces.virtual import VirtualBus
 
 from hil.config import CanConfig
 from hil.errors import BenchBroken
@@ -208,16 +212,62 @@ def _enlarge_rcvbuf(bus: can.BusABC) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
 
 
-def open_bus(cfg: CanConfig) -> can.BusABC:
-    """Open the python-can bus a bench file describes (paced when `cfg.pacing`)."""
+class _SenderStampedUdpBus(UdpMulticastBus):
+    """udp_multicast that keeps the sender's frame timestamp when it set one (else the kernel's receive time).
+
+    The virtual board's CAN controller stamps each periodic frame with the end of its transmission
+    (hil/sim/board.py `_can_tx`), as a real interface's hardware timestamp marks the end of the frame
+    on the wire. The kernel's receive time would add the host's scheduling of the sending process,
+    which is no property of the board. Frames sent without a timestamp (0) get the receive time as
+    before. udp_multicast only carries virtual benches, so no real interface is affected.
+    """
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        # python-can's UdpMulticastBus._recv_internal, except that a sender's timestamp is kept.
+        result = self._multicast.recv(timeout)
+        if not result:
+            return None, False
+        data, _, received = result
+        try:
+            msg = unpack_message(data, check=True)
+        except Exception as exc:
+            raise can.CanOperationError("could not unpack received message") from exc
+        if not msg.timestamp:
+            msg.timestamp = received
+        if self._can_protocol is not can.CanProtocol.CAN_FD and msg.is_fd:
+            return None, False
+        return msg, False
+
+
+class _SenderStampedVirtualBus(VirtualBus):
+    """python-can's `virtual` bus delivering the sender's timestamp (frames sent without one: the send time)."""
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if not msg.timestamp:
+            msg = copy.copy(msg)
+            msg.timestamp = time.time()
+        super().send(msg, timeout)
+
+
+def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
+    """Open the python-can bus a bench file describes (paced when `cfg.pacing`).
+
+    `sender_stamps` (the virtual board's side of an in-process `virtual` bus): frames keep the
+    timestamp the board's CAN controller gave them (see `_SenderStampedUdpBus` for udp_multicast,
+    where the receiving side keeps them).
+    """
     args = dict(cfg.args)
     try:
         if cfg.interface == "udp_multicast":
-            bus: can.BusABC = can.Bus(interface="udp_multicast", channel=cfg.channel, fd=cfg.fd, **args)
+            bus: can.BusABC = _SenderStampedUdpBus(channel=cfg.channel, fd=cfg.fd, **args)
             _enlarge_rcvbuf(bus)
         elif cfg.interface == "virtual":
             protocol = can.CanProtocol.CAN_FD if cfg.fd else can.CanProtocol.CAN_20
-            bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
+            if sender_stamps:
+                bus = _SenderStampedVirtualBus(channel=cfg.channel, receive_own_messages=False, protocol=protocol,
+                                               preserve_timestamps=True, **args)
+            else:
+                bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
         else:
             extra: dict[str, Any] = {"data_bitrate": cfg.data_bitrate} if cfg.data_bitrate is not None else {}
             bus = can.Bus(interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate, fd=cfg.fd, **extra, **args)

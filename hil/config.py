@@ -171,6 +171,20 @@ class TimingBudgets(_Model):
     install_first_frame_s: float = Field(60.0, gt=0, description="activation reset to the new firmware's first SOC frame")
 
 
+class TesterConfig(_Model):
+    """Allowances for the host the tester runs on (its scheduling, OS and bus driver), never for the board.
+
+    Each is added on top of a time the board promises (P2/P2*, a boot, a console line); the promise
+    itself, and every timing budget, stays as the contract and `timing` say. A loaded CI runner or
+    a virtual bench sharing the host with other jobs may need more than a quiet lab PC.
+    """
+
+    host_margin_ms: float = Field(200.0, ge=0, le=10_000, description="added to the server's P2 and P2* "
+                                  "(udsoncan's client timeouts, ISO 14229-2 delta P2) and to every console wait")
+    isotp_timeout_ms: float = Field(1000.0, gt=0, le=60_000, description="ISO-TP N_Bs / N_Cr: how long the "
+                                    "tester waits for a flow control or the next consecutive frame")
+
+
 class FlashLayout(_Model):
     """Sector-level layout of the DUT's program flash (for fault targeting and the simulator)."""
 
@@ -271,6 +285,7 @@ class BenchConfig(_Model):
     console: ConsoleConfig | None = None
     load: LoadConfig | None = None
     timing: TimingBudgets = TimingBudgets()
+    tester: TesterConfig = Field(default_factory=TesterConfig)
     flash_layout: FlashLayout = FlashLayout()
     images: ImagesConfig = ImagesConfig()
     sim: SimConfig | None = None
@@ -311,6 +326,13 @@ _PATH_FIELDS = {
 }
 
 
+def _resolve(base: Path, value: str, field: str) -> str:
+    """`value` made absolute against `base`; a path the OS cannot take (a NUL byte) names its field."""
+    if "\x00" in value:
+        raise BenchConfigError(f"{field}: got {value!r} - a path cannot contain a NUL byte")
+    return str((base / value).resolve())
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative paths absolute against the bench file's directory (before validation)."""
     for path in _PATH_FIELDS:
@@ -318,10 +340,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
-            node[path[-1]] = str((base / node[path[-1]]).resolve())
+            node[path[-1]] = _resolve(base, node[path[-1]], ".".join(path))
     sim = data.get("sim")
     if isinstance(sim, dict) and isinstance(sim.get("trusted_keys"), list):
-        sim["trusted_keys"] = [str((base / k).resolve()) if isinstance(k, str) else k for k in sim["trusted_keys"]]
+        sim["trusted_keys"] = [_resolve(base, k, f"sim.trusted_keys.{i}") if isinstance(k, str) else k
+                               for i, k in enumerate(sim["trusted_keys"])]
     images = data.setdefault("images", {}) if isinstance(data, dict) else None
     if isinstance(images, dict) and isinstance(images.get("catalogue"), dict):
         # .bin files are paths relative to the bench file; anything else is a recipe name
@@ -380,7 +403,10 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
     if "profile" in data:
         raise BenchConfigError(f"{p}: profile: unknown key at the top level; the DUT profile is named by dut.profile")
     base = p.resolve().parent
-    _resolve_paths(data, base)
+    try:
+        _resolve_paths(data, base)
+    except BenchConfigError as exc:
+        raise BenchConfigError(f"{p}: {exc}") from None
     dut = data.get("dut")
     profile_file = dut.get("profile") if isinstance(dut, dict) else None
     profile = load_profile(profile_file) if isinstance(profile_file, str) else DutProfile()

@@ -71,7 +71,8 @@ def _open_console(bench: Bench) -> str:
     from hil.drivers.console import Console
 
     assert bench.cfg.console is not None
-    bench.console = Console(bench.cfg.console.url, bench.cfg.console.baudrate)
+    bench.console = Console(bench.cfg.console.url, bench.cfg.console.baudrate,
+                            host_margin_s=bench.cfg.tester.host_margin_ms / 1000.0)
     return "open"
 
 
@@ -80,7 +81,7 @@ def _can_alive(bench: Bench) -> str:
     from hil.drivers.uds import UdsClient
 
     bench.can = CanChannel(bench.cfg.can, profile=bench.cfg.profile)
-    bench.uds = UdsClient(bench.can, bench.cfg.dut, bench.cfg.profile)
+    bench.uds = UdsClient(bench.can, bench.cfg.dut, bench.cfg.profile, bench.cfg.tester)
     bench.power_on_and_wait()
     frame = bench.can.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
     return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals['SOC']):.1f} %)"

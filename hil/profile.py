@@ -360,8 +360,12 @@ class DutProfile(_Model):
                                  int(self.decode(contract.ResetCause, data[3])))
 
     # ------------------------------------------------------------------ transport
-    def isotp_params(self, fd: bool, bitrate_switch: bool, *, blocking_send: bool) -> dict[str, Any]:
-        """ISO-TP parameters for both ends: no STmin, one flow control per message, the profile's padding."""
+    def isotp_params(self, fd: bool, bitrate_switch: bool, *, blocking_send: bool,
+                     timeout_ms: float = 1000.0) -> dict[str, Any]:
+        """ISO-TP parameters for both ends: no STmin, one flow control per message, the profile's padding.
+
+        `timeout_ms`: N_Bs / N_Cr (the bench file's `tester.isotp_timeout_ms` on the tester's side).
+        """
         return {
             "stmin": 0,  # STmin is slept per frame: 1 ms would cut throughput by 25x
             "blocksize": 0,
@@ -372,8 +376,8 @@ class DutProfile(_Model):
             "can_fd": fd,
             "bitrate_switch": bitrate_switch,
             "blocking_send": blocking_send,  # P2 must start after the last frame, not while a 4 KiB request is segmented
-            "rx_flowcontrol_timeout": 1000,
-            "rx_consecutive_frame_timeout": 1000,
+            "rx_flowcontrol_timeout": int(timeout_ms),
+            "rx_consecutive_frame_timeout": int(timeout_ms),
         }
 
     def console_pattern(self, name: str) -> str | None:

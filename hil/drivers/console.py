@@ -38,8 +38,10 @@ class Console:
     """DUT console (`ConsoleProtocol`): buffer, cursor, `expect`, log file; survives a server restart."""
 
     def __init__(self, url: str, baudrate: int = contract.CONSOLE_BAUD, log_path: Path | None = None, *,
-                 reconnect_timeout: float = 30.0) -> None:
+                 reconnect_timeout: float = 30.0, host_margin_s: float = 0.0) -> None:
         self.url = url
+        #: Added to every `expect` timeout: the host's share of a wait (bench file `tester.host_margin_ms`).
+        self.host_margin_s = host_margin_s
         self.baudrate = baudrate
         self.log_path = Path(log_path) if log_path is not None else None
         self.reconnect_timeout = reconnect_timeout
@@ -198,6 +200,7 @@ class Console:
         HilTimeout shows what arrived since the search start and names the log file.
         """
         regex = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
+        timeout += self.host_margin_s
         deadline = time.monotonic() + timeout
         with self._cond:
             start = self._cursor if since is None else since

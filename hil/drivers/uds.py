@@ -19,15 +19,13 @@ from udsoncan.exceptions import (ConfigError, InvalidResponseException, Negative
                                  UnexpectedResponseException)
 
 from hil import contract
-from hil.config import DutConfig
+from hil.config import DutConfig, TesterConfig
 from hil.drivers.can import CanChannel
 from hil.errors import HilTimeout, UdsError
 from hil.profile import DutProfile
 
 log = logging.getLogger(__name__)
 
-#: ΔP2: bus and scheduling delay the tester allows on top of the server's P2/P2* (ISO 14229-2).
-P2_MARGIN_S = 0.2
 #: Wall against a server that answers 0x78 forever (each 0x78 restarts P2*).
 OVERALL_TIMEOUT_S = 120.0
 
@@ -64,27 +62,29 @@ def nrc_name(code: int) -> str:
 class UdsClient:
     """The tester's UDS client for one DUT.
 
-    Roles (contract.Did, contract.Routine, contract.Session members) are translated to the board's
-    numbers through the DUT profile; plain integers go on the wire as given (negative tests).
-    """
-
-    def __init__(self, can: CanChannel, dut: DutConfig, profile: DutProfile | None = None) -> None:
+    def __init__(self, can: CanChannel, dut: DutConfig, profile: DutProfile | None = None,
+                 tester: TesterConfig | None = None) -> None:
         self.dut = dut
         self.profile = profile if profile is not None else can.profile
+        tester = tester if tester is not None else TesterConfig.model_validate({})
+        #: ΔP2 (ISO 14229-2): what the host may add to the server's P2/P2* (bench file `tester.host_margin_ms`).
+        self.p2_margin_s = tester.host_margin_ms / 1000.0
+        self.isotp_timeout_s = tester.isotp_timeout_ms / 1000.0
         fd = can.cfg.fd
         mode = isotp.AddressingMode.Normal_29bits if self.profile.uds.extended_ids else isotp.AddressingMode.Normal_11bits
         self._stack = isotp.NotifierBasedCanStack(
             can.bus, can.notifier,
             address=isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id),
-            params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True))
+            params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
+                                             timeout_ms=tester.isotp_timeout_ms))
         codecs: dict[Any, Any] = {self.profile.did(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()}
         codecs["default"] = BytesCodec(None)  # DIDs outside the profile (negative tests)
         config = dict(udsoncan.configs.default_client_config)
         config.update({
             "data_identifiers": codecs,
             "use_server_timing": True,
-            "p2_timeout": self.profile.uds.p2_ms / 1000 + P2_MARGIN_S,
-            "p2_star_timeout": self.profile.uds.p2_star_ms / 1000 + P2_MARGIN_S,
+            "p2_timeout": self.profile.uds.p2_ms / 1000 + self.p2_margin_s,
+            "p2_star_timeout": self.profile.uds.p2_star_ms / 1000 + self.p2_margin_s,
             "request_timeout": OVERALL_TIMEOUT_S,
         })
         self._conn = PythonIsoTpConnection(self._stack, name=f"uds-{dut.name}")
@@ -108,7 +108,7 @@ class UdsClient:
                 raise HilTimeout(f"{what}: no response from {self.dut.name} ({exc})") from None
             except isotp.BlockingSendFailure as exc:
                 raise HilTimeout(f"{what}: request could not be sent to {self.dut.name} "
-                                 f"(no flow control within 1 s): {exc}") from None
+                                 f"(no flow control within {self.isotp_timeout_s:g} s): {exc}") from None
             except (InvalidResponseException, UnexpectedResponseException, ConfigError) as exc:
                 raise UdsError(f"{what}: {exc}") from None
 
@@ -128,8 +128,8 @@ class UdsClient:
             response = c.change_session(n)
             data = getattr(response, "service_data", None)
             if data is not None and data.p2_server_max is not None:
-                c.session_timing.p2_server_max = data.p2_server_max + P2_MARGIN_S
-                c.session_timing.p2_star_server_max = data.p2_star_server_max + P2_MARGIN_S
+                c.session_timing.p2_server_max = data.p2_server_max + self.p2_margin_s
+                c.session_timing.p2_star_server_max = data.p2_star_server_max + self.p2_margin_s
 
     def unlock(self, security: Any) -> None:
         """SecurityAccess: requestSeed at `security.level`, key = `security.compute_key(seed)`, sendKey."""

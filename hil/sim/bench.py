@@ -80,7 +80,7 @@ class VirtualBench:
             self.console = ConsoleServer(host=host, port=port)
             port = self.console.start()
             update["console"] = cfg.console.model_copy(update={"url": f"socket://{host}:{port}"})
-        self.bus = open_bus(cfg.can)
+        self.bus = open_bus(cfg.can, sender_stamps=True)  # frames keep the board's CAN controller stamps
         self.notifier = can.Notifier(self.bus, [], timeout=0.05)
         console_write = self.console.write_line if self.console is not None else (lambda line: None)
         pack = PackSource(self.battery.pack_current, self.battery.temperatures, self.battery.cell_voltages)

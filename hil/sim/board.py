@@ -21,6 +21,7 @@ import can
 import cantools
 
 from hil import contract
+from hil.canbus import frame_time_s
 from hil.config import BenchConfig
 from hil.contract import BootMode, Reason, ResetCause, UpdateState
 from hil.sim.errors import PowerLoss
@@ -29,6 +30,7 @@ from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
 from hil.sim.bootloader import Bootloader
 from hil.sim.diag import DiagServer
 from hil.sim.flash import Cut, FlashModel, FlashOp
+from hil.sim.mcu_time import ModelLock, charge
 from hil.sim.nvstore import NvStore
 from hil.sim.soc import RELEASE_TRACE_LEN, CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace
 from hil.sim.uds_server import UdsServerTransport
@@ -66,12 +68,15 @@ class Cpu:
         return self._stop.is_set()
 
     def wait(self, seconds: float | None) -> bool:
-        """True when the boot ended during the wait."""
-        return self._stop.wait(seconds)
+        """True when the boot ended during the wait. The wait is charged to the caller's model time."""
+        if self._stop.wait(seconds):
+            return True
+        charge(seconds or 0.0)
+        return False
 
     def sleep(self, seconds: float | None) -> None:
         """Sleep, or raise PowerLoss / CpuReset if the boot ends meanwhile."""
-        if self._stop.wait(seconds):
+        if self.wait(seconds):
             self.raise_stop()
 
     def raise_stop(self) -> None:
@@ -119,7 +124,7 @@ class Board:
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)
         self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log)
-        self._nv_lock = threading.RLock()
+        self._nv_lock = ModelLock()  # a task waiting for an NV write is stalled in model time too
         self._power_lock = threading.Lock()
         self._powered = False
         self._supply_volts = 0.0
@@ -155,8 +160,13 @@ class Board:
         self._console(f"[{(time.monotonic() - self._t0) * 1000:10.1f}] {line}")
 
     def nv_get(self, key: str, default: Any = None) -> Any:
-        with self._nv_lock:
-            return self.nv.get(key, default)
+        """Read the NV state without waiting for a write in progress (the firmware's RAM copy).
+
+        Readers never take `_nv_lock`: a write holds it for the whole flash operation (a sector erase
+        is 15 ms), and the SOC core reads the update state every cycle. The journaled store shows the
+        old or the new state at every moment of a write, so a read needs no lock.
+        """
+        return self.nv.get(key, default)
 
     def nv_update(self, **changes: Any) -> None:
         with self._nv_lock:
@@ -442,12 +452,26 @@ class Board:
             self.tx_dropped += 1
 
     def _can_tx(self, cpu: Cpu, mailbox: "queue.Queue[can.Message]") -> None:
-        """The CAN controller: sends queued frames while the application runs on (a send may wait for the bus)."""
+        """The CAN controller: sends queued frames while the application runs on (a send may wait for the bus).
+
+        Each frame is stamped with the end of its transmission on the controller's own timeline: when
+        the firmware queued it, after the frames queued before it, plus its bus time - as the tester's
+        interface would timestamp it. The host thread that forwards it may run later; that delay is the
+        host's, not the board's, and must not show as SOC jitter (python-can delivers the stamp:
+        hil/canbus.py `open_bus(..., sender_stamps=True)`).
+        """
+        can_cfg = self.cfg.can
+        free = 0.0
         while not cpu.stopped:
             try:
                 msg = mailbox.get(timeout=0.05)
             except queue.Empty:
                 continue
+            if msg.timestamp:
+                duration = frame_time_s(len(msg.data), fd=msg.is_fd, bitrate=can_cfg.bitrate,
+                                        data_bitrate=can_cfg.data_bitrate if msg.bitrate_switch else None)
+                free = max(free, msg.timestamp) + duration
+                msg.timestamp = free
             self.bus.send(msg)
             if msg.arbitration_id == self._soc_id:
                 counter = self.db.decode_message(self._soc_id, bytes(msg.data))[contract.SIG_SOC_COUNTER]

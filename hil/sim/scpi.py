@@ -172,10 +172,11 @@ def parse_channel_list(text: str, first: int, last: int) -> list[int]:
         if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
             raise ScpiError(SYNTAX_ERROR, f"{text!r} is not a channel list like (@2)")
         lo, hi = int(bounds[0]), int(bounds[-1])
+        # Bounds first: `(@1:99999999999)` must be refused, not expanded into billions of channels.
+        for ch in (lo, hi):
+            if not first <= ch <= last:
+                raise ScpiError(DATA_OUT_OF_RANGE, f"channel {ch} outside {first}..{last}")
         channels.extend(range(lo, hi + 1) if lo <= hi else range(lo, hi - 1, -1))
-    for ch in channels:
-        if not first <= ch <= last:
-            raise ScpiError(DATA_OUT_OF_RANGE, f"channel {ch} outside {first}..{last}")
     return channels
 
 

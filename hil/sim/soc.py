@@ -22,6 +22,7 @@ import cantools
 
 from hil import contract
 from hil.profile import CanProfile
+from hil.sim.mcu_time import ModelClock, charge, charged
 
 #: Open-circuit voltage (V) against SOC (%) of an NMC cell; enough points for a monotone lookup.
 _OCV_CURVE = [(3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
@@ -113,6 +114,10 @@ class CpuStall:
         finally:
             self._clear.set()
 
+    def is_clear(self) -> bool:
+        """No stall is held right now."""
+        return self._clear.is_set()
+
     def wait_clear(self, sleep: CpuSleep, poll_s: float = 0.005) -> None:
         """Return once no stall is held; `sleep(0)` between polls ends the wait on power loss or reset."""
         while not self._clear.wait(poll_s):
@@ -162,28 +167,45 @@ class SocCore:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
-        """Run cycles on absolute deadlines: a late cycle does not shift the ones after it."""
+        """Run cycles on absolute deadlines: a late cycle does not shift the ones after it.
+
+        Timing is kept on the MCU's own timeline (hil/sim/mcu_time.py): the modelled execution,
+        flash waits and waits for the board's locks count; the host's scheduling of this thread does
+        not, as an MCU's RTOS starts its highest-priority task on time. StartLatency, ExecTime and the
+        frames' timestamps all come from that timeline.
+        """
         rng = random.Random(self.seed)
+        clock = ModelClock()
         deadline = time.monotonic()
+        free = deadline  # when the core is free again: the end of the previous cycle
         while True:
             now = time.monotonic()
             if now < deadline:
                 self.sleep(deadline - now)
-                now = time.monotonic()
-            if self.flash_stall is not None:
+            # The task starts at its deadline, or when the previous cycle ends if that overran it.
+            start = max(deadline, free)
+            if self.flash_stall is not None and not self.flash_stall.is_clear():
+                # Single-bank part: no code fetch while the bank is erased; the task starts after it.
                 self.flash_stall.wait_clear(self.sleep)
-                now = time.monotonic()
-            if now - deadline >= self.period_s:
+                start = max(start, time.monotonic())
+            if start - deadline >= self.period_s:
                 # Overran one or more whole periods: those cycles are lost, as on an RTOS.
-                skipped = int((now - deadline) // self.period_s)
+                skipped = int((start - deadline) // self.period_s)
                 self.stats.missed += skipped
                 deadline += skipped * self.period_s
-            start = time.monotonic()
-            latency = start - deadline
             self._release = (deadline, start)
-            self._cycle(rng, latency)
-            self.stats.last_exec_us = int((time.monotonic() - start) * 1e6)
+            clock.start_at(start)
+            self._cycle(rng, start - deadline, clock)
+            free = clock.now()
+            self.stats.last_exec_us = int((free - start) * 1e6)
             deadline += self.period_s
+
+    def _model_sleep(self, seconds: float) -> None:
+        """Spend `seconds` of modelled time (preemptible by power loss); charged whether or not `sleep` charges."""
+        before = charged()
+        self.sleep(seconds)
+        if charged() == before:
+            charge(seconds)
 
     def _exec_time_s(self, rng: random.Random) -> float:
         t = self.timing.exec_ms + rng.uniform(-self.timing.jitter_ms, self.timing.jitter_ms)
@@ -191,13 +213,13 @@ class SocCore:
             t += self.timing.overrun_ms
         return max(0.0, t) / 1000.0
 
-    def _cycle(self, rng: random.Random, latency_s: float) -> None:
+    def _cycle(self, rng: random.Random, latency_s: float, clock: "ModelClock") -> None:
         current = self.pack.pack_current()
         cells = self.pack.cell_voltages()
         temps = self.pack.temperatures()
         soc = self.estimator.step(current, cells, temps, self.period_s)
         # The computation itself is modelled as time spent, preemptible by power loss.
-        self.sleep(self._exec_time_s(rng))
+        self._model_sleep(self._exec_time_s(rng))
         n = self.stats.cycles
         self.stats.cycles += 1
         self.stats.last_latency_us = int(max(0.0, latency_s) * 1e6)
@@ -233,11 +255,16 @@ class SocCore:
                 mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0
                 frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
                                                         "MaxCellDelta": round(delta, 3)}))
+        encoded: list[tuple[int, bool, bytes]] = []
         for name, signals in frames:
             msg = self.db.get_message_by_name(self.names.dbc_message(name))
-            data = msg.encode(self.names.to_dbc_signals(name, signals), strict=False)
-            if name == contract.MSG_SOC_CORE and self.trace is not None:
-                wall, mono = time.time(), time.monotonic()
-                deadline, start = self._release
-                self.trace.append(Release(n, wall - (mono - deadline), wall - (mono - start), wall))
-            self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=msg.is_extended_frame))
+            encoded.append((msg.frame_id, msg.is_extended_frame,
+                            msg.encode(self.names.to_dbc_signals(name, signals), strict=False)))
+        # Handed to the CAN controller at the end of the cycle, stamped with that time (wall clock, as
+        # python-can timestamps); the controller adds the bus time (hil/sim/board.py `_can_tx`).
+        posted = clock.wall(clock.now())
+        if self.trace is not None:
+            deadline, start = self._release
+            self.trace.append(Release(n, clock.wall(deadline), clock.wall(start), posted))
+        for frame_id, extended, data in encoded:
+            self.transmit(can.Message(timestamp=posted, arbitration_id=frame_id, data=data, is_extended_id=extended))

@@ -1,0 +1,77 @@
+"""The simulated MCU's own time: what the firmware spends, without the host's scheduling.
+
+The virtual board runs as Python threads on a shared host. A thread that should run now may wait
+for a core or for the GIL, and a sleep may return late; on a real MCU the RTOS starts the
+highest-priority task on time. So the SOC core keeps its timing on a model timeline made of:
+- the CPU time its thread really used (`time.thread_time`: work, not waiting for the host);
+- the time it was *charged* for waiting on the board's own resources: the modelled execution time,
+  flash operations (`Cpu.wait` in hil/sim/board.py), and contended `ModelLock`s (a lock another
+  board task holds while it erases flash is a real stall of the firmware, and it counts).
+Host scheduling is neither, so it never shows as SOC jitter; every model stall does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+_local = threading.local()
+
+
+def charge(seconds: float) -> None:
+    """Charge the calling thread `seconds` of model time spent waiting (a modelled duration)."""
+    _local.charged = charged() + max(0.0, seconds)
+
+
+def charged() -> float:
+    """Model waiting time charged to the calling thread so far."""
+    return float(getattr(_local, "charged", 0.0))
+
+
+class ModelClock:
+    """One task's model timeline: a start time plus its CPU time and charged waits since then."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.start_at(time.monotonic() if start is None else start)
+
+    def start_at(self, start: float) -> None:
+        """From now on, model time runs from `start` (monotonic seconds) in the calling thread."""
+        self._start = start
+        self._cpu0 = time.thread_time()
+        self._charged0 = charged()
+
+    def now(self) -> float:
+        """Model time of the calling thread (monotonic seconds; never ahead of the host's clock)."""
+        t = self._start + (time.thread_time() - self._cpu0) + (charged() - self._charged0)
+        return min(t, time.monotonic())
+
+    @staticmethod
+    def wall(t: float) -> float:
+        """A monotonic time as wall-clock seconds (what python-can stamps frames with)."""
+        return time.time() - time.monotonic() + t
+
+
+class ModelLock:
+    """A re-entrant lock of the board's model; time spent waiting for it is charged to the waiter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def acquire(self) -> None:
+        if self._lock.acquire(blocking=False):
+            return
+        t0 = time.monotonic()
+        self._lock.acquire()
+        charge(time.monotonic() - t0)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "ModelLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
