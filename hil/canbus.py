@@ -9,6 +9,7 @@ flasher's throughput is compared against.
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import socket
 import threading
@@ -199,6 +200,73 @@ class PacedBus(can.BusABC):
         self._inner.shutdown()
 
 
+class TxTap(can.BusABC):
+    """Wraps the tester's bus so every frame it transmits is also handed to `on_sent` (for the trace).
+
+    python-can interfaces differ: `virtual` never echoes a sender's own frames, `udp_multicast`
+    always does, SocketCAN/PCAN/Kvaser only with `receive_own_messages`. So the tester's frames are
+    traced from the sending side on every interface, and `is_echo` tells the receive path which
+    received frames are those echoes (to be left out of the trace, not counted twice).
+    """
+
+    def __init__(self, inner: can.BusABC, on_sent: Callable[[can.Message], None], *, echoes_own: bool) -> None:
+        self._inner = inner
+        self._on_sent = on_sent
+        self._echoes: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
+        self._echo_lock = threading.Lock()
+        self.channel_info = getattr(inner, "channel_info", str(inner))
+        self._can_protocol = inner.protocol
+        super().__init__(channel=getattr(inner, "channel", None))
+
+    @property
+    def inner(self) -> can.BusABC:
+        """The wrapped bus."""
+        return self._inner
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Send on the inner bus, then report the frame as transmitted (`is_rx=False`, send time)."""
+        if self._echoes is not None:
+            with self._echo_lock:
+                self._echoes.append((msg.arbitration_id, bytes(msg.data)))
+        self._inner.send(msg, timeout)
+        sent = copy.copy(msg)
+        sent.is_rx = False
+        sent.timestamp = time.time()
+        self._on_sent(sent)
+
+    def is_echo(self, msg: can.Message) -> bool:
+        """True for a received frame that is this bus's own transmission coming back."""
+        if not msg.is_rx:
+            return True  # receive_own_messages: the interface marks its echoes
+        if self._echoes is None:
+            return False
+        key = (msg.arbitration_id, bytes(msg.data))
+        with self._echo_lock:
+            if key in self._echoes:
+                self._echoes.remove(key)
+                return True
+        return False
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        return self._inner.recv(timeout), True  # the inner bus applies the filters
+
+    def _apply_filters(self, filters: Any) -> None:
+        self._inner.set_filters(filters)
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def shutdown(self) -> None:
+        """Shut the inner bus down too."""
+        super().shutdown()
+        self._inner.shutdown()
+
+
+def echoes_own_frames(cfg: CanConfig) -> bool:
+    """Whether this interface hands a sender its own frames back (udp_multicast always; others when asked)."""
+    return cfg.interface == "udp_multicast" or bool(cfg.args.get("receive_own_messages"))
+
+
 def _enlarge_rcvbuf(bus: can.BusABC) -> None:
     """Give a udp_multicast bus a big receive buffer (python-can keeps the socket at `_multicast._socket`)."""
     sock = getattr(getattr(bus, "_multicast", None), "_socket", None)
@@ -220,6 +288,9 @@ def open_bus(cfg: CanConfig) -> can.BusABC:
             bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
         else:
             extra: dict[str, Any] = {"data_bitrate": cfg.data_bitrate} if cfg.data_bitrate is not None else {}
+            timing = cfg.bit_timing()
+            if timing is not None:
+                extra["timing"] = timing  # python-can: takes precedence over the bare bit rates
             bus = can.Bus(interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate, fd=cfg.fd, **extra, **args)
     except (can.CanError, OSError, ImportError, ValueError, TypeError) as exc:
         raise BenchBroken(f"cannot open CAN interface {cfg.interface!r} channel {cfg.channel!r}: "

@@ -1,8 +1,12 @@
-"""The pytest plugin: bench option, fixtures, markers, bench lock, evidence, known state after every test.
+"""The pytest plugin: bench option, fixtures, markers, evidence, known state after every test.
 
 Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`),
 never for a vendor class. The same test runs on a virtual bench and on real hardware; only
 `--bench` differs.
+
+Installed as a pytest entry point (`pytest11`, name `hil.plugin`), so a suite anywhere gets it
+without `-p`. It stays inert until a collected test uses one of its fixtures or markers: a run
+of unrelated tests needs no bench file. The bench lock is taken by `Bench.open`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from filelock import FileLock, Timeout
-
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
 from hil.contract import ActivationMode, BootMode, UpdateState
 from hil.dut import Dut
-from hil.errors import BenchBroken, BenchBusy, BenchConfigError, HilError, HilTimeout
+from hil.errors import BenchBroken, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
 
 try:  # allure-pytest is a dependency, but the plugin still works without it
@@ -39,17 +41,25 @@ MARKERS = [
     "slow: long-running; part of the nightly selection",
 ]
 
+#: Marker names that make a test a bench test (and the plugin active).
+BENCH_MARKERS = ("sim_only", "destructive", "irreversible", "requirement", "fault")
+#: The plugin's fixtures; a test that uses any of them makes the plugin active.
+FIXTURES = ("bench_config", "bench", "can", "uds", "psu", "load", "console", "flasher", "dut", "images", "measure",
+            "evidence")
+
 STASH_KEY = pytest.StashKey["HilSession"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hil", "BMS OTA hardware-in-the-loop")
-    group.addoption("--bench", default=os.environ.get("HIL_BENCH", "benches/sim.yaml"),
-                    help="bench YAML (default: benches/sim.yaml, the virtual bench; env HIL_BENCH)")
+    group.addoption("--bench", default=None,
+                    help="bench YAML, relative to the current directory (default: $HIL_BENCH, else benches/sim.yaml)")
     group.addoption("--evidence-dir", default="reports/evidence",
-                    help="where CAN traces, console and supply logs of every test are kept")
+                    help="where CAN traces, console and supply logs of every test are kept (relative: to the "
+                         "current directory)")
     group.addoption("--reports-dir", default="reports",
-                    help="where the fault matrix, traceability and run record are written")
+                    help="where the fault matrix, traceability and run record are written (relative: to the "
+                         "current directory)")
     group.addoption("--sweep-points", type=int, default=2,
                     help="power-cut points per install phase in the black-box sweep (nightly: 25)")
     group.addoption("--allow-irreversible", action="store_true",
@@ -69,7 +79,6 @@ class HilSession:
     config: pytest.Config
     bench: Bench | None = None
     broken: str | None = None
-    lock: FileLock | None = None
     baseline_config: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
@@ -77,12 +86,25 @@ class HilSession:
     started: float = field(default_factory=time.time)
     _cfg: BenchConfig | None = None
 
+    def here(self, option: str) -> Path:
+        """An option's path; a relative one is taken from where pytest was started (not the rootdir)."""
+        path = Path(self.config.getoption(option))
+        return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
+
+    @property
+    def bench_file(self) -> Path:
+        """`--bench`, else $HIL_BENCH, else benches/sim.yaml - relative to the current directory."""
+        given = self.config.getoption("--bench") or os.environ.get("HIL_BENCH") or "benches/sim.yaml"
+        path = Path(given)
+        return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
+
     @property
     def cfg(self) -> BenchConfig:
         if self._cfg is None:
-            path = Path(self.config.getoption("--bench"))
-            if not path.is_absolute():
-                path = Path(self.config.rootpath) / path
+            path = self.bench_file
+            if not path.is_file() and not (self.config.getoption("--bench") or os.environ.get("HIL_BENCH")):
+                raise pytest.UsageError(f"these tests need a bench: no --bench given and {path} does not exist; "
+                                        "pass --bench FILE (or set HIL_BENCH)")
             try:
                 self._cfg = load_bench(path)
             except BenchConfigError as exc:
@@ -91,8 +113,7 @@ class HilSession:
 
     @property
     def evidence_root(self) -> Path:
-        root = Path(self.config.getoption("--evidence-dir"))
-        return root if root.is_absolute() else Path(self.config.rootpath) / root
+        return self.here("--evidence-dir")
 
     def open(self) -> Bench:
         """Open the bench once per run (lock, start a virtual bench, power on). A failure breaks the bench for the rest."""
@@ -101,14 +122,6 @@ class HilSession:
         if self.bench is not None:
             return self.bench
         cfg = self.cfg
-        lock_dir = Path(os.environ.get("HIL_LOCK_DIR", Path.home() / ".hil" / "locks"))
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(lock_dir / f"{cfg.bench}.lock"))
-        try:
-            self.lock.acquire(timeout=float(os.environ.get("HIL_LOCK_TIMEOUT", "0")))
-        except Timeout:
-            self.broken = f"bench {cfg.bench} is locked by another run ({self.lock.lock_file})"
-            raise BenchBusy(self.broken) from None
         session_dir = self.evidence_root / "_session"
         session_dir.mkdir(parents=True, exist_ok=True)
         self.opened = True
@@ -129,10 +142,8 @@ class HilSession:
 
     def close(self) -> None:
         if self.bench is not None:
-            self.bench.close()
+            self.bench.close()  # also releases the bench lock
             self.bench = None
-        if self.lock is not None and self.lock.is_locked:
-            self.lock.release()
 
 
 def _hil(request: pytest.FixtureRequest) -> HilSession:
@@ -350,13 +361,28 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
 
 
 # ---------------------------------------------------------------------- markers and reporting
+def uses_bench(item: pytest.Item) -> bool:
+    """Whether a test uses one of the plugin's fixtures or markers (else the plugin leaves it alone)."""
+    if any(item.get_closest_marker(m) is not None for m in BENCH_MARKERS):
+        return True
+    names = set(getattr(item, "fixturenames", ())) & set(FIXTURES)
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    for name in names:
+        chain = defs.get(name)
+        # A suite's own fixture of the same name (e.g. its own `bench`) overrides ours: not a use of the plugin.
+        if not chain or getattr(chain[-1].func, "__module__", "") == __name__:
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     hil: HilSession = config.stash[STASH_KEY]
-    try:
-        cfg = hil.cfg
-    except pytest.UsageError:
-        raise
-    for item in items:
+    ours = [item for item in items if uses_bench(item)]
+    if not ours:
+        return  # inert: no bench file is read for a run that does not use the bench
+    cfg = hil.cfg
+    for item in ours:
         if item.get_closest_marker("sim_only") and not cfg.virtual:
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
@@ -375,7 +401,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+    if (report.when == "call" or (report.when == "setup" and report.outcome != "passed")) and uses_bench(item):
         hil: HilSession = item.config.stash[STASH_KEY]
         fault = item.get_closest_marker("fault")
         rows = []
@@ -407,8 +433,7 @@ def _write_reports(hil: HilSession) -> None:
         from hil import report
     except ImportError:  # pragma: no cover
         return
-    out = Path(hil.config.getoption("--reports-dir"))
-    out = out if out.is_absolute() else Path(hil.config.rootpath) / out
+    out = hil.here("--reports-dir")
     out.mkdir(parents=True, exist_ok=True)
     records = [report.TestRecord(nodeid=r["nodeid"], name=r["name"], outcome=r["outcome"], duration_s=r["duration_s"],
                                  fault_rows=[x for x in r["fault_rows"] if x is not None], expect=r["expect"],

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import can
 import pytest
 import serial
 import udsoncan
@@ -35,8 +36,9 @@ def bench_cfg(tmp_path: Path, *, fast: bool = True, paced: bool = False) -> Benc
     assert cfg.sim is not None
     sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash",
                                      "flash_timing": "fast" if fast else "realistic"})
-    can = cfg.can.model_copy(update={"channel": f"test-{uuid.uuid4().hex[:8]}", "pacing": paced})
-    return cfg.model_copy(update={"sim": sim, "can": can})
+    tag = uuid.uuid4().hex[:8]
+    can = cfg.can.model_copy(update={"channel": f"test-{tag}", "pacing": paced})
+    return cfg.model_copy(update={"bench": f"inproc-{tag}", "sim": sim, "can": can})
 
 
 @pytest.fixture
@@ -100,6 +102,26 @@ def test_background_download_activate_confirm(paced_bench):
     assert _version(bench) == "1.1.0"
     assert bench.uds.read_str(Did.BACKUP_IMAGE) == "1.0.0"
     assert bench.uds.boot_info().confirmed
+
+
+def test_flash_trace_on_the_virtual_interface_has_both_directions(bench, tmp_path):
+    """python-can's in-process `virtual` bus never echoes a sender's frames: the tester's side is traced on send."""
+    blf, asc = tmp_path / "t/can.blf", tmp_path / "t/can.asc"
+    bench.can.start_trace([blf, asc])
+    staged = bench.flasher.stage(load_image("1.1.0", bench.cfg))
+    bench.can.stop_trace()
+    assert staged.accepted, staged.reason
+    for reader in (can.BLFReader(str(blf)), can.ASCReader(str(asc))):
+        frames = list(reader)
+        tester = [m for m in frames if m.arbitration_id == bench.cfg.dut.tx_id]
+        ecu = [m for m in frames if m.arbitration_id == bench.cfg.dut.rx_id]
+        # the download is ~10 KiB: hundreds of consecutive frames from the tester, flow control + responses back
+        assert len(tester) > 100 and len(ecu) > 5, (type(reader).__name__, len(tester), len(ecu))
+        assert all(not m.is_rx for m in tester) and all(m.is_rx for m in ecu)
+        assert any(m.arbitration_id == 0x180 for m in frames)  # the DUT's SOC frames too
+        # Host time stamps from two threads (sender, notifier): in order within scheduling jitter.
+        stamps = [m.timestamp for m in frames]
+        assert max(a - b for a, b in zip(stamps, stamps[1:])) < 0.05, "trace out of time order"
 
 
 @pytest.mark.parametrize(("recipe", "reason"), [

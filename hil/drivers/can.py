@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import can
 import cantools
 
-from hil.canbus import open_bus
+from hil.canbus import TxTap, echoes_own_frames, open_bus
 from hil.config import CanConfig
 from hil.errors import HilError, HilTimeout
 
@@ -95,7 +95,9 @@ class CanChannel:
         self.db = cantools.database.load_file(str(cfg.dbc))
         self._by_id = {m.frame_id: m for m in self.db.messages}
         self._owns_bus = bus is None
-        self.bus: can.BusABC = bus if bus is not None else open_bus(cfg)
+        raw = bus if bus is not None else open_bus(cfg)
+        # Every frame the tester sends (ISO-TP, `send`) goes through the tap, so traces hold both directions.
+        self.bus: TxTap = TxTap(raw, self._on_sent, echoes_own=echoes_own_frames(cfg))
         self._cond = threading.Condition()
         self._history: dict[str, collections.deque[Frame]] = {
             m.name: collections.deque(maxlen=HISTORY_PER_MESSAGE) for m in self.db.messages}
@@ -108,7 +110,14 @@ class CanChannel:
         self.notifier = can.Notifier(self.bus, [_Tap(self)], timeout=0.05)
 
     # ------------------------------------------------------------------ receive path (notifier thread)
+    def _on_sent(self, msg: can.Message) -> None:
+        """A frame the tester transmitted (is_rx False): traced; never decoded as if the DUT sent it."""
+        if self._writers:
+            self._trace(msg)
+
     def _on_frame(self, msg: can.Message) -> None:
+        if self.bus.is_echo(msg):
+            return  # already traced when it was sent
         if self._writers:
             self._trace(msg)
         spec = self._by_id.get(msg.arbitration_id)
@@ -228,7 +237,8 @@ class CanChannel:
 
     # ------------------------------------------------------------------ traces
     def start_trace(self, paths: Sequence[Path]) -> None:
-        """Write every frame the channel receives to `paths` (python-can loggers by suffix: .blf, .asc, ...)."""
+        """Write every frame on the bus to `paths` (python-can loggers by suffix: .blf, .asc, ...): what the
+        channel receives (Rx) and what the tester sends (Tx), on every interface."""
         writers = []
         try:
             for path in paths:

@@ -24,11 +24,11 @@ class ScpiBatteryEmulator(ScpiDriver):
     CELL_TOLERANCE_V = 0.001
 
     def __init__(self, cfg: LoadConfig, log_path: Path | None = None, *, n_cells: int = contract.N_CELLS,
-                 n_temps: int = contract.N_TEMPS) -> None:
+                 n_temps: int = contract.N_TEMPS, visa_library: str = "@py") -> None:
         self.cfg = cfg
         self.n_cells = n_cells
         self.n_temps = n_temps
-        self._open_session(cfg.resource, cfg.timeout_ms, "battery emulator", log_path)
+        self._open_session(cfg.resource, cfg.timeout_ms, "battery emulator", log_path, visa_library)
 
     def _where(self) -> str:
         return f"battery emulator {self.cfg.resource}"
