@@ -135,6 +135,14 @@ class Flasher:
         reason = Reason(status[1]) if len(status) >= 2 else Reason.NONE
         return StageResult(len(image), time.monotonic() - start, accepted, reason)
 
+    def discard(self) -> None:
+        """Throw away whatever the inactive slot holds (a staged, rejected or reverted image): the erase
+        routine, then the default session. Afterwards the update status is IDLE and there is no backup."""
+        self.unlock()
+        self._phase(Phase.ERASE)
+        self.uds.routine(Routine.ERASE_MEMORY)
+        self.uds.session(contract.SESSION_DEFAULT)
+
     def activate(self, mode: ActivationMode = ActivationMode.TEST) -> None:
         """Activation routine, then ECUReset: the bootloader installs at the reset."""
         self._phase(Phase.ACTIVATE)

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
-from hil.contract import ActivationMode, BootMode, UpdateState
+from hil.contract import ActivationMode, BootMode, Reason, UpdateState
 from hil.dut import Dut
 from hil.errors import BenchBroken, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
@@ -358,6 +358,25 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
             raise BenchBroken(f"restoring baseline {baseline} ended {outcome.state.name}/{outcome.reason.name}")
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
+    _clear_update_state(b, dut)
+
+
+#: Update states after which the inactive slot holds nothing of a test: the confirmed baseline with its
+#: backup (SUCCESS), or an erased slot (IDLE without a reason).
+_KNOWN_UPDATE_STATES = (UpdateState.SUCCESS, UpdateState.IDLE)
+
+
+def _clear_update_state(b: Bench, dut: Dut) -> None:
+    """No test inherits a staged, rejected or reverted image: such a slot is erased (the contract's erase
+    routine), so every test starts with the update status IDLE or SUCCESS and a known secondary slot."""
+    status = dut.status()
+    if status.state in _KNOWN_UPDATE_STATES and status.reason is Reason.NONE:
+        return
+    b.programmer.discard()
+    after = dut.status()
+    if after.state not in _KNOWN_UPDATE_STATES or after.reason is not Reason.NONE:
+        raise BenchBroken(f"update status {status.state.name}/{status.reason.name} could not be cleared: "
+                          f"after the erase routine it is {after.state.name}/{after.reason.name}")
 
 
 # ---------------------------------------------------------------------- markers and reporting

@@ -135,6 +135,23 @@ def test_failing_builds_are_reverted_with_reason(bench, recipe, reason):
     assert _version(bench) == "1.0.0"
 
 
+def test_backup_did_never_names_a_download_and_discard_clears_the_slot(bench):
+    """FD05 names the previous image only after a swap: never a staged, rejected or reverted download."""
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == ""  # factory state: nothing in the secondary slot
+    rejected = bench.flasher.stage(load_image("0.9.0-downgrade", bench.cfg))
+    assert not rejected.accepted and rejected.reason is Reason.DOWNGRADE_VERSION
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "", "a rejected download reported as the backup"
+    outcome = bench.flasher.update(load_image("1.1.0-selftest-fail", bench.cfg), timeout=30)
+    assert outcome.state is UpdateState.ROLLED_BACK
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "", "a reverted image reported as the backup"
+    bench.flasher.discard()
+    status = bench.uds.update_status()
+    assert (status.state, status.reason) == (UpdateState.IDLE, Reason.NONE)
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == ""
+    assert bench.flasher.update(load_image("1.1.0", bench.cfg), timeout=30).confirmed
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "1.0.0"  # after the swap: the previous image
+
+
 @pytest.mark.parametrize(("make", "reason"), [
     (lambda img, cfg: mutate.flip_bit(img, "payload", 1234), Reason.HASH_MISMATCH),
     (lambda img, cfg: mutate.truncate(img, len(img) - 64), Reason.TRUNCATED),
