@@ -1,6 +1,6 @@
 """CAN bus factory, frame-time arithmetic and `PacedBus` (a virtual bus that takes real time per frame).
 
-Frame lengths follow docs/reference `can-bus-limits.md`: classic CAN 2.0A with worst-case (or no)
+Frame lengths follow docs/can-limits.md: classic CAN 2.0A with worst-case (or no)
 bit stuffing; CAN FD with bit-rate switch, arbitration + tail at the nominal rate and the data
 phase + CRC field at the data rate. `isotp_ceiling_kib_s` is the per-TransferData-block ceiling a
 flasher's throughput is compared against.

@@ -9,12 +9,13 @@ from typing import Any
 from hil import contract
 from hil.config import DutConfig
 from hil.contract import Did
+from hil.drivers.protocols import CanLink, UdsLink
 
 
 class Dut:
     """Identity, update status and configuration of the DUT, read through UDS; liveness through CAN."""
 
-    def __init__(self, uds: Any, can: Any, cfg: DutConfig) -> None:
+    def __init__(self, uds: UdsLink, can: CanLink, cfg: DutConfig) -> None:
         self.uds = uds
         self.can = can
         self.cfg = cfg
