@@ -272,3 +272,28 @@ def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
     doctor = _run(HIL + ["doctor", "--bench", str(missing)], timeout=120,
                   env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
     assert doctor.returncode != 0 and "nowhere.dbc does not exist" in doctor.stdout + doctor.stderr, doctor.stdout
+
+
+def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
+    bench = _sim_bench(tmp_path)
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks"), "COLUMNS": "200"}
+    proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops the bench" in line:
+                break
+        text = "".join(seen)
+        assert "board is unpowered" in text and "--power-on" in text, text
+        refused = _run(HIL + ["doctor", "--bench", str(bench)], timeout=60, env=env)
+        assert refused.returncode != 0 and "is locked by another run" in refused.stdout + refused.stderr
+        assert f"pid {proc.pid}" in refused.stdout + refused.stderr and "sim" in refused.stdout + refused.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((tmp_path / "locks").glob("*.holder.json"))
