@@ -297,3 +297,34 @@ def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not list((tmp_path / "locks").glob("*.holder.json"))
+
+
+def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path):
+    """tests/outside_suite (written from docs/fixtures.md only), copied to a temporary folder and run there:
+    no -p, a relative --bench, reports and evidence in that folder, none in the repository."""
+    import shutil
+
+    work = tmp_path / "my-suite"
+    shutil.copytree(ROOT / "tests/outside_suite", work)
+    (work / "benches").mkdir()
+    bench = _sim_bench(work / "benches")
+    repo_evidence = ROOT / "reports" / "evidence"
+    before = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("HIL_BENCH", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--bench", str(bench.relative_to(work))], cwd=work,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "6 passed" in result.stdout, result.stdout[-2000:]
+    assert (work / "reports" / "run-record.json").is_file() or list((work / "reports").glob("run-record.*"))
+    evidence = work / "reports" / "evidence"
+    assert any(evidence.glob("*test_upgrade*/can.asc")), sorted(p.name for p in evidence.glob("*"))
+    after = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    assert after == before, f"the run wrote into the repository's reports/: {sorted(after - before)}"
+    # --bench=FILE is the same option: the same relative file is found (collection loads the bench file)
+    listed = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", f"--bench={bench.relative_to(work)}"],
+                            cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0 and "6 tests collected" in listed.stdout, listed.stdout[-2000:] + listed.stderr
+    missing = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "--bench=benches/nope.yaml"],
+                             cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode != 0 and "nope.yaml: bench file not found" in missing.stdout + missing.stderr
