@@ -197,6 +197,8 @@ class LoadConfig(_Model):
     """Battery/load emulator: pack current, cell temperatures and voltages."""
 
     resource: str
+    dialect: Literal["hil_sim", "keysight_el30000"] = Field(
+        "hil_sim", description="command set: the virtual bench's own emulator, or a Keysight EL30000 electronic load")
     max_current: float = Field(200.0, gt=0, description="largest pack current magnitude ever commanded, A")
     timeout_ms: int = Field(2000, gt=0)
 

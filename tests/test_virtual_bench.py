@@ -293,3 +293,22 @@ def test_soc_is_persisted_across_resets(bench):
     mark = time.monotonic()
     first = bench.can.wait_for(MSG_SOC_CORE, predicate=lambda s: s["RollingCounter"] == 0, timeout=10, since=mark)
     assert float(first.signals["SOC"]) == pytest.approx(before_reset, abs=0.1), (start, risen.signals["SOC"], first.signals)
+
+
+@pytest.mark.parametrize(("psu_dialect", "load_dialect", "idn"), [
+    ("rigol_dp800", "keysight_el30000", ("DP832", "EL34143A")),
+    ("rs_hmp", "hil_sim", ("HMP4040", "BATTEMU")),
+])
+def test_virtual_bench_emulates_the_dialects_its_file_names(tmp_path, psu_dialect, load_dialect, idn):
+    cfg = bench_cfg(tmp_path)
+    assert cfg.load is not None
+    cfg = cfg.model_copy(update={"psu": cfg.psu.model_copy(update={"dialect": psu_dialect}),
+                                 "load": cfg.load.model_copy(update={"dialect": load_dialect})})
+    with Bench.open(cfg, evidence_dir=tmp_path) as b:  # powers the board through the dialect, waits for SOC frames
+        assert idn[0] in b.supply.identity() and b.load is not None and idn[1] in b.load.identity()
+        assert b.supply.measure_voltage() == pytest.approx(12.0)
+        b.load.set_pack_current(-40.0)
+        assert b.flasher.stage(load_image("1.1.0", cfg)).accepted
+        with pytest.raises(HilError):  # the board measures the load's current: activation refused
+            b.flasher.activate()
+        assert b.uds.update_status().reason is Reason.CURRENT_FLOWING

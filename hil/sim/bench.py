@@ -27,7 +27,7 @@ from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
 from hil.sim.bootloader import Bootloader
 from hil.sim.console import ConsoleServer
 from hil.sim.flash import FlashModel
-from hil.sim.instruments import BatteryEmulatorModel, SupplyModel
+from hil.sim.instruments import BATTERY_MODELS, SUPPLY_MODELS, BatteryEmulatorModel, SupplyModel
 from hil.sim.nvstore import NvStore
 from hil.sim.scpi import LineServer, ScpiServer
 
@@ -60,8 +60,9 @@ class VirtualBench:
             raise BenchConfigError(f"bench {cfg.bench!r} is not virtual (virtual: true and a sim section are needed)")
         self.cfg = cfg
         self.effective: BenchConfig | None = None
-        self.supply = SupplyModel()
-        self.battery = BatteryEmulatorModel()
+        # The emulators speak the command set the bench file's dialect names, like the real instrument would.
+        self.supply: SupplyModel = SUPPLY_MODELS[cfg.psu.dialect]()
+        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"]()
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
         self.bus: can.BusABC | None = None
