@@ -33,8 +33,9 @@ report:
 	npx --no-install allure generate --config reports/allurerc.mjs --output reports/html reports/allure-results
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
-## The framework's own tests (fast; in-process virtual benches, emulators on loopback).
+## The framework's own tests (fast; in-process virtual benches, emulators on loopback), after mypy on hil/.
 test: $(VENV)/.installed
+	$(PY) -m mypy hil
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 clean:

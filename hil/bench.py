@@ -25,6 +25,7 @@ from hil.lock import BenchLock
 if TYPE_CHECKING:  # drivers are imported when a bench opens them, not when hil.bench is imported
     from hil.drivers.can import CanChannel
     from hil.drivers.uds import UdsClient
+    from hil.dut import Dut
     from hil.flasher import Flasher
     from hil.sim.bench import VirtualBench
 
@@ -251,6 +252,12 @@ class Bench:
         """The open UDS client."""
         uds: UdsClient = self._need("uds")
         return uds
+
+    def make_dut(self) -> Dut:
+        """The DUT as tests see it, on this bench's open UDS client and CAN channel."""
+        from hil.dut import Dut
+
+        return Dut(self.client, self.channel, self.cfg.dut)
 
     @property
     def programmer(self) -> Flasher:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import os
 import socket
 import threading
 import time
 from typing import Any, Callable, Literal
 
 import can
+import cantools
 
 from hil.config import CanConfig
-from hil.errors import BenchBroken
+from hil.errors import BenchBroken, BenchConfigError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ class PacedBus(can.BusABC):
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
         self.channel_info = f"paced {getattr(inner, 'channel_info', inner)}"
         self._can_protocol = inner.protocol
-        super().__init__(channel=getattr(inner, "channel", None))
+        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
 
     @property
     def inner(self) -> can.BusABC:
@@ -216,7 +218,7 @@ class TxTap(can.BusABC):
         self._echo_lock = threading.Lock()
         self.channel_info = getattr(inner, "channel_info", str(inner))
         self._can_protocol = inner.protocol
-        super().__init__(channel=getattr(inner, "channel", None))
+        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
 
     @property
     def inner(self) -> can.BusABC:
@@ -265,6 +267,14 @@ class TxTap(can.BusABC):
 def echoes_own_frames(cfg: CanConfig) -> bool:
     """Whether this interface hands a sender its own frames back (udp_multicast always; others when asked)."""
     return cfg.interface == "udp_multicast" or bool(cfg.args.get("receive_own_messages"))
+
+
+def load_dbc(path: str | os.PathLike[str]) -> cantools.database.can.Database:
+    """The bench's DBC as a cantools CAN database (a diagnostics database is refused by name)."""
+    db = cantools.database.load_file(str(path))
+    if not isinstance(db, cantools.database.can.Database):
+        raise BenchConfigError(f"{path}: not a CAN database (DBC/KCD/ARXML), got {type(db).__name__}")
+    return db
 
 
 def _enlarge_rcvbuf(bus: can.BusABC) -> None:

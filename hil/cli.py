@@ -141,18 +141,19 @@ def flash(bench_file: str, mode: str, image: str) -> None:
     activation = {"test": ActivationMode.TEST, "permanent": ActivationMode.PERMANENT, "restore": ActivationMode.RESTORE}[mode]
     try:
         with Bench.open(cfg) as bench:
-            before = bench.uds.software_version()
+            before = bench.client.software_version()
+            flasher = bench.programmer
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), console=out) as progress:
                 task = progress.add_task(f"{before} -> {image}", total=len(data))
-                bench.flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
-                staged = bench.flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
+                flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
+                staged = flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
             out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s)")
             if not staged.accepted:
                 raise click.ClickException(f"the DUT rejected the image: {staged.reason.name}")
             t0 = time.monotonic()
-            bench.flasher.activate(activation)
-            outcome = bench.flasher.wait_outcome()
+            flasher.activate(activation)
+            outcome = flasher.wait_outcome()
             out.print(f"outcome: {outcome.state.name} (reason {outcome.reason.name}), running {outcome.version}, "
                       f"{time.monotonic() - t0:.1f} s after activation; states: {' -> '.join(outcome.states_seen)}")
             if not outcome.confirmed:

@@ -76,7 +76,7 @@ class UpdateOutcome:
 
 def _num(value: object) -> int:
     """cantools decodes VAL_ tables to NamedSignalValue; the contract speaks integers."""
-    return int(getattr(value, "value", value))  # type: ignore[arg-type]
+    return int(getattr(value, "value", value))  # type: ignore[call-overload]
 
 
 class Flasher:

@@ -17,20 +17,26 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
 from hil.contract import ActivationMode, BootMode, Reason, UpdateState
+from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol, PowerSupply
 from hil.dut import Dut
 from hil.errors import BenchBroken, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
 
+if TYPE_CHECKING:  # the drivers load when a bench opens
+    from hil.drivers.can import CanChannel
+    from hil.drivers.uds import UdsClient
+    from hil.flasher import Flasher
+
 try:  # allure-pytest is a dependency, but the plugin still works without it
     import allure
 except ImportError:  # pragma: no cover
-    allure = None
+    allure = None  # type: ignore[assignment]
 
 MARKERS = [
     "sim_only: uses a virtual-bench backdoor; skipped on real benches",
@@ -130,9 +136,9 @@ class HilSession:
             # Known state before the first test too: a DUT left on another image (by `hil flash`, or an
             # interrupted run) is brought back to the baseline first.
             _restore_baseline(self, self.bench, destructive=False)
-            dut = Dut(self.bench.uds, self.bench.can, cfg.dut)
+            dut = self.bench.make_dut()
             self.identity = {"bench": cfg.bench, "virtual": cfg.virtual, "dut": dut.identity(),
-                             "psu": self.bench.psu.identity(),
+                             "psu": self.bench.supply.identity(),
                              "load": self.bench.load.identity() if self.bench.load else None}
             self.baseline_config = dut.config()
         except (HilError, OSError) as exc:
@@ -175,25 +181,25 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
 
 
 @pytest.fixture
-def can(bench: Bench) -> Any:
+def can(bench: Bench) -> CanChannel:
     """CAN channel: DBC-decoded `wait_for`, `recorder`, traces."""
-    return bench.can
+    return bench.channel
 
 
 @pytest.fixture
-def uds(bench: Bench) -> Any:
+def uds(bench: Bench) -> UdsClient:
     """UDS client (udsoncan over ISO-TP) addressed to the DUT."""
-    return bench.uds
+    return bench.client
 
 
 @pytest.fixture
-def psu(bench: Bench) -> Any:
+def psu(bench: Bench) -> PowerSupply:
     """The DUT's power supply: limits checked before sending, every setting read back."""
-    return bench.psu
+    return bench.supply
 
 
 @pytest.fixture
-def load(bench: Bench) -> Any:
+def load(bench: Bench) -> BatteryEmulator:
     """Battery/load emulator (pack current, temperatures, cell voltages)."""
     if bench.load is None:
         pytest.skip(f"bench {bench.cfg.bench} has no battery/load emulator")
@@ -201,7 +207,7 @@ def load(bench: Bench) -> Any:
 
 
 @pytest.fixture
-def console(bench: Bench) -> Any:
+def console(bench: Bench) -> ConsoleProtocol:
     """The DUT's debug console: `expect(pattern, timeout)`."""
     if bench.console is None:
         pytest.skip(f"bench {bench.cfg.bench} has no console")
@@ -209,9 +215,9 @@ def console(bench: Bench) -> Any:
 
 
 @pytest.fixture
-def flasher(bench: Bench) -> Any:
+def flasher(bench: Bench) -> Iterator[Flasher]:
     """The UDS programming sequence: stage, activate, wait_outcome, update. Hooks are cleared after the test."""
-    f = bench.flasher
+    f = bench.programmer
     yield f
     f.on_phase.clear()
     f.on_progress.clear()
@@ -221,7 +227,7 @@ def flasher(bench: Bench) -> Any:
 @pytest.fixture
 def dut(bench: Bench) -> Dut:
     """Identity, status and configuration of the device under test."""
-    return Dut(bench.uds, bench.can, bench.cfg.dut)
+    return bench.make_dut()
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +237,7 @@ def images(bench_config: BenchConfig) -> "ImageStore":
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Any:
+def measure(request: pytest.FixtureRequest) -> Callable[[Measurement], Measurement]:
     """Record a measurement with its limits; the report shows value and limit side by side. Returns the Measurement."""
     recorded: list[Measurement] = []
 
@@ -285,21 +291,21 @@ def _evidence_dir(hil: HilSession, node: pytest.Item) -> Path:
 
 
 def _start_evidence(b: Bench, d: Path) -> None:
-    b.can.start_trace([d / "can.blf", d / "can.asc"])
+    b.channel.start_trace([d / "can.blf", d / "can.asc"])
     if b.console is not None:
         b.console_mark = b.console.mark()  # type: ignore[attr-defined]
-    b.psu.start_log(d / "supply.log")
+    b.supply.start_log(d / "supply.log")
     b.evidence_started = time.time()  # type: ignore[attr-defined]
 
 
 def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     try:
-        b.can.stop_trace()
+        b.channel.stop_trace()
     except HilError:
         pass
     if b.console is not None:
         (d / "console.log").write_text(b.console.text[getattr(b, "console_mark", 0):])
-    b.psu.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
+    b.supply.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
@@ -329,7 +335,7 @@ def _known_state(hil: HilSession, node: pytest.Item) -> None:
     try:
         if b.load is not None:
             b.load.safe_state()
-        b.psu.power_on()
+        b.supply.power_on()
         _restore_baseline(hil, b, destructive=node.get_closest_marker("destructive") is not None)
     except (HilError, OSError) as exc:
         hil.broken = f"could not restore the bench after {node.nodeid}: {type(exc).__name__}: {exc}"
@@ -339,7 +345,7 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
     from hil.checks import wait_dut_up
     from hil.images.mcuboot import parse_image
 
-    dut = Dut(b.uds, b.can, b.cfg.dut)
+    dut = b.make_dut()
     try:
         wait_dut_up(dut, b.cfg.dut.boot_timeout_s * 2)
     except HilTimeout as exc:
@@ -353,7 +359,7 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
     if needs_image or (destructive and dut.security_counter() > 1):
-        outcome = b.flasher.update(image, ActivationMode.RESTORE, bench_level=True)
+        outcome = b.programmer.update(image, ActivationMode.RESTORE, bench_level=True)
         if not outcome.confirmed:
             raise BenchBroken(f"restoring baseline {baseline} ended {outcome.state.name}/{outcome.reason.name}")
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
@@ -417,8 +423,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome: Any = yield
     report = outcome.get_result()
     if (report.when == "call" or (report.when == "setup" and report.outcome != "passed")) and uses_bench(item):
         hil: HilSession = item.config.stash[STASH_KEY]

@@ -153,9 +153,9 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
     recs = _latest(records)
     by_row: dict[int, list[TestRecord]] = {}
     for r in recs:
-        for row in dict.fromkeys(r.fault_rows):  # a row named twice by one test counts once
-            by_row.setdefault(int(row), []).append(r)
-    rows = []
+        for row_number in dict.fromkeys(r.fault_rows):  # a row named twice by one test counts once
+            by_row.setdefault(int(row_number), []).append(r)
+    rows: list[dict[str, Any]] = []
     for n, fc in FAULT_MATRIX.items():
         tests = by_row.get(n, [])
         rows.append({"row": n, "fault": fc.fault, "injected": fc.injected, "device_must": fc.device_must,

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import can
-import cantools
 
-from hil.canbus import TxTap, echoes_own_frames, open_bus
+from hil.canbus import TxTap, echoes_own_frames, load_dbc, open_bus
 from hil.config import CanConfig
 from hil.errors import HilError, HilTimeout
 
@@ -92,7 +91,7 @@ class CanChannel:
 
     def __init__(self, cfg: CanConfig, bus: can.BusABC | None = None) -> None:
         self.cfg = cfg
-        self.db = cantools.database.load_file(str(cfg.dbc))
+        self.db = load_dbc(cfg.dbc)
         self._by_id = {m.frame_id: m for m in self.db.messages}
         self._owns_bus = bus is None
         raw = bus if bus is not None else open_bus(cfg)
@@ -130,7 +129,7 @@ class CanChannel:
             log.debug("CAN channel: cannot decode %s: %s", spec.name, exc)
             self.undecoded += 1
             return
-        frame = Frame(spec.name, dict(signals), msg.timestamp, msg, time.monotonic())
+        frame = Frame(spec.name, dict(signals), msg.timestamp, msg, time.monotonic())  # type: ignore[arg-type]
         with self._cond:
             self._history[spec.name].append(frame)
             self._recent.append(frame)
@@ -239,7 +238,7 @@ class CanChannel:
     def start_trace(self, paths: Sequence[Path]) -> None:
         """Write every frame on the bus to `paths` (python-can loggers by suffix: .blf, .asc, ...): what the
         channel receives (Rx) and what the tester sends (Tx), on every interface."""
-        writers = []
+        writers: list[can.Listener] = []
         try:
             for path in paths:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)

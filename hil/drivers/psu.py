@@ -74,7 +74,8 @@ class ScpiSession:
         try:
             # The bench's `visa_library`: pyvisa-py by default, a vendor VISA for USB-TMC/GPIB instruments.
             self._rm = pyvisa.ResourceManager(visa_library)
-            self._inst = self._rm.open_resource(resource, read_termination="\n", write_termination="\n",
+            self._inst: pyvisa.resources.MessageBasedResource = self._rm.open_resource(  # type: ignore[assignment]
+                resource, read_termination="\n", write_termination="\n",
                                                 timeout=timeout_ms, open_timeout=timeout_ms)
         except (pyvisa.errors.Error, OSError, ValueError, ImportError) as exc:
             self._write_log("!", f"open failed: {exc}")

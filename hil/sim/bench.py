@@ -13,7 +13,7 @@ import errno
 import re
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import can
 
@@ -101,7 +101,9 @@ class VirtualBench:
             update["console"] = cfg.console.model_copy(update={"url": f"socket://{host}:{port}"})
         self.bus = open_bus(cfg.can)
         self.notifier = can.Notifier(self.bus, [], timeout=0.05)
-        console_write = self.console.write_line if self.console is not None else (lambda line: None)
+        console_write: Callable[[str], None] = (lambda line: None)
+        if self.console is not None:
+            console_write = self.console.write_line  # type: ignore[assignment]
         pack = PackSource(self.battery.pack_current, self.battery.temperatures, self.battery.cell_voltages)
         self.board = Board(cfg, self.flash, trusted, self.bus, self.notifier, pack, console_write)
         self.supply.set_load(cfg.psu.channel, self.board.supply_current)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import can
-import cantools
 
 from hil import contract
 from hil.config import BenchConfig
 from hil.contract import BootMode, Reason, ResetCause, UpdateState
+from hil.canbus import load_dbc
 from hil.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
@@ -111,7 +111,7 @@ class Board:
         self.notifier = notifier
         self.battery = battery
         self._console = console
-        self.db = cantools.database.load_file(str(cfg.can.dbc))
+        self.db = load_dbc(cfg.can.dbc)
         self.hardware_number = cfg.dut.hardware_number
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)
