@@ -40,8 +40,9 @@ report:
 	$(PY) -m hil report html --results reports/allure-results --output reports/html --config reports/allurerc.mjs
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
-## The framework's own tests (fast; in-process virtual benches, emulators on loopback).
+## The framework's own tests (fast; in-process virtual benches, emulators on loopback), after mypy on hil/.
 test: $(VENV)/.installed
+	$(PY) -m mypy hil
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 clean:

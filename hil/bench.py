@@ -15,10 +15,19 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hil.config import BenchConfig
+from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol, PowerSupply
 from hil.errors import BenchBroken, HilError, HilTimeout
+from hil.lock import BenchLock
+
+if TYPE_CHECKING:  # drivers are imported when a bench opens them, not when hil.bench is imported
+    from hil.drivers.can import CanChannel
+    from hil.drivers.uds import UdsClient
+    from hil.dut import Dut
+    from hil.flasher import Flasher
+    from hil.sim.bench import VirtualBench
 
 READY_MARK = "HIL-SIM READY "
 
@@ -36,17 +45,34 @@ class SimProcess:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Start the process and wait for its READY line (first start builds keys and images)."""
-        cmd = [sys.executable, "-m", "hil", "sim", "--bench", str(self.bench_file), "--ready-line"]
+        """Start the process and wait for its READY line (first start builds keys and images).
+
+        The parent holds the bench lock, so the child is told not to take it (`--lock-held`).
+        A child that exits first is reported at once with its exit code and last output.
+        """
+        cmd = [sys.executable, "-m", "hil", "sim", "--bench", str(self.bench_file), "--ready-line", "--lock-held"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._reader = threading.Thread(target=self._read, name="hil-sim-output", daemon=True)
         self._reader.start()
-        if not self._ready.wait(timeout) or not self.endpoints:
-            output = "".join(self._lines[-40:])
+        # The reader sets the event on READY and also at end of output (the child exited).
+        ready = self._ready.wait(timeout)
+        if ready and self.endpoints:
+            return self.endpoints
+        if ready:
+            self._reader.join(5)
+            try:
+                code = self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            lines = [ln.rstrip() for ln in self._lines if ln.strip()]
+            last = lines[-1] if lines else "(no output)"
             self.stop()
-            raise HilTimeout(f"virtual bench {self.bench_file} did not report ready within {timeout:.0f} s", output)
-        return self.endpoints
+            raise BenchBroken(f"virtual bench process `hil sim --bench {self.bench_file}` exited with code {code} "
+                              f"before it was ready: {last}\n--- last output ---\n" + "\n".join(lines[-30:]))
+        output = "".join(self._lines[-40:])
+        self.stop()
+        raise HilTimeout(f"virtual bench {self.bench_file} did not report ready within {timeout:.0f} s", output)
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -92,33 +118,49 @@ def apply_endpoints(cfg: BenchConfig, endpoints: dict[str, Any]) -> BenchConfig:
 
 @dataclass
 class Bench:
-    """The drivers of one bench. Tests get them through fixtures; `hil doctor` and `hil flash` use them directly."""
+    """The drivers of one bench. Tests get them through fixtures; `hil doctor` and `hil flash` use them directly.
+
+    This class is the one place drivers are built from a bench config (`open_psu`, `open_load`,
+    `open_console`, `open_can`); `hil doctor` calls the same methods one by one to name what fails.
+    """
 
     cfg: BenchConfig
-    can: Any = None
-    uds: Any = None
-    psu: Any = None
-    load: Any = None
-    console: Any = None
-    flasher: Any = None
-    sim: Any = None  # SimProcess or an in-process VirtualBench, only for virtual benches
+    can: CanChannel | None = None
+    uds: UdsClient | None = None
+    psu: PowerSupply | None = None
+    load: BatteryEmulator | None = None
+    console: ConsoleProtocol | None = None
+    flasher: Flasher | None = None
+    sim: SimProcess | VirtualBench | None = None  # only for virtual benches
     evidence_dir: Path | None = None
+    lock: BenchLock | None = None
 
     @classmethod
     def open(cls, cfg: BenchConfig, *, start_virtual: bool = True, evidence_dir: Path | None = None,
-             power_on: bool = True) -> "Bench":
-        """Start the simulator if virtual, open every driver, and power the DUT."""
+             power_on: bool = True, lock: bool = True) -> "Bench":
+        """Take the bench lock, start the simulator if virtual, open every driver, and power the DUT.
+
+        A bench someone else holds raises BenchBusy naming the holder, before anything is started.
+        """
         bench = cls(cfg, evidence_dir=evidence_dir)
         try:
+            if lock:
+                bench.take_lock()
             if cfg.virtual and start_virtual:
                 bench.start_sim()
-            bench._open_drivers()
+            bench.open_drivers()
             if power_on:
                 bench.power_on_and_wait()
         except BaseException:
             bench.close()
             raise
         return bench
+
+    def take_lock(self) -> None:
+        """Hold this bench's lock until `close()` (BenchBusy naming the holder if another run has it)."""
+        if self.lock is None:
+            self.lock = BenchLock(self.cfg.bench)
+        self.lock.acquire()
 
     def start_sim(self) -> str:
         """Start the virtual bench this config describes; say how it runs."""
@@ -138,42 +180,105 @@ class Bench:
         assert sp.proc is not None
         return f"started as process {sp.proc.pid} (hil sim)"
 
-    def _open_drivers(self) -> None:
-        from hil.drivers.can import CanChannel
+    # ------------------------------------------------------------------ driver construction (the one owner)
+    def open_console(self) -> ConsoleProtocol | None:
+        """The console driver, if the bench has one (opened before power-on: a UART loses what comes earlier)."""
         from hil.drivers.console import Console
-        from hil.drivers.load import ScpiBatteryEmulator
-        from hil.drivers.psu import ScpiPowerSupply
-        from hil.drivers.uds import UdsClient
-        from hil.flasher import Flasher
 
-        ev = self.evidence_dir
-        if self.cfg.console is not None:
-            # Open the console before powering the board: a UART loses what is sent before it is open.
+        if self.cfg.console is not None and self.console is None:
+            ev = self.evidence_dir
             self.console = Console(self.cfg.console.url, self.cfg.console.baudrate,
                                    log_path=ev / "console.log" if ev else None,
                                    host_margin_s=self.cfg.tester.host_margin_ms / 1000.0)
-        self.psu = ScpiPowerSupply(self.cfg.psu)
-        if ev:
-            self.psu.start_log(ev / "supply.log")
-        if self.cfg.load is not None:
-            self.load = ScpiBatteryEmulator(self.cfg.load)
-        self.can = CanChannel(self.cfg.can, profile=self.cfg.profile)
-        self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile, self.cfg.tester)
-        self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
+        return self.console
+
+    def open_psu(self) -> PowerSupply:
+        """The supply driver (its dialect from `psu.dialect`); queries `*IDN?` at once."""
+        from hil.drivers.psu import ScpiPowerSupply
+
+        if self.psu is None:
+            self.psu = ScpiPowerSupply(self.cfg.psu, visa_library=self.cfg.visa_library)
+            if self.evidence_dir:
+                self.psu.start_log(self.evidence_dir / "supply.log")
+        return self.psu
+
+    def open_load(self) -> BatteryEmulator | None:
+        """The battery emulator driver, if the bench has one; queries `*IDN?` at once."""
+        from hil.drivers.load import ScpiBatteryEmulator
+
+        if self.cfg.load is not None and self.load is None:
+            self.load = ScpiBatteryEmulator(self.cfg.load, visa_library=self.cfg.visa_library)
+        return self.load
+
+    def open_can(self) -> CanChannel:
+        """The CAN channel, the UDS client on it, and the Flasher on both."""
+        from hil.drivers.can import CanChannel
+        from hil.drivers.uds import UdsClient
+        from hil.flasher import Flasher
+
+        if self.can is None:
+            self.can = CanChannel(self.cfg.can, profile=self.cfg.profile)
+            self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile, self.cfg.tester)
+            self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
+        return self.can
+
+    def open_drivers(self) -> None:
+        """Every driver the bench file names."""
+        self.open_console()
+        self.open_psu()
+        self.open_load()
+        self.open_can()
+
+    # ------------------------------------------------------------------ typed access (after open)
+    def _need(self, name: str) -> Any:
+        drv = getattr(self, name)
+        if drv is None:
+            raise BenchBroken(f"bench {self.cfg.bench}: {name} is not open")
+        return drv
+
+    @property
+    def supply(self) -> PowerSupply:
+        """The open supply (BenchBroken when it is not open)."""
+        psu: PowerSupply = self._need("psu")
+        return psu
+
+    @property
+    def channel(self) -> CanChannel:
+        """The open CAN channel."""
+        can: CanChannel = self._need("can")
+        return can
+
+    @property
+    def client(self) -> UdsClient:
+        """The open UDS client."""
+        uds: UdsClient = self._need("uds")
+        return uds
+
+    def make_dut(self) -> Dut:
+        """The DUT as tests see it, on this bench's open UDS client and CAN channel."""
+        from hil.dut import Dut
+
+        return Dut(self.client, self.channel, self.cfg.dut)
+
+    @property
+    def programmer(self) -> Flasher:
+        """The open Flasher."""
+        flasher: Flasher = self._need("flasher")
+        return flasher
 
     def power_on_and_wait(self, timeout: float | None = None) -> None:
         """Nominal supply on; wait until the DUT answers (SOC frames, or UDS in recovery)."""
         from hil import contract
 
-        self.psu.power_on()
+        self.supply.power_on()
         if self.load is not None:
             self.load.safe_state()
         timeout = timeout or self.cfg.dut.boot_timeout_s
         try:
-            self.can.wait_for(contract.MSG_SOC_CORE, timeout=timeout)
+            self.channel.wait_for(contract.MSG_SOC_CORE, timeout=timeout)
         except HilTimeout:
             try:
-                self.uds.boot_info()  # a DUT in recovery answers UDS but sends no SOC frames
+                self.client.boot_info()  # a DUT in recovery answers UDS but sends no SOC frames
             except HilError as exc:
                 raise BenchBroken(f"DUT {self.cfg.dut.hardware_number} on bench {self.cfg.bench} did not start "
                                   f"within {timeout:.0f} s after power-on: {exc}") from exc
@@ -198,6 +303,9 @@ class Bench:
         if self.sim is not None:
             self.sim.stop()
             self.sim = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def __enter__(self) -> "Bench":
         return self

@@ -1,6 +1,6 @@
 """CAN bus factory, frame-time arithmetic and `PacedBus` (a virtual bus that takes real time per frame).
 
-Frame lengths follow docs/reference `can-bus-limits.md`: classic CAN 2.0A with worst-case (or no)
+Frame lengths follow docs/can-limits.md: classic CAN 2.0A with worst-case (or no)
 bit stuffing; CAN FD with bit-rate switch, arbitration + tail at the nominal rate and the data
 phase + CRC field at the data rate. `isotp_ceiling_kib_s` is the per-TransferData-block ceiling a
 flasher's throughput is compared against.
@@ -11,18 +11,20 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import os
 import socket
 import threading
 import time
 from typing import Any, Callable, Literal
 
 import can
+import cantools
 from can.interfaces.udp_multicast import UdpMulticastBus
 from can.interfaces.udp_multicast.utils import unpack_message
 from can.interfaces.virtual import VirtualBus
 
 from hil.config import CanConfig
-from hil.errors import BenchBroken
+from hil.errors import BenchBroken, BenchConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ class PacedBus(can.BusABC):
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
         self.channel_info = f"paced {getattr(inner, 'channel_info', inner)}"
         self._can_protocol = inner.protocol
-        super().__init__(channel=getattr(inner, "channel", None))
+        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
 
     @property
     def inner(self) -> can.BusABC:
@@ -201,6 +203,81 @@ class PacedBus(can.BusABC):
         """Shut the inner bus down too."""
         super().shutdown()
         self._inner.shutdown()
+
+
+class TxTap(can.BusABC):
+    """Wraps the tester's bus so every frame it transmits is also handed to `on_sent` (for the trace).
+
+    python-can interfaces differ: `virtual` never echoes a sender's own frames, `udp_multicast`
+    always does, SocketCAN/PCAN/Kvaser only with `receive_own_messages`. So the tester's frames are
+    traced from the sending side on every interface, and `is_echo` tells the receive path which
+    received frames are those echoes (to be left out of the trace, not counted twice).
+    """
+
+    def __init__(self, inner: can.BusABC, on_sent: Callable[[can.Message], None], *, echoes_own: bool) -> None:
+        self._inner = inner
+        self._on_sent = on_sent
+        self._echoes: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
+        self._echo_lock = threading.Lock()
+        self.channel_info = getattr(inner, "channel_info", str(inner))
+        self._can_protocol = inner.protocol
+        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
+
+    @property
+    def inner(self) -> can.BusABC:
+        """The wrapped bus."""
+        return self._inner
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        """Send on the inner bus, then report the frame as transmitted (`is_rx=False`, send time)."""
+        if self._echoes is not None:
+            with self._echo_lock:
+                self._echoes.append((msg.arbitration_id, bytes(msg.data)))
+        self._inner.send(msg, timeout)
+        sent = copy.copy(msg)
+        sent.is_rx = False
+        sent.timestamp = time.time()
+        self._on_sent(sent)
+
+    def is_echo(self, msg: can.Message) -> bool:
+        """True for a received frame that is this bus's own transmission coming back."""
+        if not msg.is_rx:
+            return True  # receive_own_messages: the interface marks its echoes
+        if self._echoes is None:
+            return False
+        key = (msg.arbitration_id, bytes(msg.data))
+        with self._echo_lock:
+            if key in self._echoes:
+                self._echoes.remove(key)
+                return True
+        return False
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        return self._inner.recv(timeout), True  # the inner bus applies the filters
+
+    def _apply_filters(self, filters: Any) -> None:
+        self._inner.set_filters(filters)
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def shutdown(self) -> None:
+        """Shut the inner bus down too."""
+        super().shutdown()
+        self._inner.shutdown()
+
+
+def echoes_own_frames(cfg: CanConfig) -> bool:
+    """Whether this interface hands a sender its own frames back (udp_multicast always; others when asked)."""
+    return cfg.interface == "udp_multicast" or bool(cfg.args.get("receive_own_messages"))
+
+
+def load_dbc(path: str | os.PathLike[str]) -> cantools.database.can.Database:
+    """The bench's DBC as a cantools CAN database (a diagnostics database is refused by name)."""
+    db = cantools.database.load_file(str(path))
+    if not isinstance(db, cantools.database.can.Database):
+        raise BenchConfigError(f"{path}: not a CAN database (DBC/KCD/ARXML), got {type(db).__name__}")
+    return db
 
 
 def _enlarge_rcvbuf(bus: can.BusABC) -> None:
@@ -270,6 +347,9 @@ def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
                 bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
         else:
             extra: dict[str, Any] = {"data_bitrate": cfg.data_bitrate} if cfg.data_bitrate is not None else {}
+            timing = cfg.bit_timing()
+            if timing is not None:
+                extra["timing"] = timing  # python-can: takes precedence over the bare bit rates
             bus = can.Bus(interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate, fd=cfg.fd, **extra, **args)
     except (can.CanError, OSError, ImportError, ValueError, TypeError) as exc:
         raise BenchBroken(f"cannot open CAN interface {cfg.interface!r} channel {cfg.channel!r}: "

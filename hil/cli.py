@@ -34,11 +34,14 @@ def main() -> None:
 @main.command()
 @click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
               help="bench YAML with virtual: true")
-@click.option("--power-on", is_flag=True, help="switch the emulated supply on at start (else the framework does)")
+@click.option("--power-on", is_flag=True, help="switch the emulated supply on at start (else the board stays unpowered "
+                                                 "until a client switches the supply on)")
 @click.option("--ready-line", is_flag=True, hidden=True, help="print a machine-readable READY line (for the plugin)")
-def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
-    """Run a virtual bench in the foreground until Ctrl-C."""
+@click.option("--lock-held", is_flag=True, hidden=True, help="the parent process holds the bench lock (Bench.open)")
+def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> None:
+    """Run a virtual bench in the foreground until Ctrl-C (holding the bench lock)."""
     from hil.bench import READY_MARK
+    from hil.lock import BenchLock
     from hil.sim.bench import VirtualBench
 
     cfg = _load(bench_file)
@@ -49,11 +52,19 @@ def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
                                    "use udp_multicast for a bench in its own process")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    lock = None if lock_held else BenchLock(cfg.bench)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except HilError as exc:
+            raise click.ClickException(str(exc)) from None
     bench = VirtualBench(cfg)
     try:
         bench.start()
     except (HilError, OSError) as exc:
         bench.stop()
+        if lock is not None:
+            lock.release()
         raise click.ClickException(f"virtual bench {cfg.bench} could not start: {exc}") from None
     try:
         if power_on:
@@ -68,6 +79,14 @@ def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
         if ready_line:
             print(READY_MARK + json.dumps(endpoints), flush=True)
         else:
+            if power_on:
+                out.print(f"supply CH{cfg.psu.channel} on at {cfg.psu.nominal_voltage:g} V: the board is booting.")
+            else:
+                out.print(f"[yellow]The board is unpowered[/] until the supply output is switched on: channel "
+                          f"{cfg.psu.channel} at {cfg.psu.nominal_voltage:g} V over SCPI at {endpoints['psu']}, "
+                          "or restart with --power-on.")
+            out.print(f"Holding the bench lock of {cfg.bench}: pytest, `hil flash` and `hil doctor` on this bench "
+                      "are refused until Ctrl-C.")
             out.print("Ctrl-C stops the bench.")
         while not stop.wait(0.5):
             pass
@@ -75,6 +94,8 @@ def sim(bench_file: str, power_on: bool, ready_line: bool) -> None:
         pass
     finally:
         bench.stop()
+        if lock is not None:
+            lock.release()
         if not ready_line:
             out.print("virtual bench stopped")
 
@@ -120,18 +141,19 @@ def flash(bench_file: str, mode: str, image: str) -> None:
     activation = {"test": ActivationMode.TEST, "permanent": ActivationMode.PERMANENT, "restore": ActivationMode.RESTORE}[mode]
     try:
         with Bench.open(cfg) as bench:
-            before = bench.uds.software_version()
+            before = bench.client.software_version()
+            flasher = bench.programmer
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), console=out) as progress:
                 task = progress.add_task(f"{before} -> {image}", total=len(data))
-                bench.flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
-                staged = bench.flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
+                flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
+                staged = flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
             out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s)")
             if not staged.accepted:
                 raise click.ClickException(f"the DUT rejected the image: {staged.reason.name}")
             t0 = time.monotonic()
-            bench.flasher.activate(activation)
-            outcome = bench.flasher.wait_outcome()
+            flasher.activate(activation)
+            outcome = flasher.wait_outcome()
             out.print(f"outcome: {outcome.state.name} (reason {outcome.reason.name}), running {outcome.version}, "
                       f"{time.monotonic() - t0:.1f} s after activation; states: {' -> '.join(outcome.states_seen)}")
             if not outcome.confirmed:

@@ -86,32 +86,81 @@ class DutConfig(_Model):
     request_timeout_s: float = Field(2.0, gt=0)
 
 
-CanInterface = Literal["udp_multicast", "virtual", "socketcan", "pcan", "kvaser", "vector", "ixxat", "slcan", "gs_usb"]
+#: Interfaces the framework itself knows how to open without a real adapter (virtual benches).
+VIRTUAL_INTERFACES = ("udp_multicast", "virtual")
+
+
+class CanTiming(_Model):
+    """Bit timing from sample points (python-can `BitTiming` / `BitTimingFd.from_sample_point`).
+
+    What PCAN and Kvaser FD adapters need instead of bare bit rates: the controller clock and where
+    in the bit the bus is sampled, for the nominal and (FD) the data phase.
+    """
+
+    f_clock: int = Field(gt=0, description="CAN controller clock, Hz (PCAN FD: 80000000; Kvaser FD: 80000000)")
+    sample_point: float = Field(80.0, gt=50, lt=100, description="nominal (arbitration) phase, percent")
+    data_sample_point: float | None = Field(None, gt=50, lt=100, description="FD data phase, percent")
 
 
 class CanConfig(_Model):
     """python-can interface and bus timing."""
 
-    interface: CanInterface
+    interface: str = Field(description="a python-can interface name (can.interfaces.VALID_INTERFACES)")
     channel: str
     bitrate: int = Field(500_000, gt=0)
     fd: bool = False
     data_bitrate: int | None = Field(None, gt=0)
+    timing: CanTiming | None = Field(None, description="bit timing as sample points (passed as python-can `timing`)")
     pacing: bool = Field(False, description="virtual buses only: pace frames at the bus bit rate")
     dbc: Path | None = Field(None, description="DBC file; None = the DUT profile's (or dbc/bms.dbc next to the bench)")
     args: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for can.Bus")
+
+    @field_validator("interface")
+    @classmethod
+    def _known_interface(cls, v: str) -> str:
+        import can  # python-can's own registry, plugins (entry points) included
+
+        valid = sorted(can.interfaces.VALID_INTERFACES)
+        if v not in valid:
+            raise ValueError(f"{v!r} is not a python-can interface; accepted: {', '.join(valid)}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "CanConfig":
         if self.fd and self.data_bitrate is None:
             raise ValueError("fd: true needs data_bitrate")
-        if self.pacing and self.interface not in ("udp_multicast", "virtual"):
+        if self.pacing and self.interface not in VIRTUAL_INTERFACES:
             raise ValueError(f"pacing is for virtual buses (udp_multicast, virtual); a {self.interface} bus paces itself")
+        if self.timing is not None:
+            if self.fd and self.timing.data_sample_point is None:
+                raise ValueError("timing: an FD bus needs data_sample_point as well as sample_point")
+            if not self.fd and self.timing.data_sample_point is not None:
+                raise ValueError("timing.data_sample_point is for CAN FD (fd: true)")
+            self.bit_timing()  # no solution for this clock and these rates fails here, at load
         return self
+
+    def bit_timing(self) -> Any:
+        """python-can `BitTiming`/`BitTimingFd` for `timing`, or None when the file gives bare bit rates."""
+        import can
+
+        t = self.timing
+        if t is None:
+            return None
+        try:
+            if self.fd:
+                assert self.data_bitrate is not None and t.data_sample_point is not None
+                return can.BitTimingFd.from_sample_point(f_clock=t.f_clock, nom_bitrate=self.bitrate,
+                                                         nom_sample_point=t.sample_point,
+                                                         data_bitrate=self.data_bitrate,
+                                                         data_sample_point=t.data_sample_point)
+            return can.BitTiming.from_sample_point(f_clock=t.f_clock, bitrate=self.bitrate, sample_point=t.sample_point)
+        except ValueError as exc:
+            raise ValueError(f"timing: no bit timing for f_clock {t.f_clock} Hz, bitrate {self.bitrate}"
+                             + (f"/{self.data_bitrate}" if self.fd else "") + f" at these sample points: {exc}") from None
 
     @property
     def is_virtual(self) -> bool:
-        return self.interface in ("udp_multicast", "virtual")
+        return self.interface in VIRTUAL_INTERFACES
 
 
 class PsuLimits(_Model):
@@ -146,6 +195,8 @@ class LoadConfig(_Model):
     """Battery/load emulator: pack current, cell temperatures and voltages."""
 
     resource: str
+    dialect: Literal["hil_sim", "keysight_el30000"] = Field(
+        "hil_sim", description="command set: the virtual bench's own emulator, or a Keysight EL30000 electronic load")
     max_current: float = Field(200.0, gt=0, description="largest pack current magnitude ever commanded, A")
     timeout_ms: int = Field(2000, gt=0)
 
@@ -289,6 +340,7 @@ class BenchConfig(_Model):
     flash_layout: FlashLayout = FlashLayout()
     images: ImagesConfig = ImagesConfig()
     sim: SimConfig | None = None
+    visa_library: str = Field("@py", description="pyvisa backend: @py (pyvisa-py), @ivi (a vendor VISA), or a library path")
     source: Path | None = Field(None, exclude=True, description="the file this was loaded from")
     profile: DutProfile = Field(default_factory=DutProfile, exclude=True,
                                 description="loaded from dut.profile by load_bench, never written in the bench YAML")

@@ -73,7 +73,7 @@ SA_MAX_ATTEMPTS = 3
 
 #: maxNumberOfBlockLength returned by RequestDownload: a 4094-byte request (SID + counter +
 #: 4092 data bytes), which fills the last consecutive frame on classic CAN and CAN FD alike
-#: (../shared/reference/can-bus-limits.md, block length L = 4094).
+#: (docs/can-limits.md, block length L = 4094).
 MAX_BLOCK_LENGTH = 4094
 TRANSFER_DATA_PER_BLOCK = MAX_BLOCK_LENGTH - 2
 

@@ -8,6 +8,7 @@ from typing import Callable
 from hil import contract
 from hil.bench import Bench
 from hil.config import BenchConfig
+from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol
 from hil.errors import HilError
 
 
@@ -26,22 +27,26 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 
 def run_doctor(cfg: BenchConfig) -> list[Check]:
-    """Start a virtual bench if the file says so, then check instruments, CAN and the DUT's identity."""
+    """Take the bench lock, start a virtual bench if the file says so, then check the profile, the image
+    catalogue, instruments, CAN and the DUT."""
     checks: list[Check] = [_run("DUT profile", lambda: _profile(cfg)), _run("image catalogue", lambda: _catalogue(cfg))]
     bench = Bench(cfg)
     try:
+        checks.append(_run("bench lock", lambda: _take_lock(bench)))
+        if not checks[-1].ok:
+            return checks
         if cfg.virtual:
             started = _run("virtual bench", bench.start_sim)
             checks.append(started)
             if not started.ok:
                 return checks
-        checks.append(_run(f"supply {bench.cfg.psu.resource}", lambda: _open_psu(bench)))
+        checks.append(_run(f"supply {bench.cfg.psu.resource}", lambda: bench.open_psu().identity()))
         if not checks[-1].ok:
             return checks
         if bench.cfg.load is not None:
-            checks.append(_run(f"battery emulator {bench.cfg.load.resource}", lambda: _open_load(bench)))
+            checks.append(_run(f"battery emulator {bench.cfg.load.resource}", lambda: _identity(bench.open_load())))
         if bench.cfg.console is not None:
-            checks.append(_run(f"console {bench.cfg.console.url}", lambda: _open_console(bench)))
+            checks.append(_run(f"console {bench.cfg.console.url}", lambda: _opened(bench.open_console())))
         checks.append(_run(f"CAN {bench.cfg.can.interface}:{bench.cfg.can.channel}", lambda: _can_alive(bench)))
         if checks[-1].ok:
             checks.append(_run("DUT identity", lambda: _dut_identity(bench)))
@@ -52,45 +57,32 @@ def run_doctor(cfg: BenchConfig) -> list[Check]:
     return checks
 
 
-def _open_psu(bench: Bench) -> str:
-    from hil.drivers.psu import ScpiPowerSupply
-
-    bench.psu = ScpiPowerSupply(bench.cfg.psu)
-    return bench.psu.identity()
-
-
-def _open_load(bench: Bench) -> str:
-    from hil.drivers.load import ScpiBatteryEmulator
-
-    assert bench.cfg.load is not None
-    bench.load = ScpiBatteryEmulator(bench.cfg.load)
-    return bench.load.identity()
+def _take_lock(bench: Bench) -> str:
+    bench.take_lock()
+    assert bench.lock is not None
+    return f"held ({bench.lock.path})"
 
 
-def _open_console(bench: Bench) -> str:
-    from hil.drivers.console import Console
+def _identity(driver: BatteryEmulator | None) -> str:
+    return driver.identity() if driver is not None else "none"
 
-    assert bench.cfg.console is not None
-    bench.console = Console(bench.cfg.console.url, bench.cfg.console.baudrate,
-                            host_margin_s=bench.cfg.tester.host_margin_ms / 1000.0)
-    return "open"
+
+def _opened(console: ConsoleProtocol | None) -> str:
+    return "open" if console is not None else "none"
 
 
 def _can_alive(bench: Bench) -> str:
-    from hil.drivers.can import CanChannel
-    from hil.drivers.uds import UdsClient
-
-    bench.can = CanChannel(bench.cfg.can, profile=bench.cfg.profile)
-    bench.uds = UdsClient(bench.can, bench.cfg.dut, bench.cfg.profile, bench.cfg.tester)
+    bench.open_can()
     bench.power_on_and_wait()
-    frame = bench.can.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
+    frame = bench.channel.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
     return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals['SOC']):.1f} %)"
 
 
 def _dut_identity(bench: Bench) -> str:
-    hw = bench.uds.read_str(contract.Did.HARDWARE_NUMBER)
-    sw = bench.uds.software_version()
-    serial = bench.uds.read_str(contract.Did.SERIAL_NUMBER)
+    uds = bench.client
+    hw = uds.read_str(contract.Did.HARDWARE_NUMBER)
+    sw = uds.software_version()
+    serial = uds.read_str(contract.Did.SERIAL_NUMBER)
     expected = bench.cfg.dut.hardware_number
     if hw != expected:
         raise ValueError(f"hardware number {hw!r}, bench file expects {expected!r}")

@@ -9,12 +9,13 @@ from typing import Any
 from hil import contract
 from hil.config import DutConfig
 from hil.contract import Did
+from hil.drivers.protocols import CanLink, UdsLink
 
 
 class Dut:
     """Identity, update status and configuration of the DUT, read through UDS; liveness through CAN."""
 
-    def __init__(self, uds: Any, can: Any, cfg: DutConfig) -> None:
+    def __init__(self, uds: UdsLink, can: CanLink, cfg: DutConfig) -> None:
         self.uds = uds
         self.can = can
         self.cfg = cfg
@@ -66,6 +67,36 @@ class Dut:
     def wait_running(self, timeout: float) -> Any:
         """Wait for the SOC core's frame: the application is up."""
         return self.can.wait_for(contract.MSG_SOC_CORE, timeout=timeout)
+
+    def wait_up(self, timeout: float | None = None) -> float:
+        """Seconds until the DUT answers UDS again (after a reset or power cycle); HilTimeout otherwise."""
+        from hil.checks import wait_dut_up  # the one owner of waiting for the DUT
+
+        return wait_dut_up(self, timeout if timeout is not None else self.cfg.boot_timeout_s)
+
+    def reset(self, timeout: float | None = None) -> float:
+        """ECUReset, then wait until the DUT answers UDS and its SOC core runs; returns the seconds it took."""
+        import time
+
+        from hil.errors import HilError, HilTimeout
+
+        start = time.monotonic()
+        limit = timeout if timeout is not None else self.cfg.boot_timeout_s
+        before = self.boot_count()
+        self.uds.ecu_reset()
+        # The response comes before the reset: up means answering with a higher boot counter.
+        last = ""
+        while time.monotonic() - start < limit:
+            try:
+                if self.boot_count() > before:
+                    break
+            except HilError as exc:
+                last = str(exc).splitlines()[0]
+            time.sleep(0.1)
+        else:
+            raise HilTimeout(f"DUT did not come back from ECUReset within {limit:.1f} s", last)
+        self.wait_running(max(0.1, limit - (time.monotonic() - start)))
+        return time.monotonic() - start
 
     def identity(self) -> dict[str, str]:
         """Hardware, serial and software identity for the run record."""

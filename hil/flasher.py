@@ -12,11 +12,12 @@ import enum
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 from hil import contract
 from hil.config import DutConfig
 from hil.contract import ActivationMode, Did, Reason, Routine, UpdateState
+from hil.drivers.protocols import CanLink, UdsLink
 from hil.errors import HilTimeout, UdsError, UpdateFailed
 from hil.profile import DutProfile
 
@@ -77,13 +78,13 @@ class UpdateOutcome:
 
 def _num(value: object) -> int:
     """cantools decodes VAL_ tables to NamedSignalValue; the contract speaks integers."""
-    return int(getattr(value, "value", value))  # type: ignore[arg-type]
+    return int(getattr(value, "value", value))  # type: ignore[call-overload]
 
 
 class Flasher:
     """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
 
-    def __init__(self, uds: UdsLike, can: CanLike, dut: DutConfig, profile: DutProfile | None = None) -> None:
+    def __init__(self, uds: UdsLink, can: CanLink, dut: DutConfig, profile: DutProfile | None = None) -> None:
         self.uds = uds
         self.can = can
         self.dut = dut
@@ -149,6 +150,14 @@ class Flasher:
         accepted = len(status) >= 1 and status[0] == 0
         reason = self.profile.decode(Reason, status[1]) if len(status) >= 2 else Reason.NONE
         return StageResult(len(image), time.monotonic() - start, accepted, reason)
+
+    def discard(self) -> None:
+        """Throw away whatever the inactive slot holds (a staged, rejected or reverted image): the erase
+        routine, then the default session. Afterwards the update status is IDLE and there is no backup."""
+        self.unlock()
+        self._phase(Phase.ERASE)
+        self.uds.routine(Routine.ERASE_MEMORY)
+        self.uds.session(contract.SESSION_DEFAULT)
 
     def activate(self, mode: ActivationMode = ActivationMode.TEST) -> None:
         """Activation routine, then ECUReset: the bootloader installs at the reset."""
@@ -222,26 +231,3 @@ class Flasher:
             raise UpdateFailed(f"the DUT rejected the staged image: {staged.reason.name}")
         self.activate(mode)
         return self.wait_outcome(timeout)
-
-
-class UdsLike(Protocol):
-    """What the Flasher needs from a UDS client (hil.drivers.uds.UdsClient)."""
-
-    def session(self, n: int) -> None: ...
-    def unlock(self, security: Any) -> None: ...
-    def read_did(self, did: int) -> bytes: ...
-    def routine(self, rid: int, data: bytes = b"") -> bytes: ...
-    def request_download(self, address: int, size: int) -> int: ...
-    def transfer_data(self, counter: int, data: bytes) -> None: ...
-    def request_transfer_exit(self) -> None: ...
-    def ecu_reset(self, hard: bool = True) -> None: ...
-    def update_status(self) -> contract.UpdateStatusRecord: ...
-    def software_version(self) -> str: ...
-
-
-class CanLike(Protocol):
-    """What the Flasher needs from a CAN channel (hil.drivers.can.CanChannel)."""
-
-    def wait_for(self, message: str, signals: dict[str, Any] | None = None, predicate: Any = None,
-                 timeout: float = 2.0, since: float | None = None) -> Any: ...
-    def recorder(self, message: str) -> Any: ...

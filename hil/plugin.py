@@ -1,8 +1,12 @@
-"""The pytest plugin: bench option, fixtures, markers, bench lock, evidence, known state after every test.
+"""The pytest plugin: bench option, fixtures, markers, evidence, known state after every test.
 
 Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`),
 never for a vendor class. The same test runs on a virtual bench and on real hardware; only
 `--bench` differs.
+
+Installed as a pytest entry point (`pytest11`, name `hil.plugin`), so a suite anywhere gets it
+without `-p`. It stays inert until a collected test uses one of its fixtures or markers: a run
+of unrelated tests needs no bench file. The bench lock is taken by `Bench.open`.
 """
 
 from __future__ import annotations
@@ -13,23 +17,27 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
-from filelock import FileLock, Timeout
-
 from hil import allure_audit
 from hil.bench import Bench
 from hil.config import BenchConfig, load_bench
-from hil.contract import BootMode, UpdateState
+from hil.contract import BootMode, Reason, UpdateState
+from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol, PowerSupply
 from hil.dut import Dut
-from hil.errors import BenchBroken, BenchBusy, BenchConfigError, HilError, HilTimeout
+from hil.errors import BenchBroken, BenchConfigError, HilError, HilTimeout
 from hil.measure import Measurement
+
+if TYPE_CHECKING:  # the drivers load when a bench opens
+    from hil.drivers.can import CanChannel
+    from hil.drivers.uds import UdsClient
+    from hil.flasher import Flasher
 
 try:  # allure-pytest is a dependency, but the plugin still works without it
     import allure
 except ImportError:  # pragma: no cover
-    allure = None
+    allure = None  # type: ignore[assignment]
 
 MARKERS = [
     "sim_only: uses a virtual-bench backdoor; skipped on real benches",
@@ -43,17 +51,25 @@ MARKERS = [
     "severity(level): Allure severity (blocker, critical, normal, minor, trivial); default from the requirements",
 ]
 
+#: Marker names that make a test a bench test (and the plugin active).
+BENCH_MARKERS = ("sim_only", "destructive", "irreversible", "requirement", "fault")
+#: The plugin's fixtures; a test that uses any of them makes the plugin active.
+FIXTURES = ("bench_config", "bench", "can", "uds", "psu", "load", "console", "flasher", "dut", "images", "measure",
+            "evidence")
+
 STASH_KEY = pytest.StashKey["HilSession"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hil", "BMS OTA hardware-in-the-loop")
-    group.addoption("--bench", default=os.environ.get("HIL_BENCH", "benches/sim.yaml"),
-                    help="bench YAML (default: benches/sim.yaml, the virtual bench; env HIL_BENCH)")
+    group.addoption("--bench", default=None,
+                    help="bench YAML, relative to the current directory (default: $HIL_BENCH, else benches/sim.yaml)")
     group.addoption("--evidence-dir", default="reports/evidence",
-                    help="where CAN traces, console and supply logs of every test are kept")
+                    help="where CAN traces, console and supply logs of every test are kept (relative: to the "
+                         "current directory)")
     group.addoption("--reports-dir", default="reports",
-                    help="where the fault matrix, traceability and run record are written")
+                    help="where the fault matrix, traceability and run record are written (relative: to the "
+                         "current directory)")
     group.addoption("--sweep-points", type=int, default=None,
                     help="power-cut points per install phase in the black-box sweep (default 2; nightly: 25)")
     group.addoption("--rack", default=os.environ.get("HIL_RACK"),
@@ -98,7 +114,6 @@ class HilSession:
     config: pytest.Config
     bench: Bench | None = None
     broken: str | None = None
-    lock: FileLock | None = None
     baseline_config: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +143,18 @@ class HilSession:
         if self.running and self.interrupt is not None:
             self.interrupt()
 
+    def here(self, option: str) -> Path:
+        """An option's path; a relative one is taken from where pytest was started (not the rootdir)."""
+        path = Path(self.config.getoption(option))
+        return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
+
+    @property
+    def bench_file(self) -> Path:
+        """`--bench`, else $HIL_BENCH, else benches/sim.yaml - relative to the current directory."""
+        given = self.config.getoption("--bench") or os.environ.get("HIL_BENCH") or "benches/sim.yaml"
+        path = Path(given)
+        return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
+
     @property
     def cfg(self) -> BenchConfig:
         if self._cfg is None and self.rack is not None:
@@ -135,9 +162,10 @@ class HilSession:
             # Without a lease the tests of this process error with the cause; the config is the rack's first bench.
             self._cfg = (w.bench or self.rack.benches[0]).cfg
         if self._cfg is None:
-            path = Path(self.config.getoption("--bench"))
-            if not path.is_absolute():
-                path = Path(self.config.rootpath) / path
+            path = self.bench_file
+            if not path.is_file() and not (self.config.getoption("--bench") or os.environ.get("HIL_BENCH")):
+                raise pytest.UsageError(f"these tests need a bench: no --bench given and {path} does not exist; "
+                                        "pass --bench FILE (or set HIL_BENCH)")
             try:
                 self._cfg = load_bench(path)
             except BenchConfigError as exc:
@@ -146,8 +174,7 @@ class HilSession:
 
     @property
     def evidence_root(self) -> Path:
-        root = Path(self.config.getoption("--evidence-dir"))
-        return root if root.is_absolute() else Path(self.config.rootpath) / root
+        return self.here("--evidence-dir")
 
     def open(self) -> Bench:
         """Open the bench once per run (lock, start a virtual bench, power on). A failure breaks the bench for the rest."""
@@ -156,14 +183,6 @@ class HilSession:
         if self.bench is not None:
             return self.bench
         cfg = self.cfg
-        lock_dir = Path(os.environ.get("HIL_LOCK_DIR", Path.home() / ".hil" / "locks"))
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(lock_dir / f"{cfg.bench}.lock"))
-        try:
-            self.lock.acquire(timeout=float(os.environ.get("HIL_LOCK_TIMEOUT", "0")))
-        except Timeout:
-            self.broken = f"bench {cfg.bench} is locked by another run ({self.lock.lock_file})"
-            raise BenchBusy(self.broken) from None
         session_dir = self.evidence_root / ("_session" if self.rack is None else f"_session-{cfg.bench}")
         session_dir.mkdir(parents=True, exist_ok=True)
         self.opened = True
@@ -172,9 +191,9 @@ class HilSession:
             # Known state before the first test too: a DUT left on another image (by `hil flash`, or an
             # interrupted run) is brought back to the baseline first.
             _restore_baseline(self, self.bench, destructive=False)
-            dut = Dut(self.bench.uds, self.bench.can, cfg.dut)
+            dut = self.bench.make_dut()
             self.identity = {"bench": cfg.bench, "virtual": cfg.virtual, "dut": dut.identity(),
-                             "psu": self.bench.psu.identity(),
+                             "psu": self.bench.supply.identity(),
                              "load": self.bench.load.identity() if self.bench.load else None}
             self.baseline_config = dut.config()
         except (HilError, OSError) as exc:
@@ -184,10 +203,8 @@ class HilSession:
 
     def close(self) -> None:
         if self.bench is not None:
-            self.bench.close()
+            self.bench.close()  # also releases the bench lock
             self.bench = None
-        if self.lock is not None and self.lock.is_locked:
-            self.lock.release()
         if self.rack_worker is not None:
             self.rack_worker.stop()
 
@@ -239,25 +256,25 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
 
 
 @pytest.fixture
-def can(bench: Bench) -> Any:
+def can(bench: Bench) -> CanChannel:
     """CAN channel: DBC-decoded `wait_for`, `recorder`, traces."""
-    return bench.can
+    return bench.channel
 
 
 @pytest.fixture
-def uds(bench: Bench) -> Any:
+def uds(bench: Bench) -> UdsClient:
     """UDS client (udsoncan over ISO-TP) addressed to the DUT."""
-    return bench.uds
+    return bench.client
 
 
 @pytest.fixture
-def psu(bench: Bench) -> Any:
+def psu(bench: Bench) -> PowerSupply:
     """The DUT's power supply: limits checked before sending, every setting read back."""
-    return bench.psu
+    return bench.supply
 
 
 @pytest.fixture
-def load(bench: Bench) -> Any:
+def load(bench: Bench) -> BatteryEmulator:
     """Battery/load emulator (pack current, temperatures, cell voltages)."""
     if bench.load is None:
         pytest.skip(f"bench {bench.cfg.bench} has no battery/load emulator")
@@ -265,7 +282,7 @@ def load(bench: Bench) -> Any:
 
 
 @pytest.fixture
-def console(bench: Bench) -> Any:
+def console(bench: Bench) -> ConsoleProtocol:
     """The DUT's debug console: `expect(pattern, timeout)`."""
     if bench.console is None:
         pytest.skip(f"console missing: bench {bench.cfg.bench} has no console")
@@ -280,9 +297,9 @@ def console_if_any(bench: Bench) -> Any:
 
 
 @pytest.fixture
-def flasher(bench: Bench) -> Any:
+def flasher(bench: Bench) -> Iterator[Flasher]:
     """The UDS programming sequence: stage, activate, wait_outcome, update. Hooks are cleared after the test."""
-    f = bench.flasher
+    f = bench.programmer
     yield f
     f.on_phase.clear()
     f.on_progress.clear()
@@ -292,7 +309,7 @@ def flasher(bench: Bench) -> Any:
 @pytest.fixture
 def dut(bench: Bench) -> Dut:
     """Identity, status and configuration of the device under test."""
-    return Dut(bench.uds, bench.can, bench.cfg.dut)
+    return bench.make_dut()
 
 
 @pytest.fixture(scope="session")
@@ -319,7 +336,7 @@ def console_pattern(bench_config: BenchConfig) -> Any:
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Any:
+def measure(request: pytest.FixtureRequest) -> Callable[[Measurement], Measurement]:
     """Record a measurement with its limits; the report shows value and limit side by side. Returns the Measurement."""
     recorded: list[Measurement] = []
 
@@ -425,21 +442,21 @@ def _evidence_dir(hil: HilSession, node: pytest.Item) -> Path:
 
 
 def _start_evidence(b: Bench, d: Path) -> None:
-    b.can.start_trace([d / "can.blf", d / "can.asc"])
+    b.channel.start_trace([d / "can.blf", d / "can.asc"])
     if b.console is not None:
         b.console_mark = b.console.mark()  # type: ignore[attr-defined]
-    b.psu.start_log(d / "supply.log")
+    b.supply.start_log(d / "supply.log")
     b.evidence_started = time.time()  # type: ignore[attr-defined]
 
 
 def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     try:
-        b.can.stop_trace()
+        b.channel.stop_trace()
     except HilError:
         pass
     if b.console is not None:
         (d / "console.log").write_text(b.console.text[getattr(b, "console_mark", 0):])
-    b.psu.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
+    b.supply.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
@@ -464,7 +481,7 @@ def _known_state(hil: HilSession, node: pytest.Item) -> None:
     try:
         if b.load is not None:
             b.load.safe_state()
-        b.psu.power_on()
+        b.supply.power_on()
         _restore_baseline(hil, b, destructive=node.get_closest_marker("destructive") is not None)
     except (HilError, OSError) as exc:
         hil.broken = f"could not restore the bench after {node.nodeid}: {type(exc).__name__}: {exc}"
@@ -474,7 +491,7 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
     from hil.checks import wait_dut_up
     from hil.images.mcuboot import parse_image
 
-    dut = Dut(b.uds, b.can, b.cfg.dut)
+    dut = b.make_dut()
     try:
         wait_dut_up(dut, b.cfg.dut.boot_timeout_s * 2)
     except HilTimeout as exc:
@@ -494,20 +511,55 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
         restore_strategy(b.cfg.profile.restore).restore(b, image, baseline)
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
+    _clear_update_state(b, dut)
+
+
+#: Update states after which the inactive slot holds nothing of a test: the confirmed baseline with its
+#: backup (SUCCESS), or an erased slot (IDLE without a reason).
+_KNOWN_UPDATE_STATES = (UpdateState.SUCCESS, UpdateState.IDLE)
+
+
+def _clear_update_state(b: Bench, dut: Dut) -> None:
+    """No test inherits a staged, rejected or reverted image: such a slot is erased (the contract's erase
+    routine), so every test starts with the update status IDLE or SUCCESS and a known secondary slot."""
+    status = dut.status()
+    if status.state in _KNOWN_UPDATE_STATES and status.reason is Reason.NONE:
+        return
+    b.programmer.discard()
+    after = dut.status()
+    if after.state not in _KNOWN_UPDATE_STATES or after.reason is not Reason.NONE:
+        raise BenchBroken(f"update status {status.state.name}/{status.reason.name} could not be cleared: "
+                          f"after the erase routine it is {after.state.name}/{after.reason.name}")
 
 
 # ---------------------------------------------------------------------- markers and reporting
+def uses_bench(item: pytest.Item) -> bool:
+    """Whether a test uses one of the plugin's fixtures or markers (else the plugin leaves it alone)."""
+    if any(item.get_closest_marker(m) is not None for m in BENCH_MARKERS):
+        return True
+    names = set(getattr(item, "fixturenames", ())) & set(FIXTURES)
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    for name in names:
+        chain = defs.get(name)
+        # A suite's own fixture of the same name (e.g. its own `bench`) overrides ours: not a use of the plugin.
+        if not chain or getattr(chain[-1].func, "__module__", "") == __name__:
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     hil: HilSession = config.stash[STASH_KEY]
-    try:
-        cfg = hil.cfg
-    except pytest.UsageError:
-        raise
-    allure_audit.check_requirement_ids(items)
-    _select_benches(hil, cfg, items)
     for item in items:
         if item.get_closest_marker("nightly") and not config.getoption("--nightly"):
             item.add_marker(pytest.mark.skip(reason="nightly work: run with --nightly (or HIL_NIGHTLY=1)"))
+    ours = [item for item in items if uses_bench(item)]
+    if not ours:
+        return  # inert: no bench file is read for a run that does not use the bench
+    cfg = hil.cfg
+    allure_audit.check_requirement_ids(ours)
+    _select_benches(hil, cfg, ours)
+    for item in ours:
         if item.get_closest_marker("sim_only") and not cfg.virtual:
             item.add_marker(pytest.mark.skip(reason=f"sim_only: bench {cfg.bench} is real"))
         if item.get_closest_marker("irreversible") and not cfg.virtual and not config.getoption("--allow-irreversible"):
@@ -571,10 +623,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome: Any = yield
     report = outcome.get_result()
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+    if (report.when == "call" or (report.when == "setup" and report.outcome != "passed")) and uses_bench(item):
         hil: HilSession = item.config.stash[STASH_KEY]
         fault = item.get_closest_marker("fault")
         rows = []
@@ -614,8 +666,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _reports_dir(hil: HilSession) -> Path:
-    out = Path(hil.config.getoption("--reports-dir"))
-    return out if out.is_absolute() else Path(hil.config.rootpath) / out
+    return hil.here("--reports-dir")
 
 
 def _iso(t: float) -> str:

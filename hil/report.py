@@ -39,7 +39,7 @@ TOOL_PACKAGES = ("python-can", "udsoncan", "can-isotp", "cantools", "pyvisa", "p
 
 @dataclass(frozen=True)
 class FaultClass:
-    """One row of the update fault matrix (shared/reference/update-fault-matrix.md)."""
+    """One row of the update fault matrix (`FAULT_MATRIX` below is the one copy; docs/design.md)."""
 
     row: int
     fault: str
@@ -172,9 +172,9 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
     recs = _latest(records)
     by_row: dict[int, list[TestRecord]] = {}
     for r in recs:
-        for row in dict.fromkeys(r.fault_rows):  # a row named twice by one test counts once
-            by_row.setdefault(int(row), []).append(r)
-    rows = []
+        for row_number in dict.fromkeys(r.fault_rows):  # a row named twice by one test counts once
+            by_row.setdefault(int(row_number), []).append(r)
+    rows: list[dict[str, Any]] = []
     for n, fc in FAULT_MATRIX.items():
         tests = by_row.get(n, [])
         rows.append({"row": n, "fault": fc.fault, "injected": fc.injected, "device_must": fc.device_must,
@@ -186,7 +186,7 @@ def write_fault_matrix(records: Iterable[TestRecord], out_dir: Path) -> tuple[Pa
     summary = {v: sum(1 for r in rows if r["verdict"] == v) for v in (PASS, FAIL, NOT_COVERED)}
 
     md = ["# Update fault matrix - results", "",
-          f"Generated {_now()}. Rows from `update-fault-matrix.md`; verdict: every test passed -> {PASS}, "
+          f"Generated {_now()}. Rows of the update fault matrix (hil/report.py `FAULT_MATRIX`); verdict: every test passed -> {PASS}, "
           f"any failed or errored -> {FAIL}, no test ran -> {NOT_COVERED}.", "",
           f"**{summary[PASS]} {PASS}, {summary[FAIL]} {FAIL}, {summary[NOT_COVERED]} {NOT_COVERED}** "
           f"of {len(rows)} rows.", "",

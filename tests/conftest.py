@@ -5,6 +5,9 @@ Hypothesis profiles for the fuzz targets (tests/test_fuzz.py):
   `make test` run is reproducible - the same examples on every machine, no flake from a lucky draw;
 - `hil-nightly` (`HIL_NIGHTLY=1`): at least 10,000 fresh random examples per target.
 `HYPOTHESIS_PROFILE=<name>` picks any registered profile explicitly.
+
+`outside_suite/` is a user's suite: it runs only from a temporary folder outside the repository
+(tests/test_cli_and_plugin.py), never as part of this collection.
 """
 
 from __future__ import annotations
@@ -23,3 +26,5 @@ settings.register_profile("hil-ci", max_examples=CI_EXAMPLES, derandomize=True, 
 settings.register_profile("hil-nightly", max_examples=NIGHTLY_EXAMPLES, print_blob=True, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                       or ("hil-nightly" if os.environ.get("HIL_NIGHTLY", "") not in ("", "0") else "hil-ci"))
+
+collect_ignore = ["outside_suite"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -289,3 +290,58 @@ def test_collect_gathers_frames_during_the_window(channel_pair) -> None:
     frames = chan.collect(contract.MSG_SOC_CORE, 0.3)
     timer.join()
     assert [f.signals["SOC"] for f in frames] == [77.0]
+
+
+def test_trace_has_each_tester_frame_once_on_an_interface_that_echoes(tmp_path: Path) -> None:
+    """udp_multicast hands the tester its own frames back: traced once, as Tx, and never decoded as the DUT's."""
+    import random
+
+    group = f"239.74.182.{random.randint(100, 250)}"
+    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": random.randint(43220, 43229)}, dbc=DBC)
+    try:
+        chan = CanChannel(cfg)
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))
+    board = can.Bus(interface="udp_multicast", channel=group, port=cfg.args["port"])
+    try:
+        asc = tmp_path / "can.asc"
+        chan.start_trace([asc])
+        chan.bus.send(can.Message(arbitration_id=0x7E0, data=b"\x02\x10\x02\xCC\xCC\xCC\xCC\xCC", is_extended_id=False))
+        chan.send(contract.MSG_SOC_CORE, {s.name: 0 for s in chan.db.get_message_by_name(contract.MSG_SOC_CORE).signals})
+        board.send(can.Message(arbitration_id=0x7E8, data=b"\x06\x50\x02\x00\x32\x01\xF4\xCC", is_extended_id=False))
+        board.send(_soc(chan, 42.0))
+        chan.wait_for(contract.MSG_SOC_CORE, signals={"SOC": 42.0}, since=0.0, timeout=2.0)
+        time.sleep(0.2)  # the echoes of the tester's frames arrive too (they must not be traced)
+        assert [f.signals["SOC"] for f in chan.collect(contract.MSG_SOC_CORE, 0.0)] == []
+        latest = chan.latest(contract.MSG_SOC_CORE)
+        assert latest is not None and latest.signals["SOC"] == 42.0, "the tester's own SOC frame decoded as the DUT's"
+        chan.stop_trace()
+        frames = list(can.ASCReader(str(asc)))
+        tx = [(m.arbitration_id, m.is_rx) for m in frames if not m.is_rx]
+        rx = [(m.arbitration_id, m.is_rx) for m in frames if m.is_rx]
+        assert sorted(tx) == [(0x180, False), (0x7E0, False)], frames
+        assert sorted(rx) == [(0x180, True), (0x7E8, True)], frames
+    finally:
+        chan.close()
+        board.shutdown()
+
+
+def test_fd_bit_timing_reaches_python_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PCAN/Kvaser FD bench from YAML alone: open_bus hands python-can the BitTimingFd of the sample points."""
+    from hil import canbus
+    from hil.config import CanTiming
+
+    seen: dict[str, object] = {}
+    real_bus = can.Bus
+
+    def fake_bus(**kwargs: object) -> can.BusABC:
+        seen.update(kwargs)
+        return real_bus(interface="virtual", channel=f"fake-{uuid.uuid4().hex}")
+
+    monkeypatch.setattr(canbus.can, "Bus", fake_bus)
+    cfg = CanConfig(interface="pcan", channel="PCAN_USBBUS1", fd=True, data_bitrate=2_000_000, dbc=DBC,
+                    timing=CanTiming(f_clock=80_000_000, sample_point=80.0, data_sample_point=75.0))
+    open_bus(cfg).shutdown()
+    timing = seen["timing"]
+    assert isinstance(timing, can.BitTimingFd) and seen["interface"] == "pcan" and seen["fd"] is True
+    assert timing.f_clock == 80_000_000 and timing.nom_sample_point == pytest.approx(80.0)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -185,3 +186,145 @@ def test_two_virtual_benches_run_side_by_side(tmp_path):
             a.can.wait_for(MSG_SOC_CORE, timeout=0.5)
     assert cfg_a.sim is not None and cfg_b.sim is not None
     assert cfg_a.sim.flash_file != cfg_b.sim.flash_file and cfg_a.sim.flash_file.exists() and cfg_b.sim.flash_file.exists()
+
+
+# ---------------------------------------------------------------------- bench lock, inert plugin, start errors
+_HOLDING_TEST = '''
+import time
+from pathlib import Path
+
+
+def test_holds_the_bench(dut):
+    assert dut.version()
+    Path("{started}").write_text("up")
+    deadline = time.monotonic() + 120
+    while not Path("{release}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+'''
+
+
+def test_hil_flash_and_doctor_during_a_pytest_run_fail_at_once_naming_the_holder(tmp_path):
+    bench = _sim_bench(tmp_path)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    started, release = tmp_path / "started", tmp_path / "release"
+    (suite / "test_hold.py").write_text(_HOLDING_TEST.format(started=started, release=release))
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "--bench", str(bench)], cwd=suite, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists(), run.communicate(timeout=30)[0][-3000:] if run.poll() is not None else "not started"
+        for command in (["flash", "--bench", str(bench), "1.1.0"], ["doctor", "--bench", str(bench)]):
+            t0 = time.monotonic()
+            refused = _run(HIL + command, timeout=60, env=env)
+            took = time.monotonic() - t0
+            text = refused.stdout + refused.stderr
+            assert refused.returncode != 0, text
+            assert "is locked by another run" in text and f"pid {run.pid}" in text and "pytest" in text, text
+            assert took < 20, f"hil {command[0]} took {took:.1f} s to refuse"  # no simulator started, no timeout waited
+        release.write_text("go")
+        out, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, out[-3000:]
+    finally:
+        release.write_text("go")
+        if run.poll() is None:
+            run.kill()
+    lock_dir = tmp_path / "locks"
+    assert not list(lock_dir.glob("*.holder.json")), "holder record left behind after the run"
+
+
+def test_plugin_is_inert_for_unrelated_tests_without_a_bench_file(tmp_path):
+    (tmp_path / "test_unrelated.py").write_text("def test_sum():\n    assert sum([1, 2]) == 3\n")
+    for extra in (["-p", "hil.plugin"], []):
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", *extra], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "HIL_BENCH": ""})
+        assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+    assert not (tmp_path / "reports").exists(), "an inert plugin wrote reports"
+
+
+def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
+    import socket
+
+    bench = _sim_bench(tmp_path)
+    psu_port = int(yaml.safe_load(bench.read_text())["psu"]["resource"].split("::")[2])
+    with socket.create_server(("127.0.0.1", psu_port)):
+        t0 = time.monotonic()
+        doctor = _run(HIL + ["doctor", "--bench", str(bench)], timeout=120,
+                      env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
+        took = time.monotonic() - t0
+        text = doctor.stdout + doctor.stderr
+        assert doctor.returncode != 0 and "exited with code 1" in text and f"{psu_port} is in use" in text, text
+        assert took < 60, took
+        (tmp_path / "suite").mkdir()
+        (tmp_path / "suite" / "test_one.py").write_text("def test_one(dut):\n    assert dut.version()\n")
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--bench={bench}"], cwd=tmp_path / "suite",
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
+        assert result.returncode != 0 and f"{psu_port} is in use" in result.stdout, result.stdout[-3000:]
+    (tmp_path / "m").mkdir()
+    missing = _sim_bench(tmp_path / "m")
+    data = yaml.safe_load(missing.read_text())
+    data["can"]["dbc"] = str(tmp_path / "nowhere.dbc")
+    missing.write_text(yaml.safe_dump(data))
+    doctor = _run(HIL + ["doctor", "--bench", str(missing)], timeout=120,
+                  env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
+    assert doctor.returncode != 0 and "nowhere.dbc does not exist" in doctor.stdout + doctor.stderr, doctor.stdout
+
+
+def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
+    bench = _sim_bench(tmp_path)
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks"), "COLUMNS": "200"}
+    proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops the bench" in line:
+                break
+        text = "".join(seen)
+        assert "board is unpowered" in text and "--power-on" in text, text
+        refused = _run(HIL + ["doctor", "--bench", str(bench)], timeout=60, env=env)
+        assert refused.returncode != 0 and "is locked by another run" in refused.stdout + refused.stderr
+        assert f"pid {proc.pid}" in refused.stdout + refused.stderr and "sim" in refused.stdout + refused.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((tmp_path / "locks").glob("*.holder.json"))
+
+
+def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path):
+    """tests/outside_suite (written from docs/fixtures.md only), copied to a temporary folder and run there:
+    no -p, a relative --bench, reports and evidence in that folder, none in the repository."""
+    import shutil
+
+    work = tmp_path / "my-suite"
+    shutil.copytree(ROOT / "tests/outside_suite", work)
+    (work / "benches").mkdir()
+    bench = _sim_bench(work / "benches")
+    repo_evidence = ROOT / "reports" / "evidence"
+    before = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("HIL_BENCH", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--bench", str(bench.relative_to(work))], cwd=work,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "6 passed" in result.stdout, result.stdout[-2000:]
+    assert (work / "reports" / "run-record.json").is_file() or list((work / "reports").glob("run-record.*"))
+    evidence = work / "reports" / "evidence"
+    assert any(evidence.glob("*test_upgrade*/can.asc")), sorted(p.name for p in evidence.glob("*"))
+    after = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    assert after == before, f"the run wrote into the repository's reports/: {sorted(after - before)}"
+    # --bench=FILE is the same option: the same relative file is found (collection loads the bench file)
+    listed = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", f"--bench={bench.relative_to(work)}"],
+                            cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0 and "6 tests collected" in listed.stdout, listed.stdout[-2000:] + listed.stderr
+    missing = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "--bench=benches/nope.yaml"],
+                             cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode != 0 and "nope.yaml: bench file not found" in missing.stdout + missing.stderr

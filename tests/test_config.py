@@ -99,3 +99,60 @@ def test_socket_resource_parsing():
     assert socket_resource_address("TCPIP0::127.0.0.1::5025::SOCKET") == ("127.0.0.1", 5025)
     with pytest.raises(BenchConfigError, match="TCPIP0::<host>::<port>::SOCKET"):
         socket_resource_address("USB0::0x2A8D::0x1102::MY1234::INSTR")
+
+
+def test_can_interface_is_checked_against_python_cans_registry(tmp_path):
+    import can
+
+    def real(name):
+        def mutate(d):
+            d["virtual"] = False
+            d.pop("sim")
+            d["can"].update(interface=name, channel="0", pacing=False)
+        return mutate
+
+    with pytest.raises(BenchConfigError) as err:
+        load_bench(_write(tmp_path, real("peak-usb")))
+    msg = str(err.value)
+    assert "can.interface" in msg and "'peak-usb' is not a python-can interface" in msg
+    assert all(name in msg for name in sorted(can.interfaces.VALID_INTERFACES)), msg
+    # every interface python-can knows is accepted, not a fixed list of ours
+    for name in sorted(can.interfaces.VALID_INTERFACES - {"udp_multicast", "virtual"}):
+        assert load_bench(_write(tmp_path, real(name))).can.interface == name
+
+
+def test_fd_bit_timing_from_sample_points(tmp_path):
+    import can
+
+    def fd(d):
+        d["virtual"] = False
+        d.pop("sim")
+        d["can"] = {"interface": "pcan", "channel": "PCAN_USBBUS1", "bitrate": 500000, "fd": True,
+                    "data_bitrate": 2000000, "timing": {"f_clock": 80000000, "sample_point": 80.0,
+                                                        "data_sample_point": 75.0}}
+    cfg = load_bench(_write(tmp_path, fd))
+    timing = cfg.can.bit_timing()
+    assert isinstance(timing, can.BitTimingFd)
+    assert (timing.nom_bitrate, timing.data_bitrate) == (500000, 2000000)
+    assert timing.nom_sample_point == pytest.approx(80.0) and timing.data_sample_point == pytest.approx(75.0)
+
+    def no_data_point(d):
+        fd(d)
+        del d["can"]["timing"]["data_sample_point"]
+    with pytest.raises(BenchConfigError, match="needs data_sample_point"):
+        load_bench(_write(tmp_path, no_data_point))
+
+    def impossible(d):
+        fd(d)
+        d["can"]["timing"]["f_clock"] = 1000
+    with pytest.raises(BenchConfigError, match="no bit timing for f_clock 1000 Hz"):
+        load_bench(_write(tmp_path, impossible))
+
+
+def test_example_benches_give_fd_timing_as_sample_points():
+    import can
+
+    for name in ("kvaser-fd-hmp.yaml", "pcan-fd-e36300.yaml"):
+        cfg = load_bench(ROOT / "benches/examples" / name)
+        assert isinstance(cfg.can.bit_timing(), can.BitTimingFd), name
+        assert "tseg1" not in cfg.can.args, f"{name}: register values instead of sample points"

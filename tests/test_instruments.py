@@ -406,3 +406,147 @@ def test_battery_emulator_raw_commands(visa: pyvisa.ResourceManager) -> None:
         raw.write("CELL:VOLT 3.5,(@13)")
         assert raw.query("SYST:ERR?").startswith('-222,"Data out of range')
     assert model.cell_voltages() == [3.9] * contract.N_CELLS
+
+
+# --------------------------------------------------------------------------- every dialect against its own emulator
+from hil.sim.instruments import (  # noqa: E402 - grouped with the tests that use them
+    BATTERY_MODELS, SUPPLY_MODELS, HmpModel, KeysightEL30000Model, RigolDP800Model)
+
+#: (dialect, channel, commands only that dialect's emulator takes - proof the driver spoke it)
+_SUPPLY_DIALECTS = [
+    ("keysight_e36300", 2, ("VOLT 12,(@2)", "OUTP ON,(@2)")),
+    ("rigol_dp800", 2, (":SOUR2:VOLT 12", ":OUTP CH2,ON")),
+    ("rs_hmp", 2, ("INST:NSEL 2", "VOLT 12", "OUTP ON")),
+    ("scpi", 1, ("VOLT 12", "OUTP ON")),
+]
+
+
+@pytest.fixture(params=_SUPPLY_DIALECTS, ids=[d[0] for d in _SUPPLY_DIALECTS])
+def dialect_supply(request: pytest.FixtureRequest) -> Iterator[tuple[SupplyModel, ScpiPowerSupply, int, tuple[str, ...]]]:
+    dialect, channel, spoken = request.param
+    model = SUPPLY_MODELS[dialect]()
+    model.set_load(channel, _board_load)
+    server = ScpiServer(model)
+    port = server.start()
+    driver = ScpiPowerSupply(_psu_cfg(port, dialect=dialect, channel=channel))
+    yield model, driver, channel, spoken
+    driver.close()
+    server.stop()
+
+
+def test_each_supply_dialect_drives_its_own_emulator_over_tcp(dialect_supply) -> None:
+    model, psu, ch, spoken = dialect_supply
+    assert isinstance(psu, PowerSupply)
+    psu.power_on()
+    assert model.is_on(ch) and model.voltage_setpoint(ch) == pytest.approx(12.0)
+    assert model.current_limit(ch) == pytest.approx(0.8)
+    assert psu.measure_voltage() == pytest.approx(12.0) and psu.measure_current() == pytest.approx(BOARD_AMPS)
+    heard: list[float] = []
+    model.add_listener(ch, heard.append)
+    psu.dip(5.0, 0.0)
+    psu.power_cycle(0.0)
+    assert heard == [5.0, 12.0, 0.0, 12.0]
+    with pytest.raises(LimitViolation):
+        psu.set_voltage(17.0)  # beyond psu.limits: never sent
+    psu.safe_state()
+    assert not model.is_on(ch) and not psu.is_on()
+    received = model.received()
+    for command in spoken:
+        assert command in received, f"{command!r} not among {received[-20:]}"
+    assert model.next_error().startswith("+0"), "the driver left an error in the queue"
+
+
+def test_other_dialects_are_refused_by_an_emulator_of_another_family() -> None:
+    """The emulators are strict: a Rigol does not take Keysight channel lists, an HMP no channel lists at all."""
+    rigol, hmp = RigolDP800Model(), HmpModel()
+    rigol.execute("VOLT 12,(@2)")
+    assert rigol.next_error().startswith("-108")
+    hmp.execute("OUTP ON,(@2)")
+    assert hmp.next_error().startswith("-108")
+    hmp.execute(":SOUR2:VOLT 3")
+    assert hmp.next_error().startswith("-113")
+
+
+def test_hmp_general_output_gates_every_channel() -> None:
+    hmp = HmpModel()
+    assert hmp.execute("INST OUT2;VOLT 12;OUTP:SEL ON;OUTP?") == "0"  # activated, general output still off
+    assert hmp.execute("OUTP:GEN ON;OUTP?;MEAS:VOLT?") == "1;+1.20000000E+01"
+    assert hmp.execute("OUTP:GEN OFF;MEAS:VOLT?") == "+0.00000000E+00"
+
+
+def test_pymeasure_drives_the_keysight_and_hmp_emulators() -> None:
+    """Third-party drivers (pymeasure's KeysightE36312A and HMP4040) against the same emulators."""
+    pymeasure = pytest.importorskip("pymeasure")
+    from pymeasure.instruments.keysight import KeysightE36312A
+    from pymeasure.instruments.rohdeschwarz.hmp import HMP4040
+
+    assert pymeasure
+    keysight = SupplyModel()
+    keysight.set_load(2, _board_load)
+    with ScpiServer(keysight) as server:
+        supply = KeysightE36312A(_resource(server.port or 0), visa_library="@py", read_termination="\n",
+                                 write_termination="\n", timeout=1000)
+        supply.ch_2.voltage_setpoint = 12
+        supply.ch_2.current_limit = 0.8
+        supply.ch_2.output_enabled = True
+        assert supply.ch_2.voltage_setpoint == pytest.approx(12.0)
+        assert supply.ch_2.voltage == pytest.approx(12.0) and supply.ch_2.current == pytest.approx(BOARD_AMPS)
+        assert supply.ch_2.output_enabled is True
+        assert supply.id == contract.PSU_IDN_SIM
+        supply.adapter.close()
+    assert keysight.is_on(2) and keysight.next_error().startswith("+0")
+    hmp_model = HmpModel()
+    hmp_model.set_load(3, _board_load)
+    with ScpiServer(hmp_model) as server:
+        hmp = HMP4040(_resource(server.port or 0), visa_library="@py", read_termination="\n",
+                      write_termination="\n", timeout=1000)
+        hmp.selected_channel = 3
+        hmp.voltage = 12
+        hmp.current = 0.5
+        hmp.output_enabled = True  # pymeasure: OUTP:GEN, the general output
+        assert hmp.measured_voltage == 0.0, "a channel not activated delivers nothing"
+        hmp.selected_channel_active = True  # OUTP:SEL ON
+        assert hmp.selected_channel == 3 and hmp.voltage == pytest.approx(12.0)
+        assert hmp.measured_voltage == pytest.approx(12.0) and hmp.measured_current == pytest.approx(BOARD_AMPS)
+        hmp.adapter.close()
+    assert hmp_model.is_on(3) and hmp_model.next_error().startswith("+0")
+
+
+@pytest.mark.parametrize("dialect", ["hil_sim", "keysight_el30000"])
+def test_each_battery_emulator_dialect_drives_its_own_emulator_over_tcp(dialect: str) -> None:
+    model = BATTERY_MODELS[dialect]()
+    with ScpiServer(model) as server:
+        cfg = LoadConfig(resource=_resource(server.port or 0), dialect=dialect, max_current=50.0)
+        with ScpiBatteryEmulator(cfg) as load:
+            assert isinstance(load, BatteryEmulator)
+            load.set_pack_current(-40.0)  # driving: 40 A discharge
+            assert model.pack_current() == pytest.approx(-40.0) and load.pack_current() == pytest.approx(-40.0)
+            load.safe_state()
+            assert model.pack_current() == 0.0
+            with pytest.raises(LimitViolation):
+                load.set_pack_current(-60.0)  # beyond load.max_current
+            if dialect == "keysight_el30000":
+                assert {"FUNC CURR", "CURR 40", "INP ON", "INP OFF"} <= set(model.received())
+                with pytest.raises(LimitViolation, match="only sinks"):
+                    load.set_pack_current(5.0)
+                with pytest.raises(InstrumentError, match="has no temperature"):
+                    load.set_temperature(40.0)
+            else:
+                load.set_pack_current(5.0)
+                load.set_temperature(40.0, 3)
+                load.set_cell_voltage(3.9)
+                assert model.temperatures()[2] == 40.0 and model.cell_voltages() == [3.9] * model.n_cells
+    assert model.next_error().startswith("+0")
+
+
+def test_el30000_emulator_is_strict() -> None:
+    el = KeysightEL30000Model()
+    assert el.execute("*IDN?").startswith("Keysight Technologies,EL34143A")
+    el.execute("CURR 61")
+    assert el.next_error().startswith("-222")
+    el.execute("CURR 5,(@2)")
+    assert el.next_error().startswith("-222")
+    el.execute("CELL:VOLT:ALL 3.7")
+    assert el.next_error().startswith("-113")
+    assert el.execute("FUNC CURR;CURR 5;INP ON;MEAS:CURR?;INP?") == "+5.00000000E+00;1"
+    assert el.pack_current() == -5.0

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import can
 import pytest
 import serial
 import udsoncan
@@ -35,8 +36,9 @@ def bench_cfg(tmp_path: Path, *, fast: bool = True, paced: bool = False) -> Benc
     assert cfg.sim is not None
     sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash",
                                      "flash_timing": "fast" if fast else "realistic"})
-    can = cfg.can.model_copy(update={"channel": f"test-{uuid.uuid4().hex[:8]}", "pacing": paced})
-    return cfg.model_copy(update={"sim": sim, "can": can})
+    tag = uuid.uuid4().hex[:8]
+    can = cfg.can.model_copy(update={"channel": f"test-{tag}", "pacing": paced})
+    return cfg.model_copy(update={"bench": f"inproc-{tag}", "sim": sim, "can": can})
 
 
 @pytest.fixture
@@ -102,6 +104,26 @@ def test_background_download_activate_confirm(paced_bench):
     assert bench.uds.boot_info().confirmed
 
 
+def test_flash_trace_on_the_virtual_interface_has_both_directions(bench, tmp_path):
+    """python-can's in-process `virtual` bus never echoes a sender's frames: the tester's side is traced on send."""
+    blf, asc = tmp_path / "t/can.blf", tmp_path / "t/can.asc"
+    bench.can.start_trace([blf, asc])
+    staged = bench.flasher.stage(load_image("1.1.0", bench.cfg))
+    bench.can.stop_trace()
+    assert staged.accepted, staged.reason
+    for reader in (can.BLFReader(str(blf)), can.ASCReader(str(asc))):
+        frames = list(reader)
+        tester = [m for m in frames if m.arbitration_id == bench.cfg.dut.tx_id]
+        ecu = [m for m in frames if m.arbitration_id == bench.cfg.dut.rx_id]
+        # the download is ~10 KiB: hundreds of consecutive frames from the tester, flow control + responses back
+        assert len(tester) > 100 and len(ecu) > 5, (type(reader).__name__, len(tester), len(ecu))
+        assert all(not m.is_rx for m in tester) and all(m.is_rx for m in ecu)
+        assert any(m.arbitration_id == 0x180 for m in frames)  # the DUT's SOC frames too
+        # Host time stamps from two threads (sender, notifier): in order within scheduling jitter.
+        stamps = [m.timestamp for m in frames]
+        assert max(a - b for a, b in zip(stamps, stamps[1:])) < 0.05, "trace out of time order"
+
+
 @pytest.mark.parametrize(("recipe", "reason"), [
     ("1.1.0-selftest-fail", Reason.SELFTEST_FAILED),
     ("1.1.0-crash-at-boot", Reason.CRASHED_AT_BOOT),
@@ -111,6 +133,23 @@ def test_failing_builds_are_reverted_with_reason(bench, recipe, reason):
     outcome = bench.flasher.update(load_image(recipe, bench.cfg), timeout=30)
     assert (outcome.state, outcome.reason) == (UpdateState.ROLLED_BACK, reason), outcome.states_seen
     assert _version(bench) == "1.0.0"
+
+
+def test_backup_did_never_names_a_download_and_discard_clears_the_slot(bench):
+    """FD05 names the previous image only after a swap: never a staged, rejected or reverted download."""
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == ""  # factory state: nothing in the secondary slot
+    rejected = bench.flasher.stage(load_image("0.9.0-downgrade", bench.cfg))
+    assert not rejected.accepted and rejected.reason is Reason.DOWNGRADE_VERSION
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "", "a rejected download reported as the backup"
+    outcome = bench.flasher.update(load_image("1.1.0-selftest-fail", bench.cfg), timeout=30)
+    assert outcome.state is UpdateState.ROLLED_BACK
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "", "a reverted image reported as the backup"
+    bench.flasher.discard()
+    status = bench.uds.update_status()
+    assert (status.state, status.reason) == (UpdateState.IDLE, Reason.NONE)
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == ""
+    assert bench.flasher.update(load_image("1.1.0", bench.cfg), timeout=30).confirmed
+    assert bench.uds.read_str(Did.BACKUP_IMAGE) == "1.0.0"  # after the swap: the previous image
 
 
 @pytest.mark.parametrize(("make", "reason"), [
@@ -254,3 +293,22 @@ def test_soc_is_persisted_across_resets(bench):
     mark = time.monotonic()
     first = bench.can.wait_for(MSG_SOC_CORE, predicate=lambda s: s["RollingCounter"] == 0, timeout=10, since=mark)
     assert float(first.signals["SOC"]) == pytest.approx(before_reset, abs=0.1), (start, risen.signals["SOC"], first.signals)
+
+
+@pytest.mark.parametrize(("psu_dialect", "load_dialect", "idn"), [
+    ("rigol_dp800", "keysight_el30000", ("DP832", "EL34143A")),
+    ("rs_hmp", "hil_sim", ("HMP4040", "BATTEMU")),
+])
+def test_virtual_bench_emulates_the_dialects_its_file_names(tmp_path, psu_dialect, load_dialect, idn):
+    cfg = bench_cfg(tmp_path)
+    assert cfg.load is not None
+    cfg = cfg.model_copy(update={"psu": cfg.psu.model_copy(update={"dialect": psu_dialect}),
+                                 "load": cfg.load.model_copy(update={"dialect": load_dialect})})
+    with Bench.open(cfg, evidence_dir=tmp_path) as b:  # powers the board through the dialect, waits for SOC frames
+        assert idn[0] in b.supply.identity() and b.load is not None and idn[1] in b.load.identity()
+        assert b.supply.measure_voltage() == pytest.approx(12.0)
+        b.load.set_pack_current(-40.0)
+        assert b.flasher.stage(load_image("1.1.0", cfg)).accepted
+        with pytest.raises(HilError):  # the board measures the load's current: activation refused
+            b.flasher.activate()
+        assert b.uds.update_status().reason is Reason.CURRENT_FLOWING

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import can
-import cantools
 
-from hil.canbus import open_bus
+from hil.canbus import TxTap, echoes_own_frames, load_dbc, open_bus
 from hil.config import CanConfig
 from hil.errors import BenchConfigError, HilError, HilTimeout
 from hil.profile import DutProfile
@@ -114,11 +113,13 @@ class CanChannel:
         dbc = cfg.dbc or self.profile.can.dbc
         if dbc is None:
             raise BenchConfigError("no DBC: set can.dbc in the bench file or can.dbc in the DUT profile")
-        self.db = cantools.database.load_file(str(dbc))
+        self.db = load_dbc(dbc)
         self._by_id = {m.frame_id: m for m in self.db.messages}
         self._names = {m.name: self.profile.can.framework_message(m.name) for m in self.db.messages}
         self._owns_bus = bus is None
-        self.bus: can.BusABC = bus if bus is not None else open_bus(cfg)
+        raw = bus if bus is not None else open_bus(cfg)
+        # Every frame the tester sends (ISO-TP, `send`) goes through the tap, so traces hold both directions.
+        self.bus: TxTap = TxTap(raw, self._on_sent, echoes_own=echoes_own_frames(cfg))
         self._cond = threading.Condition()
         self._history: dict[str, collections.deque[Frame]] = {
             name: collections.deque(maxlen=HISTORY_PER_MESSAGE) for name in self._names.values()}
@@ -131,7 +132,14 @@ class CanChannel:
         self.notifier = can.Notifier(self.bus, [_Tap(self)], timeout=0.05)
 
     # ------------------------------------------------------------------ receive path (notifier thread)
+    def _on_sent(self, msg: can.Message) -> None:
+        """A frame the tester transmitted (is_rx False): traced; never decoded as if the DUT sent it."""
+        if self._writers:
+            self._trace(msg)
+
     def _on_frame(self, msg: can.Message) -> None:
+        if self.bus.is_echo(msg):
+            return  # already traced when it was sent
         if self._writers:
             self._trace(msg)
         spec = self._by_id.get(msg.arbitration_id)
@@ -270,8 +278,9 @@ class CanChannel:
 
     # ------------------------------------------------------------------ traces
     def start_trace(self, paths: Sequence[Path]) -> None:
-        """Write every frame the channel receives to `paths` (python-can loggers by suffix: .blf, .asc, ...)."""
-        writers = []
+        """Write every frame on the bus to `paths` (python-can loggers by suffix: .blf, .asc, ...): what the
+        channel receives (Rx) and what the tester sends (Tx), on every interface."""
+        writers: list[can.Listener] = []
         try:
             for path in paths:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)

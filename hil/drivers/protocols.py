@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, ContextManager, Protocol, runtime_checkable
+
+from hil import contract
 
 
 @runtime_checkable
@@ -132,4 +134,75 @@ class ConsoleProtocol(Protocol):
 
     def close(self) -> None:
         """Stop reading and release the port."""
+        ...
+
+
+@runtime_checkable
+class UdsLink(Protocol):
+    """What the Flasher and `Dut` need from a UDS client (`hil.drivers.uds.UdsClient`)."""
+
+    def session(self, n: int) -> None:
+        """DiagnosticSessionControl."""
+        ...
+
+    def unlock(self, security: Any) -> None:
+        """SecurityAccess at `security.level` with `security.compute_key`."""
+        ...
+
+    def read_did(self, did: int) -> bytes:
+        """ReadDataByIdentifier: the record bytes."""
+        ...
+
+    def read_str(self, did: int) -> str:
+        """A text DID."""
+        ...
+
+    def write_did(self, did: int, data: bytes) -> None:
+        """WriteDataByIdentifier."""
+        ...
+
+    def routine(self, rid: int, data: bytes = b"") -> bytes:
+        """RoutineControl startRoutine: the status record."""
+        ...
+
+    def request_download(self, address: int, size: int) -> int:
+        """RequestDownload: maxNumberOfBlockLength."""
+        ...
+
+    def transfer_data(self, counter: int, data: bytes) -> None:
+        """TransferData of one block."""
+        ...
+
+    def request_transfer_exit(self) -> None:
+        """RequestTransferExit."""
+        ...
+
+    def ecu_reset(self, hard: bool = True) -> None:
+        """ECUReset."""
+        ...
+
+    def update_status(self) -> contract.UpdateStatusRecord:
+        """The update status record."""
+        ...
+
+    def boot_info(self) -> contract.BootInfo:
+        """Boot mode, slot, confirmation, reset cause."""
+        ...
+
+    def software_version(self) -> str:
+        """The running software version."""
+        ...
+
+
+@runtime_checkable
+class CanLink(Protocol):
+    """What the Flasher and `Dut` need from a CAN channel (`hil.drivers.can.CanChannel`)."""
+
+    def wait_for(self, message: str, signals: dict[str, Any] | None = None, predicate: Any = None,
+                 timeout: float = 2.0, since: float | None = None) -> Any:
+        """The newest matching frame received at/after `since`; HilTimeout naming what was seen."""
+        ...
+
+    def recorder(self, message: str) -> ContextManager[list[Any]]:
+        """Collect every frame of `message` until the block exits."""
         ...

@@ -61,7 +61,8 @@ class ScpiSession:
     Transport failures become `InstrumentError` naming the resource and the command.
     """
 
-    def __init__(self, resource: str, timeout_ms: int, *, name: str, log_path: Path | None = None) -> None:
+    def __init__(self, resource: str, timeout_ms: int, *, name: str, log_path: Path | None = None,
+                 visa_library: str = "@py") -> None:
         self.resource = resource
         self.name = name
         self.timeout_ms = timeout_ms
@@ -71,10 +72,12 @@ class ScpiSession:
         self._events: list[InstrumentEvent] = []
         self.start_log(log_path)
         try:
-            self._rm = pyvisa.ResourceManager("@py")
-            self._inst = self._rm.open_resource(resource, read_termination="\n", write_termination="\n",
+            # The bench's `visa_library`: pyvisa-py by default, a vendor VISA for USB-TMC/GPIB instruments.
+            self._rm = pyvisa.ResourceManager(visa_library)
+            self._inst: pyvisa.resources.MessageBasedResource = self._rm.open_resource(  # type: ignore[assignment]
+                resource, read_termination="\n", write_termination="\n",
                                                 timeout=timeout_ms, open_timeout=timeout_ms)
-        except (pyvisa.errors.Error, OSError, ValueError) as exc:
+        except (pyvisa.errors.Error, OSError, ValueError, ImportError) as exc:
             self._write_log("!", f"open failed: {exc}")
             raise InstrumentError(f"{name} {resource}: cannot open the VISA resource: {exc}") from exc
         _set_nodelay(self._inst)
@@ -375,8 +378,9 @@ def channel_range(identity: str, channel: int) -> tuple[float, float] | None:
 class ScpiDriver:
     """What every SCPI instrument driver shares: a session opened with `*IDN?`, its log and events."""
 
-    def _open_session(self, resource: str, timeout_ms: int, name: str, log_path: Path | None) -> None:
-        self._session = ScpiSession(resource, timeout_ms, name=name, log_path=log_path)
+    def _open_session(self, resource: str, timeout_ms: int, name: str, log_path: Path | None,
+                      visa_library: str = "@py") -> None:
+        self._session = ScpiSession(resource, timeout_ms, name=name, log_path=log_path, visa_library=visa_library)
         try:
             self._identity = self._session.query("*IDN?")
         except BaseException:
@@ -418,7 +422,7 @@ class ScpiPowerSupply(ScpiDriver):
     VOLTAGE_TOLERANCE_V = 0.01
     CURRENT_TOLERANCE_A = 0.002
 
-    def __init__(self, cfg: PsuConfig, log_path: Path | None = None) -> None:
+    def __init__(self, cfg: PsuConfig, log_path: Path | None = None, *, visa_library: str = "@py") -> None:
         self.cfg = cfg
         self.channel = cfg.channel
         self.dialect = DIALECTS[cfg.dialect]
@@ -426,7 +430,7 @@ class ScpiPowerSupply(ScpiDriver):
             raise BenchConfigError(f"psu.channel {cfg.channel}: dialect {cfg.dialect!r} drives single-output "
                                    "supplies (channel 1); pick the vendor dialect for a multi-output supply")
         self._closing = threading.Event()
-        self._open_session(cfg.resource, cfg.timeout_ms, "supply", log_path)
+        self._open_session(cfg.resource, cfg.timeout_ms, "supply", log_path, visa_library)
         try:
             self.range = channel_range(self._identity, cfg.channel)
         except BaseException:

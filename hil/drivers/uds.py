@@ -88,7 +88,7 @@ class UdsClient:
             "request_timeout": OVERALL_TIMEOUT_S,
         })
         self._conn = PythonIsoTpConnection(self._stack, name=f"uds-{dut.name}")
-        self._client = Client(self._conn, config=config)
+        self._client = Client(self._conn, config=config)  # type: ignore[arg-type]
         self._lock = threading.RLock()  # one request at a time (TesterPresent may come from another thread)
         self._client.open()
         self._open = True
@@ -101,7 +101,7 @@ class UdsClient:
             try:
                 yield self._client
             except NegativeResponseException as exc:
-                code = int(exc.response.code)
+                code = int(exc.response.code or 0)
                 service = exc.response.service.get_name() if exc.response.service else "?"
                 raise UdsError(f"{what}: {service} refused with NRC 0x{code:02X} {nrc_name(code)}", nrc=code) from None
             except TimeoutException as exc:
@@ -178,13 +178,16 @@ class UdsClient:
             rid = self.profile.routine(rid)
         with self._request(f"RoutineControl start 0x{int(rid):04X}") as c:
             response = c.start_routine(int(rid), bytes(data) or None)
+            assert response is not None  # udsoncan raises on a missing response
             return bytes(response.service_data.routine_status_record or b"")
 
     def request_download(self, address: int, size: int) -> int:
         """RequestDownload (32-bit address and size); returns maxNumberOfBlockLength."""
         location = udsoncan.MemoryLocation(address, size, address_format=32, memorysize_format=32)
         with self._request(f"RequestDownload 0x{address:08X} +{size}") as c:
-            return int(c.request_download(location).service_data.max_length)
+            response = c.request_download(location)
+            assert response is not None  # udsoncan raises on a missing response
+            return int(response.service_data.max_length)
 
     def transfer_data(self, counter: int, data: bytes) -> None:
         """TransferData block `counter` (0..255)."""

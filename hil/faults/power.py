@@ -74,7 +74,11 @@ class CutResult:
 
 def cut_after(psu: Any, delay_s: float, off_s: float) -> threading.Thread:
     """Drop the supply for `off_s` after `delay_s`, from a background thread (returned, already started)."""
-    t = threading.Thread(target=lambda: (time.sleep(delay_s), psu.dropout(off_s)), name="power-cut", daemon=True)
+    def cut() -> None:
+        time.sleep(delay_s)  # this thread's only job is to wait, then cut
+        psu.dropout(off_s)
+
+    t = threading.Thread(target=cut, name="power-cut", daemon=True)
     t.start()
     return t
 

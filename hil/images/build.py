@@ -201,8 +201,14 @@ def build_all(recipes_dir: Path, keys_dir: Path, out_dir: Path, *, names: Iterab
 
 
 def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
-    """Image bytes for a recipe name (built on demand for `cfg`'s layout and keys) or a path to a .bin."""
+    """Image bytes for a recipe name (built on demand for `cfg`'s layout and keys), a path to a recipe
+    .yaml of your own (built the same way), or a path to a signed .bin."""
     candidate = Path(name_or_path)
+    if candidate.is_file() and candidate.suffix in (".yaml", ".yml"):
+        from hil.images.recipes import load_recipe
+
+        return build_image(load_recipe(candidate), cfg.images.keys_dir, cfg.images.build_dir,
+                           layout=cfg.flash_layout).read_bytes()
     if candidate.is_file():
         return candidate.read_bytes()
     name = str(name_or_path)

@@ -173,8 +173,8 @@ def info(bench_file: str | None, image: str) -> None:
                          ("hardware_id", str(img.hardware_id)), ("config_compat", str(img.config_compat))):
         table.add_row(field, value)
     for area, tlvs in (("protected", img.protected_tlvs), ("tlv", img.tlvs)):
-        for tag, value in tlvs.items():
-            table.add_row(f"{area} {tlv_name(tag)}", value.hex() if len(value) <= 40 else value[:40].hex() + "...")
+        for tag, raw in tlvs.items():
+            table.add_row(f"{area} {tlv_name(tag)}", raw.hex() if len(raw) <= 40 else raw[:40].hex() + "...")
     Console().print(table)
     path = Path(image)
     if not path.is_file() and cfg is not None:

@@ -167,7 +167,7 @@ def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
         elif not isinstance(public, ed25519.Ed25519PublicKey):
             raise BenchConfigError(f"trusted key {p}: unsupported key type {type(public).__name__}; "
                                    "accepted: ecdsa-p256, ed25519")
-        keys.append(TrustedKey(name=p.stem, public_key=public, keyhash=public_key_hash(public)))  # type: ignore[arg-type]
+        keys.append(TrustedKey(name=p.stem, public_key=public, keyhash=public_key_hash(public)))
     return keys
 
 

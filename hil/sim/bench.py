@@ -9,16 +9,17 @@ exactly as to a real bench. `hil sim` runs one in the foreground.
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import can
 
 from hil.canbus import open_bus
 from hil.config import BenchConfig, socket_resource_address, socket_url_address
-from hil.errors import BenchConfigError
+from hil.errors import BenchBroken, BenchConfigError
 from hil.images.build import load_image
 from hil.images.catalogue import catalogue_of, prebuild
 from hil.images.keys import ensure_dev_keys
@@ -27,9 +28,25 @@ from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
 from hil.sim.bootloader import Bootloader
 from hil.sim.console import ConsoleServer
 from hil.sim.flash import FlashModel
-from hil.sim.instruments import BatteryEmulatorModel, SupplyModel
+from hil.sim.instruments import BATTERY_MODELS, SUPPLY_MODELS, BatteryEmulatorModel, SupplyModel
 from hil.sim.nvstore import NvStore
-from hil.sim.scpi import ScpiServer
+from hil.sim.scpi import LineServer, ScpiServer
+
+
+def _listen(server: LineServer, field: str, host: str, port: int) -> int:
+    """Start a TCP endpoint; a taken port fails naming the bench file's field and the address."""
+    try:
+        return server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise BenchBroken(f"{field}: port {host}:{port} is in use (another virtual bench or `hil sim` on it? "
+                              "give each bench its own ports, or 0 for a free one)") from None
+        raise BenchBroken(f"{field}: cannot listen on {host}:{port}: {exc}") from None
+
+
+def _generated_dev_key(cfg: BenchConfig, path: Path) -> bool:
+    """A missing trusted key that the bench generates itself (development keys in images.keys_dir)."""
+    return path.parent.resolve() == Path(cfg.images.keys_dir).resolve()
 
 
 def _with_port(resource: str, port: int) -> str:
@@ -44,8 +61,9 @@ class VirtualBench:
             raise BenchConfigError(f"bench {cfg.bench!r} is not virtual (virtual: true and a sim section are needed)")
         self.cfg = cfg
         self.effective: BenchConfig | None = None
-        self.supply = SupplyModel()
-        self.battery = BatteryEmulatorModel()
+        # The emulators speak the command set the bench file's dialect names, like the real instrument would.
+        self.supply: SupplyModel = SUPPLY_MODELS[cfg.psu.dialect]()
+        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"]()
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
         self.bus: can.BusABC | None = None
@@ -61,28 +79,33 @@ class VirtualBench:
         sim = cfg.sim
         assert sim is not None
         prebuild(cfg)  # a bench whose images are prebuilt .bin files: make missing ones (and their key) first
+        for what, path in [("can.dbc", cfg.can.dbc), *(("sim.trusted_keys", k) for k in sim.trusted_keys)]:
+            if not Path(path).is_file() and not (what == "sim.trusted_keys" and _generated_dev_key(cfg, Path(path))):
+                raise BenchConfigError(f"bench {cfg.bench}: {what} {path} does not exist")
         self.flash = self._open_flash()
         trusted = load_trusted_keys(sim.trusted_keys)
 
         psu_host, psu_port = socket_resource_address(cfg.psu.resource)
         psu_server = ScpiServer(self.supply, host=psu_host, port=psu_port)
-        psu_port = psu_server.start()
+        psu_port = _listen(psu_server, "psu.resource", psu_host, psu_port)
         self._servers.append(psu_server)
         update: dict[str, object] = {"psu": cfg.psu.model_copy(update={"resource": _with_port(cfg.psu.resource, psu_port)})}
         if cfg.load is not None:
             host, port = socket_resource_address(cfg.load.resource)
             load_server = ScpiServer(self.battery, host=host, port=port)
-            port = load_server.start()
+            port = _listen(load_server, "load.resource", host, port)
             self._servers.append(load_server)
             update["load"] = cfg.load.model_copy(update={"resource": _with_port(cfg.load.resource, port)})
         if cfg.console is not None:
             host, port = socket_url_address(cfg.console.url)
             self.console = ConsoleServer(host=host, port=port)
-            port = self.console.start()
+            port = _listen(self.console, "console.url", host, port)
             update["console"] = cfg.console.model_copy(update={"url": f"socket://{host}:{port}"})
         self.bus = open_bus(cfg.can, sender_stamps=True)  # frames keep the board's CAN controller stamps
         self.notifier = can.Notifier(self.bus, [], timeout=0.05)
-        console_write = self.console.write_line if self.console is not None else (lambda line: None)
+        console_write: Callable[[str], None] = (lambda line: None)
+        if self.console is not None:
+            console_write = self.console.write_line  # type: ignore[assignment]
         pack = PackSource(self.battery.pack_current, self.battery.temperatures, self.battery.cell_voltages)
         self.board = Board(cfg, self.flash, trusted, self.bus, self.notifier, pack, console_write)
         self.supply.set_load(cfg.psu.channel, self.board.supply_current)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import can
-import cantools
 
 from hil import contract
 from hil.canbus import frame_time_s
 from hil.config import BenchConfig
 from hil.contract import BootMode, Reason, ResetCause, UpdateState
+from hil.canbus import load_dbc
 from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
@@ -119,7 +119,7 @@ class Board:
         self.battery = battery
         self._console = console
         self.profile = cfg.profile
-        self.db = cantools.database.load_file(str(cfg.can.dbc or self.profile.can.dbc))
+        self.db = load_dbc(cfg.can.dbc or self.profile.can.dbc)
         self.hardware_number = cfg.dut.hardware_number
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)

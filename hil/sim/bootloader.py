@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
@@ -222,7 +222,7 @@ class Bootloader:
         return max(1, min(self.layout.slot_sectors, -(-min(longest, self._slot_bytes) // self._sector)))
 
     def _set_update(self, state: UpdateState, reason: Reason, target: tuple[int, int, int] | None = None,
-                    **extra: object) -> None:
+                    **extra: Any) -> None:
         current = self.nv.get("update", {}) or {}
         record = {**current, "state": int(state), "reason": int(reason)}
         if target is not None:
@@ -316,7 +316,7 @@ class Bootloader:
             self._set_update(UpdateState.INSTALLING, Reason.NONE, image.version_tuple)
         return self._start_swap(SwapType(stype), secondary.flags, secondary.reason)
 
-    def _install_checks(self, *, restore: bool) -> dict[str, object]:
+    def _install_checks(self, *, restore: bool) -> dict[str, Any]:
         """The checks an install request must pass (RESTORE: bench level, older images and lower counters allowed)."""
         if restore:
             return {}
@@ -382,7 +382,7 @@ class Bootloader:
                 self._set_update(UpdateState.TESTING, Reason.NONE, image.version_tuple)
         elif stype == SwapType.REVERT:
             backup = self.nv.get("config_backup")
-            extra: dict[str, object] = {}
+            extra: dict[str, Any] = {}
             if backup is not None:
                 extra["config"] = backup
                 schema = self.nv.get("config_schema_backup")

@@ -279,6 +279,10 @@ class DiagServer:
         if d is Did.SECURITY_COUNTER:
             return struct.pack(">I", int(ecu.nv_get("security_counter", 0)))
         if d is Did.BACKUP_IMAGE:
+            # Only after a swap does the secondary slot hold the previous image. While it holds a
+            # download (staged, verified, rejected, pending) or a reverted image, there is no backup.
+            if ecu.update_state() not in (UpdateState.SUCCESS, UpdateState.TESTING):
+                return b""
             backup = ecu.bootloader.backup_image()
             return backup.version_str.encode() if backup is not None else b""
         if d is Did.FLASH_LAYOUT:

@@ -329,6 +329,221 @@ class SupplyModel(ScpiInstrument):
         return f'"{format_number(self.voltage_setpoint(channel))},{format_number(self.current_limit(channel))}"'
 
 
+# --------------------------------------------------------------------------- other supply dialects
+#: Rigol DP832: CH1 and CH2 30 V / 3 A, CH3 5 V / 3 A.
+DP832_RANGES: Mapping[int, ChannelRange] = types.MappingProxyType({
+    1: ChannelRange(30.0, 3.0),
+    2: ChannelRange(30.0, 3.0),
+    3: ChannelRange(5.0, 3.0),
+})
+#: Rohde & Schwarz HMP4040: four outputs of 32 V / 10 A.
+HMP4040_RANGES: Mapping[int, ChannelRange] = types.MappingProxyType({ch: ChannelRange(32.0, 10.0) for ch in range(1, 5)})
+#: A generic single-output SCPI supply (dialect `scpi`).
+GENERIC_RANGES: Mapping[int, ChannelRange] = types.MappingProxyType({1: ChannelRange(30.0, 5.0)})
+
+RIGOL_DP832_IDN = "RIGOL TECHNOLOGIES,DP832,DP8SIM000001,00.01.16"
+RS_HMP4040_IDN = "Rohde&Schwarz,HMP4040,100001,HW50020001/SW2.70"
+GENERIC_PSU_IDN = "HIL-SIM,PSU-1,SIM-0001,1.0.0"
+
+
+class RigolDP800Model(SupplyModel):
+    """Rigol DP800 (DP832) command set: `:SOURn:VOLT 12`, `:OUTP CH2,ON`, `:MEAS:VOLT? CH2`, `:APPL CH2,12,1`.
+
+    A header without its channel (`:SOUR:VOLT`, `:OUTP ON`, `:MEAS?`) acts on the selected channel
+    (`:INST CH2` / `:INST:NSEL 2`), as on the instrument.
+    """
+
+    idn = RIGOL_DP832_IDN
+
+    def __init__(self, ranges: Mapping[int, ChannelRange] = DP832_RANGES) -> None:
+        super().__init__(ranges)
+
+    def _suffix_channel(self) -> int:
+        n = self.suffixes[0] if self.suffixes else 0
+        return self._check_channel(n) if n else self._selected
+
+    def _ch_param(self, params: list[str], index: int) -> int:
+        return self._channel_name(params[index]) if len(params) > index else self._selected
+
+    def commands(self) -> list[ScpiCommand]:
+        level = "[:SOURce#]:VOLTage[:LEVel][:IMMediate][:AMPLitude]"
+        curr = "[:SOURce#]:CURRent[:LEVel][:IMMediate][:AMPLitude]"
+        return [
+            ScpiCommand(level, False, lambda p: self._rigol_set(p, lambda r: r.max_voltage, self.set_voltage)),
+            ScpiCommand(level, True, lambda p: self._rigol_query(p, lambda ch: format_number(self.voltage_setpoint(ch)))),
+            ScpiCommand(curr, False, lambda p: self._rigol_set(p, lambda r: r.max_current, self.set_current_limit)),
+            ScpiCommand(curr, True, lambda p: self._rigol_query(p, lambda ch: format_number(self.current_limit(ch)))),
+            ScpiCommand(":OUTPut[:STATe]", False, self._rigol_output),
+            ScpiCommand(":OUTPut[:STATe]", True,
+                        lambda p: "ON" if self.is_on(self._only_channel(p)) else "OFF"),
+            ScpiCommand(":MEASure[:VOLTage][:DC]", True,
+                        lambda p: format_number(self.measure_voltage(self._only_channel(p)))),
+            ScpiCommand(":MEASure:CURRent[:DC]", True,
+                        lambda p: format_number(self.measure_current(self._only_channel(p)))),
+            ScpiCommand(":INSTrument[:SELect]", False, self._scpi_select),
+            ScpiCommand(":INSTrument[:SELect]", True, lambda p: self._no_params_query(p, f"CH{self._selected}")),
+            ScpiCommand(":INSTrument:NSELect", False, self._scpi_nselect),
+            ScpiCommand(":INSTrument:NSELect", True, lambda p: self._no_params_query(p, str(self._selected))),
+            ScpiCommand(":APPLy", False, self._scpi_apply),
+            ScpiCommand(":APPLy", True, self._scpi_apply_query),
+        ]
+
+    def _rigol_set(self, params: list[str], limit_of: Callable[[ChannelRange], float],
+                   setter: Callable[[int, float], None]) -> None:
+        if len(params) != 1 or not params[0]:
+            raise ScpiError(MISSING_PARAMETER if not params or not params[0] else PARAMETER_NOT_ALLOWED, "<value>")
+        ch = self._suffix_channel()
+        setter(ch, parse_number(params[0], minimum=0.0, maximum=limit_of(self.ranges[ch]), default=0.0))
+
+    def _rigol_query(self, params: list[str], fn: Callable[[int], str]) -> str:
+        if params:
+            raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params))
+        return fn(self._suffix_channel())
+
+    def _only_channel(self, params: list[str]) -> int:
+        if len(params) > 1:
+            raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params[1:]))
+        return self._ch_param(params, 0)
+
+    def _rigol_output(self, params: list[str]) -> None:
+        if not params or not params[-1]:
+            raise ScpiError(MISSING_PARAMETER, ":OUTP [CHn,]ON|OFF")
+        if len(params) > 2:
+            raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params[2:]))
+        channel = self._channel_name(params[0]) if len(params) == 2 else self._selected
+        self.set_output(channel, parse_bool(params[-1]))
+
+
+class HmpModel(SupplyModel):
+    """Rohde & Schwarz HMP4040: select a channel (`INST:NSEL 2` or `INST OUT2`), then plain commands act on it.
+
+    A channel delivers when it is activated (`OUTP:SEL ON`, or `OUTP ON` which also switches the
+    general output on) and the general output is on (`OUTP:GEN ON`). No channel lists.
+    """
+
+    idn = RS_HMP4040_IDN
+
+    def __init__(self, ranges: Mapping[int, ChannelRange] = HMP4040_RANGES) -> None:
+        self._general = False
+        super().__init__(ranges)
+
+    # ------------------------------------------------------------------ the general output
+    def output(self, channel: int) -> OutputState:
+        if not self._general:
+            self._check_channel(channel)
+            return OutputState(0.0, 0.0, False)
+        return super().output(channel)
+
+    def is_on(self, channel: int) -> bool:
+        return self._general and super().is_on(channel)
+
+    def set_general(self, on: bool) -> None:
+        """`OUTP:GEN ON|OFF`: every activated channel follows."""
+        with self._change_lock:
+            self._general = on
+            for ch in self.ranges:
+                self._notify(ch)
+
+    def set_output(self, channel: int, on: bool) -> None:
+        """`OUTP ON` activates the channel and switches the general output on; `OUTP OFF` deactivates it."""
+        with self._change_lock:
+            super().set_output(channel, on)
+            if on and not self._general:
+                self.set_general(True)
+
+    def power_on(self, channel: int, volts: float, amps: float) -> None:
+        with self._change_lock:
+            super().power_on(channel, volts, amps)
+            self.set_general(True)
+
+    def reset(self) -> None:
+        with self._change_lock:
+            self._general = False
+            super().reset()
+
+    def commands(self) -> list[ScpiCommand]:
+        level = "[SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude]"
+        curr = "[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]"
+        sel = lambda: self._selected  # noqa: E731 - the channel every plain command acts on
+        return [
+            ScpiCommand(level, False, lambda p: self._hmp_set(p, self.ranges[sel()].max_voltage, self.set_voltage)),
+            ScpiCommand(level, True, lambda p: self._no_params_query(p, format_number(self.voltage_setpoint(sel())))),
+            ScpiCommand(curr, False, lambda p: self._hmp_set(p, self.ranges[sel()].max_current, self.set_current_limit)),
+            ScpiCommand(curr, True, lambda p: self._no_params_query(p, format_number(self.current_limit(sel())))),
+            ScpiCommand("OUTPut[:STATe]", False, lambda p: self.set_output(sel(), self._one_bool(p))),
+            ScpiCommand("OUTPut[:STATe]", True, lambda p: self._no_params_query(p, "1" if self.is_on(sel()) else "0")),
+            ScpiCommand("OUTPut:SELect", False, lambda p: self._activate(sel(), self._one_bool(p))),
+            ScpiCommand("OUTPut:SELect", True,
+                        lambda p: self._no_params_query(p, "1" if SupplyModel.is_on(self, sel()) else "0")),
+            ScpiCommand("OUTPut:GENeral", False, lambda p: self.set_general(self._one_bool(p))),
+            ScpiCommand("OUTPut:GENeral", True, lambda p: self._no_params_query(p, "1" if self._general else "0")),
+            ScpiCommand("MEASure[:SCALar]:VOLTage[:DC]", True,
+                        lambda p: self._no_params_query(p, format_number(self.measure_voltage(sel())))),
+            ScpiCommand("MEASure[:SCALar]:CURRent[:DC]", True,
+                        lambda p: self._no_params_query(p, format_number(self.measure_current(sel())))),
+            ScpiCommand("INSTrument:NSELect", False, self._scpi_nselect),
+            ScpiCommand("INSTrument:NSELect", True, lambda p: self._no_params_query(p, str(self._selected))),
+            ScpiCommand("INSTrument[:SELect]", False, self._hmp_select),
+            ScpiCommand("INSTrument[:SELect]", True, lambda p: self._no_params_query(p, f"OUTP{self._selected}")),
+            ScpiCommand("APPLy", False, self._hmp_apply),
+            ScpiCommand("APPLy", True, lambda p: self._no_params_query(
+                p, f"{format_number(self.voltage_setpoint(sel()))},{format_number(self.current_limit(sel()))}")),
+        ]
+
+    def _activate(self, channel: int, on: bool) -> None:
+        SupplyModel.set_output(self, channel, on)
+
+    @staticmethod
+    def _one_bool(params: list[str]) -> bool:
+        if len(params) != 1 or not params[0]:
+            raise ScpiError(MISSING_PARAMETER if not params or not params[0] else PARAMETER_NOT_ALLOWED, "ON|OFF")
+        return parse_bool(params[0])
+
+    def _hmp_set(self, params: list[str], maximum: float, setter: Callable[[int, float], None]) -> None:
+        """`VOLT 12` / `CURR 1`: one value for the selected channel; a channel list is not HMP syntax (-108)."""
+        if len(params) != 1 or not params[0]:
+            raise ScpiError(MISSING_PARAMETER if not params or not params[0] else PARAMETER_NOT_ALLOWED, "<value>")
+        setter(self._selected, parse_number(params[0], minimum=0.0, maximum=maximum, default=0.0))
+
+    def _hmp_select(self, params: list[str]) -> None:
+        if len(params) != 1 or not params[0]:
+            raise ScpiError(MISSING_PARAMETER, "INST OUT1..OUT4")
+        name = params[0].strip().upper()
+        for prefix in ("OUTPUT", "OUTP", "OUT"):
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                ch = self._check_channel(int(name[len(prefix):]))
+                with self._lock:
+                    self._selected = ch
+                return
+        raise ScpiError(ILLEGAL_PARAMETER_VALUE, f"{params[0]!r} is not OUT1..OUT{max(self.ranges)}")
+
+    def _hmp_apply(self, params: list[str]) -> None:
+        if len(params) != 2:
+            raise ScpiError(MISSING_PARAMETER if len(params) < 2 else PARAMETER_NOT_ALLOWED, "APPL <volts>,<amps>")
+        rng = self.ranges[self._selected]
+        volts = parse_number(params[0], minimum=0.0, maximum=rng.max_voltage, default=0.0)
+        amps = parse_number(params[1], minimum=0.0, maximum=rng.max_current, default=rng.max_current)
+        self._change(self._selected, voltage=volts, current=amps)
+
+
+class GenericSupplyModel(SupplyModel):
+    """A single-output SCPI supply (dialect `scpi`): `VOLT 12`, `OUTP ON`, `MEAS:VOLT?`."""
+
+    idn = GENERIC_PSU_IDN
+
+    def __init__(self, ranges: Mapping[int, ChannelRange] = GENERIC_RANGES) -> None:
+        super().__init__(ranges)
+
+
+#: The emulated supply per `psu.dialect` of a bench file.
+SUPPLY_MODELS: Mapping[str, Callable[[], SupplyModel]] = types.MappingProxyType({
+    "keysight_e36300": SupplyModel,
+    "rigol_dp800": RigolDP800Model,
+    "rs_hmp": HmpModel,
+    "scpi": GenericSupplyModel,
+})
+
+
 # --------------------------------------------------------------------------- battery emulator
 #: Battery emulator ranges.
 PACK_CURRENT_RANGE_A = 500.0
@@ -461,3 +676,94 @@ class BatteryEmulatorModel(ScpiInstrument):
 def _parse_float(text: str) -> float:
     """A plain number; range checks happen in the setter."""
     return parse_number(text, minimum=float("-inf"), maximum=float("inf"))
+
+
+# --------------------------------------------------------------------------- other battery-emulator dialects
+KEYSIGHT_EL34143A_IDN = "Keysight Technologies,EL34143A,MY-HILSIM-0002,1.0.0-sim"
+#: EL34143A: 0..60 A in constant-current mode.
+EL34143A_MAX_CURRENT_A = 60.0
+
+
+class KeysightEL30000Model(BatteryEmulatorModel):
+    """Keysight EL30000 DC electronic load (EL34143A) as the pack's load: it sinks current only.
+
+    `[SOUR:]FUNC CURR|VOLT|POW|RES`, `[SOUR:]CURR <A>[,(@1)]`, `INP ON|OFF`, `MEAS:CURR?`. The pack
+    current the board sees is minus the programmed level while the input is on in CC mode (a
+    discharge); cells and temperatures stay at their reset values (not this instrument's).
+    """
+
+    idn = KEYSIGHT_EL34143A_IDN
+
+    def __init__(self, n_cells: int = contract.N_CELLS, n_temps: int = contract.N_TEMPS) -> None:
+        self._function = "CURR"
+        self._level = 0.0
+        self._input = False
+        super().__init__(n_cells, n_temps)
+
+    def pack_current(self) -> float:
+        with self._lock:
+            return -self._level if self._input and self._function == "CURR" else 0.0
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self._function, self._level, self._input = "CURR", 0.0, False
+
+    def commands(self) -> list[ScpiCommand]:
+        curr = "[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]"
+        return [
+            ScpiCommand("[SOURce:]FUNCtion", False, self._el_function),
+            ScpiCommand("[SOURce:]FUNCtion", True, lambda p: self._el_answer(p, self._function)),
+            ScpiCommand(curr, False, self._el_level),
+            ScpiCommand(curr, True, lambda p: self._el_answer(p, format_number(self._level))),
+            ScpiCommand("INPut[:STATe]", False, self._el_input),
+            ScpiCommand("INPut[:STATe]", True, lambda p: self._el_answer(p, "1" if self._input else "0")),
+            ScpiCommand("MEASure[:SCALar]:CURRent[:DC]", True,
+                        lambda p: self._el_answer(p, format_number(-self.pack_current()))),
+        ]
+
+    @staticmethod
+    def _el_channel(params: list[str], index: int) -> None:
+        if len(params) > index:
+            parse_channel_list(params[index], 1, 1)  # a single-channel load: (@1) only
+        if len(params) > index + 1:
+            raise ScpiError(PARAMETER_NOT_ALLOWED, ",".join(params[index + 1:]))
+
+    def _el_answer(self, params: list[str], answer: str) -> str:
+        self._el_channel(params, 0)
+        return answer
+
+    def _el_function(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise ScpiError(MISSING_PARAMETER, "FUNC CURR|VOLT|POW|RES")
+        self._el_channel(params, 1)
+        word = params[0].strip().upper()
+        names = {"CURR": "CURR", "CURRENT": "CURR", "VOLT": "VOLT", "VOLTAGE": "VOLT", "POW": "POW", "POWER": "POW",
+                 "RES": "RES", "RESISTANCE": "RES"}
+        if word not in names:
+            raise ScpiError(ILLEGAL_PARAMETER_VALUE, f"{params[0]!r} is not CURR|VOLT|POW|RES")
+        with self._lock:
+            self._function = names[word]
+
+    def _el_level(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise ScpiError(MISSING_PARAMETER, "CURR <amps>")
+        self._el_channel(params, 1)
+        value = parse_number(params[0], minimum=0.0, maximum=EL34143A_MAX_CURRENT_A, default=0.0)
+        with self._lock:
+            self._level = value
+
+    def _el_input(self, params: list[str]) -> None:
+        if not params or not params[0]:
+            raise ScpiError(MISSING_PARAMETER, "INP ON|OFF")
+        self._el_channel(params, 1)
+        on = parse_bool(params[0])
+        with self._lock:
+            self._input = on
+
+
+#: The emulated battery emulator per `load.dialect` of a bench file.
+BATTERY_MODELS: Mapping[str, Callable[[], BatteryEmulatorModel]] = types.MappingProxyType({
+    "hil_sim": BatteryEmulatorModel,
+    "keysight_el30000": KeysightEL30000Model,
+})

@@ -64,29 +64,45 @@ class _Node:
     short: str
     long: str
     optional: bool
+    numeric: bool = False  # `SOURce#`: a numeric suffix may follow (SOUR2, OUTP1); 0 when absent
 
-    def matches(self, token: str) -> bool:
+    def match(self, token: str) -> int | None:
+        """The numeric suffix (0 when absent) if `token` names this node, else None."""
         t = token.upper()
-        return t == self.short or t == self.long
+        suffix = 0
+        if self.numeric:
+            m = re.fullmatch(r"([A-Z*]+)(\d+)", t)
+            if m:
+                t, suffix = m.group(1), int(m.group(2))
+        return suffix if t == self.short or t == self.long else None
 
 
 def _compile_header(pattern: str) -> tuple[_Node, ...]:
-    """`[SOURce:]VOLTage[:LEVel]` -> nodes; the upper-case letters are the short form."""
+    """`[SOURce#:]VOLTage[:LEVel]` -> nodes; the upper-case letters are the short form, `#` a numeric suffix."""
     nodes = []
-    for m in re.finditer(r"(\[)?:?([A-Za-z*]+)(\])?:?", pattern):
+    for m in re.finditer(r"(\[)?:?([A-Za-z*]+)(#)?(\])?:?", pattern):
         word = m.group(2)
         short = "".join(c for c in word if c.isupper() or c == "*")
-        nodes.append(_Node(short or word.upper(), word.upper(), bool(m.group(1))))
+        nodes.append(_Node(short or word.upper(), word.upper(), bool(m.group(1)), bool(m.group(3))))
     return tuple(nodes)
 
 
-def _match_nodes(nodes: Sequence[_Node], tokens: Sequence[str]) -> bool:
+def _match_nodes(nodes: Sequence[_Node], tokens: Sequence[str]) -> list[int] | None:
+    """The numeric suffixes of the `#` nodes (0 where omitted) when `tokens` match `nodes`, else None."""
     if not nodes:
-        return not tokens
+        return [] if not tokens else None
     head, rest = nodes[0], nodes[1:]
-    if tokens and head.matches(tokens[0]) and _match_nodes(rest, tokens[1:]):
-        return True
-    return head.optional and _match_nodes(rest, tokens)
+    if tokens:
+        suffix = head.match(tokens[0])
+        if suffix is not None:
+            tail = _match_nodes(rest, tokens[1:])
+            if tail is not None:
+                return ([suffix] if head.numeric else []) + tail
+    if head.optional:
+        tail = _match_nodes(rest, tokens)
+        if tail is not None:
+            return ([0] if head.numeric else []) + tail
+    return None
 
 
 @dataclass(frozen=True)
@@ -202,6 +218,8 @@ class ScpiInstrument:
     idn: str = "HIL-SIM,SCPI-INSTRUMENT,0,0"
 
     def __init__(self) -> None:
+        #: Numeric suffixes of the header being executed (`:SOUR2:VOLT` -> (2,)).
+        self.suffixes: tuple[int, ...] = ()
         self._scpi_lock = threading.Lock()  # one program message at a time, as a real instrument parses
         self._errors_lock = threading.Lock()
         self._errors: collections.deque[str] = collections.deque()
@@ -291,8 +309,10 @@ class ScpiInstrument:
             candidates = [path + tokens, tokens] if path and not header.startswith(":") else [tokens]
         for candidate in candidates:
             for nodes, is_query, handler in self._table:
-                if is_query == query and _match_nodes(nodes, candidate):
+                suffixes = _match_nodes(nodes, candidate) if is_query == query else None
+                if suffixes is not None:
                     next_path = candidate[:-1] if not header.startswith("*") else path
+                    self.suffixes = tuple(suffixes)  # read by handlers of `#` headers (under the parser lock)
                     return handler(params), next_path
         raise ScpiError(UNDEFINED_HEADER, f"{header}{'?' if query else ''}")
 

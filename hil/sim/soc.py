@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 import can
 import cantools
@@ -224,7 +224,7 @@ class SocCore:
         self.stats.cycles += 1
         self.stats.last_latency_us = int(max(0.0, latency_s) * 1e6)
         pack_v = sum(cells) + current * 0.01
-        frames = [
+        frames: list[tuple[str, dict[str, Any]]] = [
             (contract.MSG_SOC_CORE, {"SOC": round(soc, 2), "PackVoltage": round(max(0.0, pack_v), 2),
                                      "PackCurrent": round(current, 1), "RollingCounter": n % 16,
                                      "CycleExecTime": min(40950, self.stats.last_exec_us // 10 * 10)}),

@@ -24,7 +24,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
@@ -347,13 +347,13 @@ def _run_points(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[T
     return len(ops), points
 
 
-def _worker(conn: object, args: tuple[object, ...]) -> None:
+def _worker(conn: Any, args: tuple[Any, ...]) -> None:
     try:
-        conn.send(("ok", _run_points(*args)))  # type: ignore[attr-defined]
+        conn.send(("ok", _run_points(*args)))
     except BaseException as exc:  # report, never hang the parent
-        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))  # type: ignore[attr-defined]
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     finally:
-        conn.close()  # type: ignore[attr-defined]
+        conn.close()
 
 
 def sweep(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str, *,
