@@ -6,6 +6,7 @@ single source the framework and the virtual bench both import, so the two cannot
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass
 
@@ -38,6 +39,34 @@ N_CELLS = 12
 N_TEMPS = 8
 CELLS_PER_FRAME = 3
 TEMPS_PER_FRAME = 4
+
+#: Open-circuit voltage (V) against SOC (%) of the pack's NMC cells: the battery emulator holds the
+#: truth as rested cell voltages, and the board's SOC is judged against this curve.
+CELL_OCV_CURVE: tuple[tuple[float, float], ...] = (
+    (3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
+    (3.77, 50.0), (3.84, 60.0), (3.92, 70.0), (4.00, 80.0), (4.08, 90.0), (4.20, 100.0))
+
+
+def soc_from_ocv(volts: float) -> float:
+    """SOC (%) for a rested cell voltage, by linear interpolation on CELL_OCV_CURVE."""
+    xs = [v for v, _ in CELL_OCV_CURVE]
+    i = bisect.bisect_left(xs, volts)
+    if i <= 0:
+        return 0.0
+    if i >= len(xs):
+        return 100.0
+    (v0, s0), (v1, s1) = CELL_OCV_CURVE[i - 1], CELL_OCV_CURVE[i]
+    return s0 + (s1 - s0) * (volts - v0) / (v1 - v0)
+
+
+def ocv_for_soc(soc: float) -> float:
+    """Rested cell voltage (V) of a cell at `soc` percent (inverse of soc_from_ocv)."""
+    soc = min(100.0, max(0.0, soc))
+    for (v0, s0), (v1, s1) in zip(CELL_OCV_CURVE, CELL_OCV_CURVE[1:]):
+        if s0 <= soc <= s1:
+            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
+    return CELL_OCV_CURVE[-1][0]
+
 
 # --------------------------------------------------------------------------- UDS
 SESSION_DEFAULT = 0x01

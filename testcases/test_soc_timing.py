@@ -49,6 +49,9 @@ def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, me
 
 
 @pytest.mark.destructive
+@pytest.mark.expect_violation("soc_exec_max", "soc_period_max", "soc_start_latency_max", "soc_missed_cycles",
+                              "soc_period_mean", "soc_period_min",
+                              reason="the 1.1.0-timing-overrun build overruns every 5th cycle by 30 ms")
 @pytest.mark.fault(row=17, expect="a build that overruns its cycle budget is detected by the timing measurement")
 @pytest.mark.requirement("BMS-soc-timing")
 def test_overrunning_build_is_detected(can, flasher, images, bench_config, measure):

@@ -25,6 +25,7 @@ from hil.images.mcuboot import load_trusted_keys
 from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
 from hil.sim.bootloader import Bootloader
 from hil.sim.console import ConsoleServer
+from hil.sim.defects import Defects
 from hil.sim.flash import FlashModel
 from hil.sim.instruments import BatteryEmulatorModel, SupplyModel
 from hil.sim.nvstore import NvStore
@@ -44,6 +45,7 @@ class VirtualBench:
         self.cfg = cfg
         self.effective: BenchConfig | None = None
         self.supply = SupplyModel()
+        self.supply.ignore_output_off = Defects(cfg.sim.defects).has("supply_ignores_output_off")
         self.battery = BatteryEmulatorModel()
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
