@@ -109,6 +109,8 @@ class Did(enum.IntEnum):
     SECURITY_COUNTER = 0xFD04  # u32 stored anti-rollback counter
     BACKUP_IMAGE = 0xFD05  # version of the image in the secondary slot (ASCII, "" if none)
     FLASH_LAYOUT = 0xFD06  # u32 secondary slot address, u32 slot size, u32 sector size
+    ACTIVE_IMAGE_HASH = 0xFD07  # SHA-256 of the primary slot's image (header to the end of its TLVs)
+    BACKUP_IMAGE_HASH = 0xFD08  # SHA-256 of the secondary slot's image (32 zero bytes if none)
     CONFIGURATION = 0xFD20  # UTF-8 JSON object; writable with 0x2E in extended/programming
 
 
@@ -259,6 +261,8 @@ DID_LENGTH: dict[Did, int | None] = {
     Did.SECURITY_COUNTER: 4,
     Did.BACKUP_IMAGE: None,
     Did.FLASH_LAYOUT: 12,
+    Did.ACTIVE_IMAGE_HASH: 32,
+    Did.BACKUP_IMAGE_HASH: 32,
     Did.CONFIGURATION: None,
 }
 

@@ -550,6 +550,12 @@ class Bootloader:
         except ImageError:
             return None
 
+    def slot_image_hash(self, primary: bool) -> bytes:
+        """SHA-256 of a slot's image bytes up to its extent, as flash holds them (32 zero bytes: no image)."""
+        data = self._slot_data(self._primary if primary else self._secondary)
+        extent = image_extent(data)
+        return hashlib.sha256(data[:extent]).digest() if extent is not None else bytes(32)
+
     def is_confirmed(self) -> bool:
         """True when the primary trailer is valid with image_ok set."""
         t = self.read_trailer(self._primary)

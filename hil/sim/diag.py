@@ -270,6 +270,10 @@ class DiagServer:
         if d is Did.BACKUP_IMAGE:
             backup = ecu.bootloader.backup_image()
             return backup.version_str.encode() if backup is not None else b""
+        if d is Did.ACTIVE_IMAGE_HASH:
+            return ecu.bootloader.slot_image_hash(primary=True)
+        if d is Did.BACKUP_IMAGE_HASH:
+            return ecu.bootloader.slot_image_hash(primary=False)
         if d is Did.FLASH_LAYOUT:
             lay = ecu.layout
             return struct.pack(">III", lay.secondary_offset, lay.slot_size, lay.sector_size)
