@@ -236,6 +236,14 @@ class TesterConfig(_Model):
                                     "tester waits for a flow control or the next consecutive frame")
 
 
+class SocBudgets(_Model):
+    """What the SOC estimate promises against the battery emulator's truth (white paper: SOC improvements)."""
+
+    accuracy_pct: float = Field(3.0, gt=0, description="largest |SOC - truth| once the pack has rested, percentage points")
+    max_step_pct: float = Field(1.0, gt=0, description="largest SOC change between two consecutive frames, resets included")
+    settle_s: float = Field(40.0, gt=0, description="time a rested pack is given to reach the accuracy")
+
+
 class FlashLayout(_Model):
     """Sector-level layout of the DUT's program flash (for fault targeting and the simulator)."""
 
@@ -294,6 +302,16 @@ class SimConfig(_Model):
     sa_lockout_s: float = Field(3.0, ge=0)
     selftest_ms: float = Field(300.0, ge=0)
     supply_current_a: float = Field(0.15, ge=0, description="what the board draws from the supply")
+    defects: list[str] = Field(default_factory=list,
+                               description="sim_only: build a defective board, each name breaks one promise (hil/sim/defects.py)")
+
+    @field_validator("defects")
+    @classmethod
+    def _known_defects(cls, v: list[str]) -> list[str]:
+        # The catalogue lives beside the simulator it breaks; plain data, no simulator is started.
+        from hil.sim.defects import check_names
+
+        return check_names(v)
 
 
 class PrebuildConfig(_Model):
@@ -337,6 +355,7 @@ class BenchConfig(_Model):
     load: LoadConfig | None = None
     timing: TimingBudgets = TimingBudgets()
     tester: TesterConfig = Field(default_factory=TesterConfig)
+    soc: SocBudgets = SocBudgets()
     flash_layout: FlashLayout = FlashLayout()
     images: ImagesConfig = ImagesConfig()
     sim: SimConfig | None = None

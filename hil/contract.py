@@ -12,6 +12,7 @@ benches/profiles/default.yaml (tests/test_profile.py checks the two agree).
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass
 
@@ -45,6 +46,34 @@ N_CELLS = 12
 N_TEMPS = 8
 CELLS_PER_FRAME = 3
 TEMPS_PER_FRAME = 4
+
+#: Open-circuit voltage (V) against SOC (%) of the pack's NMC cells: the battery emulator holds the
+#: truth as rested cell voltages, and the board's SOC is judged against this curve.
+CELL_OCV_CURVE: tuple[tuple[float, float], ...] = (
+    (3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
+    (3.77, 50.0), (3.84, 60.0), (3.92, 70.0), (4.00, 80.0), (4.08, 90.0), (4.20, 100.0))
+
+
+def soc_from_ocv(volts: float) -> float:
+    """SOC (%) for a rested cell voltage, by linear interpolation on CELL_OCV_CURVE."""
+    xs = [v for v, _ in CELL_OCV_CURVE]
+    i = bisect.bisect_left(xs, volts)
+    if i <= 0:
+        return 0.0
+    if i >= len(xs):
+        return 100.0
+    (v0, s0), (v1, s1) = CELL_OCV_CURVE[i - 1], CELL_OCV_CURVE[i]
+    return s0 + (s1 - s0) * (volts - v0) / (v1 - v0)
+
+
+def ocv_for_soc(soc: float) -> float:
+    """Rested cell voltage (V) of a cell at `soc` percent (inverse of soc_from_ocv)."""
+    soc = min(100.0, max(0.0, soc))
+    for (v0, s0), (v1, s1) in zip(CELL_OCV_CURVE, CELL_OCV_CURVE[1:]):
+        if s0 <= soc <= s1:
+            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
+    return CELL_OCV_CURVE[-1][0]
+
 
 # --------------------------------------------------------------------------- UDS
 class Session(enum.IntEnum):
@@ -95,6 +124,8 @@ class Did(enum.IntEnum):
     SECURITY_COUNTER = 0xFD04  # u32 stored anti-rollback counter
     BACKUP_IMAGE = 0xFD05  # version of the image in the secondary slot (ASCII, "" if none)
     FLASH_LAYOUT = 0xFD06  # u32 secondary slot address, u32 slot size, u32 sector size
+    ACTIVE_IMAGE_HASH = 0xFD07  # SHA-256 of the primary slot's image (header to the end of its TLVs)
+    BACKUP_IMAGE_HASH = 0xFD08  # SHA-256 of the secondary slot's image (32 zero bytes if none)
     CONFIGURATION = 0xFD20  # UTF-8 JSON object; writable with 0x2E in extended/programming
 
 
@@ -245,6 +276,8 @@ DID_LENGTH: dict[Did, int | None] = {
     Did.SECURITY_COUNTER: 4,
     Did.BACKUP_IMAGE: None,
     Did.FLASH_LAYOUT: 12,
+    Did.ACTIVE_IMAGE_HASH: 32,
+    Did.BACKUP_IMAGE_HASH: 32,
     Did.CONFIGURATION: None,
 }
 

@@ -42,6 +42,14 @@ class Dut:
         """FD05: the image kept in the secondary slot as the backup."""
         return self.uds.read_str(Did.BACKUP_IMAGE)
 
+    def image_hash(self) -> bytes:
+        """FD07: SHA-256 of the running (primary slot) image as the DUT's flash holds it."""
+        return self.uds.read_did(Did.ACTIVE_IMAGE_HASH)
+
+    def backup_image_hash(self) -> bytes:
+        """FD08: SHA-256 of the backup (secondary slot) image; 32 zero bytes if there is none."""
+        return self.uds.read_did(Did.BACKUP_IMAGE_HASH)
+
     def security_counter(self) -> int:
         return struct.unpack(">I", self.uds.read_did(Did.SECURITY_COUNTER))[0]
 

@@ -58,6 +58,25 @@ class Measurement:
         return {**asdict(self), "passed": self.passed, "marginal": self.marginal}
 
 
+def max_gap_ms(frames: Sequence[Any]) -> float:
+    """Longest silence of a periodic message in a recording, ms: between frames, and from the start of the
+    recording to the first frame and from the last frame to its end (a message that stops is a gap too).
+
+    Between frames the bus timestamps are compared; the edges compare `Frame.received` with the window
+    of a `hil.drivers.can.Recording` (`started`, `ended`, both monotonic). No frame: the whole window.
+    """
+    started = getattr(frames, "started", None) or None
+    ended = getattr(frames, "ended", None)
+    if not frames:
+        return (ended - started) * 1000.0 if started is not None and ended is not None else float("inf")
+    gaps = [(b.timestamp - a.timestamp) * 1000.0 for a, b in zip(frames, frames[1:])]
+    if started is not None:
+        gaps.append((frames[0].received - started) * 1000.0)
+    if ended is not None:
+        gaps.append((ended - frames[-1].received) * 1000.0)
+    return max(gaps, default=float("inf"))
+
+
 @dataclass(frozen=True)
 class CycleTiming:
     """Timing of the SOC core from its own frames: periods between BMS_SocCore frames and BMS_CycleDiag contents.
@@ -70,11 +89,16 @@ class CycleTiming:
     exec_us: Sequence[int]
     latency_us: Sequence[int]
     counters: Sequence[int]
+    #: Silence after the last SOC frame up to the end of the recording, ms (0 when unknown).
+    tail_gap_ms: float = 0.0
 
     @classmethod
     def from_frames(cls, soc_frames: Sequence[Any], diag_frames: Sequence[Any]) -> "CycleTiming":
+        ended = getattr(soc_frames, "ended", None)
+        tail = (float(ended) - float(soc_frames[-1].received)) * 1000.0 if ended is not None and soc_frames else 0.0
         return cls([f.timestamp for f in soc_frames], [int(f.signals["ExecTime"]) for f in diag_frames],
-                   [int(f.signals["StartLatency"]) for f in diag_frames], [int(f.signals["CycleCounter"]) for f in diag_frames])
+                   [int(f.signals["StartLatency"]) for f in diag_frames], [int(f.signals["CycleCounter"]) for f in diag_frames],
+                   max(0.0, tail))
 
     @property
     def periods_ms(self) -> list[float]:
@@ -84,7 +108,8 @@ class CycleTiming:
     def missed_cycles(self, period_ms: float) -> int:
         """Cycles lost: gaps in the core's own counter, or frame gaps of 1.5 periods or more."""
         by_counter = sum(max(0, b - a - 1) for a, b in zip(self.counters, self.counters[1:]))
-        by_gap = sum(max(0, round(p / period_ms) - 1) for p in self.periods_ms if p >= 1.5 * period_ms)
+        gaps = [*self.periods_ms, self.tail_gap_ms]  # a core that falls silent is missing cycles up to the end
+        by_gap = sum(max(0, round(p / period_ms) - 1) for p in gaps if p >= 1.5 * period_ms)
         return max(by_counter, by_gap)
 
     def measurements(self, budgets: Any) -> list[Measurement]:

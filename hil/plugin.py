@@ -49,6 +49,8 @@ MARKERS = [
     "nightly: long work (timing soak) that runs only with --nightly or HIL_NIGHTLY=1",
     "bench(variant, can, capabilities): the benches this test can run on (rack mode picks one; others skip)",
     "severity(level): Allure severity (blocker, critical, normal, minor, trivial); default from the requirements",
+    "expect_violation(*names, reason): these measurements are expected outside their limits (e.g. the overrun "
+    "build); any other measurement outside its limits fails the test",
 ]
 
 #: Marker names that make a test a bench test (and the plugin active).
@@ -337,13 +339,24 @@ def console_pattern(bench_config: BenchConfig) -> Any:
 
 @pytest.fixture
 def measure(request: pytest.FixtureRequest) -> Callable[[Measurement], Measurement]:
-    """Record a measurement with its limits; the report shows value and limit side by side. Returns the Measurement."""
+    """Record a measurement with its limits; the report shows value and limit side by side. Returns the Measurement.
+
+    A measurement outside its limits fails the test (after the test body, so every measurement is
+    recorded) and its report step shows failed, unless the case declares it with
+    `@pytest.mark.expect_violation("<name>", reason=...)`.
+    """
     recorded: list[Measurement] = []
+    expected = _expected_violations(request.node)
 
     def record(m: Measurement) -> Measurement:
         recorded.append(m)
         if allure is not None:
-            with allure.step(str(m)):
+            title = str(m) + (f" (violation expected: {expected[m.name]})" if not m.passed and m.name in expected else "")
+            try:
+                with allure.step(title):
+                    if not m.passed and m.name not in expected:
+                        raise MeasurementOutOfLimits(str(m))  # marks this step failed in the report
+            except MeasurementOutOfLimits:
                 pass
         return m
 
@@ -361,6 +374,43 @@ def evidence(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 
 _MEASUREMENTS = pytest.StashKey[list]()
+
+
+class MeasurementOutOfLimits(AssertionError):
+    """A measurement outside its declared limits: the test fails (OpenHTF's rule)."""
+
+
+def _expected_violations(node: pytest.Item) -> dict[str, str]:
+    """Measurement name -> reason, from the case's expect_violation markers."""
+    out: dict[str, str] = {}
+    for mark in node.iter_markers("expect_violation"):
+        for name in mark.args:
+            out[str(name)] = str(mark.kwargs.get("reason", "declared by the case"))
+    return out
+
+
+def measurement_verdict(measurements: list[Measurement], expected: dict[str, str]) -> str | None:
+    """Why the measurements fail the test (None: they pass): a violation the case did not declare, or a case
+    that declares violations of which none happened (it relies on one, so its absence is a failure too)."""
+    problems = [f"{m}" for m in measurements if not m.passed and m.name not in expected]
+    if expected and not any(not m.passed and m.name in expected for m in measurements):
+        problems.append(f"a violation of {', '.join(sorted(expected))} was expected "
+                        f"({'; '.join(sorted(set(expected.values())))}) but none happened")
+    if not problems:
+        return None
+    return "measurement outside its limits:\n- " + "\n- ".join(problems)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """After a test body that passed, its measurements decide too: one outside its limits fails the test."""
+    result = yield
+    measurements = pyfuncitem.stash.get(_MEASUREMENTS, None)
+    if measurements is not None:
+        verdict = measurement_verdict(measurements, _expected_violations(pyfuncitem))
+        if verdict is not None:
+            raise MeasurementOutOfLimits(verdict)
+    return result
 
 
 class ImageStore:

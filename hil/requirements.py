@@ -92,6 +92,12 @@ CATALOGUE: Mapping[str, Requirement] = _catalogue([
     Requirement("BMS-soc-timing", PROJECT, "", "SOC core timing during updates",
                 "The SOC core keeps its cycle timing budget (period, execution time, start latency, no "
                 "missed cycles) while downloading, erasing and installing."),
+    Requirement("BMS-new-feature", PROJECT, "", "new features by update",
+                "A release's new CAN message arrives at its period with plausible signals once the release "
+                "runs, is gone after a rollback, and the messages every release shares keep their layout."),
+    Requirement("BMS-soc-accuracy", PROJECT, "", "SOC right across updates",
+                "SOC stays within its declared accuracy of the pack's true state before and after an update "
+                "and after a rollback, and never jumps by more than its declared step at a reset."),
 ])
 
 

@@ -26,15 +26,22 @@ from hil.measure import Measurement
                  marks=pytest.mark.fault(row=3, expect="converges to a bootable state")),
 ])
 def test_exhaustive_power_fail_sweep(request, scenario, torn, multi, row, images, bench_config, measure, evidence):
+    import functools
+
     from hil.images.mcuboot import load_trusted_keys
+    from hil.sim.bootloader import Bootloader
+    from hil.sim.defects import Defects
     from hil.sim.sweep import sweep
 
     assert bench_config.sim is not None
     if multi and request.config.getoption("--nightly"):
         multi *= 10  # nightly: up to ten times as many cuts in a row per point
     trusted = load_trusted_keys(bench_config.sim.trusted_keys)
+    # The bootloader of the board the bench file describes, defects included (a defective board's sweep must fail).
+    make = functools.partial(Bootloader, defects=Defects(bench_config.sim.defects))
     report = sweep(bench_config.flash_layout, images["baseline"], images["update"], trusted,
-                   bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row)
+                   bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row,
+                   make_bootloader=make)
     (evidence / "sweep.txt").write_text("\n".join(str(p) for p in report.points))
     from hil.plots import plot_outcome_strip
 

@@ -137,3 +137,33 @@ def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, c
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
 
+
+
+@pytest.mark.fault(row=13, expect="RequestTransferExit refuses a download shorter than announced (NRC 0x24); nothing staged")
+@pytest.mark.requirement("ISO24089-integrity", "R156-integrity")
+def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, bench_config, measure):
+    """Announce the whole image, send all but its last block, then ask to exit: the DUT must refuse."""
+    import struct
+
+    from hil.contract import SESSION_DEFAULT, TRANSFER_DATA_PER_BLOCK, Did, Routine
+
+    baseline = dut.version()
+    config = dut.config()
+    image = images["1.1.0"]
+    address, _slot, _sector = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))
+    flasher.unlock()
+    uds.routine(Routine.ERASE_MEMORY)
+    uds.request_download(address, len(image))
+    blocks = [image[i:i + TRANSFER_DATA_PER_BLOCK] for i in range(0, len(image), TRANSFER_DATA_PER_BLOCK)]
+    for n, block in enumerate(blocks[:-1], start=1):  # the last block never leaves the tester
+        uds.transfer_data(n & 0xFF, block)
+    with pytest.raises(UdsError) as refused:
+        uds.request_transfer_exit()
+    assert refused.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"short download: {refused.value}"
+    status = dut.status()
+    assert status.state is not UpdateState.DOWNLOADED, "a short download must never count as complete"
+    with pytest.raises(UdsError) as no_check:
+        uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
+    assert no_check.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, str(no_check.value)
+    uds.session(SESSION_DEFAULT)  # the tester gives up: the DUT abandons the download
+    check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)

@@ -13,11 +13,6 @@ from hil.contract import MSG_SOC_CORE, Reason, UpdateState
 pytestmark = [pytest.mark.destructive]
 
 
-def _max_gap_ms(frames: list) -> float:
-    ts = [f.timestamp for f in frames]
-    return max(((b - a) * 1000.0 for a, b in zip(ts, ts[1:])), default=float("inf"))
-
-
 @pytest.mark.requirement("R156-integrity", "R156-inform-result", "ISO24089-reporting", "BMS-config-preserved")
 def _console_shows(console, profile, name: str, timeout: float = 5.0) -> None:
     """Where the bench has a console and the profile a pattern for `name`, the console must show it."""
@@ -28,7 +23,7 @@ def _console_shows(console, profile, name: str, timeout: float = 5.0) -> None:
 
 def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_config, measure, evidence, console_if_any,
                                           profile):
-    from hil.measure import Measurement
+    from hil.measure import Measurement, max_gap_ms
 
     baseline = dut.version()
     config = dut.config()
@@ -39,7 +34,7 @@ def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_confi
     measure(Measurement("download_throughput", staged.kib_per_s, "KiB/s", 1.0, None))
     # Background download: the SOC core kept running, no cycle lost while the image streamed in.
     assert len(frames) >= 2, f"only {len(frames)} SOC frames during a {staged.seconds:.1f} s download"
-    gap = measure(Measurement("soc_max_gap_during_download", _max_gap_ms(frames), "ms", 0.0,
+    gap = measure(Measurement("soc_max_gap_during_download", max_gap_ms(frames), "ms", 0.0,
                               budgets.soc_period_ms + budgets.period_tolerance_ms))
     assert gap.passed, str(gap)
     assert dut.version() == baseline, "staging must not change the running image"

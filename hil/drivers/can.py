@@ -68,6 +68,18 @@ def _same(actual: Any, expected: Any) -> bool:
     return bool(a == e)
 
 
+class Recording(list):  # type: ignore[type-arg]
+    """The frames `CanChannel.recorder` collected, with the window they were recorded in.
+
+    `started` / `ended` are time.monotonic() values (the clock of `Frame.received`); `ended` is None
+    while recording. Silence before the first and after the last frame is part of the window: a
+    message that stops is a gap up to the end of the recording, not a shorter recording.
+    """
+
+    started: float = 0.0
+    ended: float | None = None
+
+
 class _Tap(can.Listener):
     """The channel's single listener on the notifier; never raises into the notifier thread."""
 
@@ -124,7 +136,7 @@ class CanChannel:
         self._history: dict[str, collections.deque[Frame]] = {
             name: collections.deque(maxlen=HISTORY_PER_MESSAGE) for name in self._names.values()}
         self._recent: collections.deque[Frame] = collections.deque(maxlen=RECENT_ANY)
-        self._recorders: list[tuple[str, list[Frame]]] = []
+        self._recorders: list[tuple[str, Recording]] = []
         self.undecoded = 0  # frames not in the DBC (ISO-TP): traced, not decoded
         self._trace_lock = threading.Lock()
         self._writers: list[can.Listener] = []
@@ -231,18 +243,20 @@ class CanChannel:
             return history[-1] if history else None
 
     @contextlib.contextmanager
-    def recorder(self, message: str) -> Iterator[list[Frame]]:
-        """Collect every frame of `message` received until the block exits (the list grows live)."""
+    def recorder(self, message: str) -> Iterator[Recording]:
+        """Collect every frame of `message` received until the block exits (the list grows live; a `Recording`)."""
         self._check_name(message)
-        sink: list[Frame] = []
+        sink = Recording()
         entry = (message, sink)
         with self._cond:
+            sink.started = time.monotonic()
             self._recorders.append(entry)
         try:
             yield sink
         finally:
             with self._cond:
                 self._recorders.remove(entry)
+                sink.ended = time.monotonic()
 
     @contextlib.contextmanager
     def tap(self, message: str, callback: Callable[[Frame], None]) -> Iterator[None]:

@@ -4,11 +4,17 @@ The sweep needs nothing but the supply, UDS/CAN and the console: a clean install
 the DUT's console lines to find its phases (swap, trailer update, first boot and self-test), then
 the install is repeated with a supply cut at N points spread over each phase. After every cut the
 DUT must boot the old or the new image, with an update status that agrees with the image it runs.
+
+A cut proves it took effect: the supply's own read-back while the output is off (MEAS:VOLT?), the
+reset cause the DUT reports afterwards (console `BOOT: reset cause=POWER_ON`, DID FD00) and its boot
+counter (FD02). Where a cut landed is taken from what the DUT showed up to that moment (its console
+phase lines), never from the plan, and the sweep's coverage check counts those observations.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hil import contract
-from hil.contract import ActivationMode, BootMode, UpdateState
+from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
 from hil.errors import HilError, HilTimeout
 
 #: Install phases and the console pattern (by name, from the DUT profile) that opens each, in order;
@@ -29,6 +35,99 @@ PHASE_MARKERS: list[tuple[str, str]] = [
 END_PATTERN = "selftest_passed"
 #: Every console pattern the sweep needs (a profile lacking one cannot run it).
 PATTERNS_NEEDED = tuple(p for _, p in PHASE_MARKERS) + (END_PATTERN,)
+
+#: Console lines that tell where an install is (bench contract), latest wins; "before_swap" if none.
+LANDING_MARKERS: list[tuple[str, str]] = [
+    ("swap", r"BOOT: (swap start|swap sector|resuming swap)"),
+    ("trailer_update", r"BOOT: swap done"),
+    ("first_boot", r"APP: BMS firmware .* starting"),
+    ("confirmed", END_MARKER),
+]
+#: The console line a boot after a real power loss starts with (bench contract, section 10).
+POWER_UP_LINE = re.compile(r"BOOT: reset cause=(POWER_ON|BROWN_OUT)")
+
+
+def landed_phase(console_text: str) -> str:
+    """The install phase the DUT had shown on its console when the supply went off."""
+    best, where = "before_swap", -1
+    for name, pattern in LANDING_MARKERS:
+        for m in re.finditer(pattern, console_text):
+            if m.start() > where:
+                best, where = name, m.start()
+    return best
+
+
+@dataclass
+class CutEvidence:
+    """One supply cut as it happened: when, what the supply read back while off, what the DUT had shown."""
+
+    offset_s: float = 0.0
+    planned_at: float | None = None  # monotonic time the cut was planned for (None: "now")
+    at: float = 0.0  # monotonic time the output-off command was sent
+    latency_s: float = 0.0  # how long the output-off command took (write + read-back)
+    off_volts: float | None = None
+    console_before: str = ""
+    console_mark: int = 0
+    error: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def landed(self) -> str:
+        return landed_phase(self.console_before)
+
+    @property
+    def timing_error_s(self) -> float:
+        """How far from its plan the supply actually went off (host scheduling plus the SCPI round trip)."""
+        late = self.at - self.planned_at if self.planned_at is not None else 0.0
+        return abs(late) + self.latency_s
+
+
+def proven_dropout(psu: Any, off_s: float, console: Any = None, since: int = 0,
+                   evidence: CutEvidence | None = None) -> CutEvidence:
+    """Output off, read the output back while off, hold `off_s`, output on; returns the evidence.
+
+    Never raises (it runs in cut threads): a supply error is recorded in `evidence.error`.
+    """
+    ev = evidence or CutEvidence()
+    try:
+        if console is not None:
+            text = console.text
+            ev.console_before = text[since:]
+            ev.console_mark = len(text)
+        ev.at = time.monotonic()
+        psu.output(False)
+        ev.latency_s = time.monotonic() - ev.at
+        ev.off_volts = float(psu.measure_voltage())
+        threading.Event().wait(off_s)  # the cut's length is the stimulus itself, not a wait for something
+        psu.output(True)
+    except Exception as exc:  # reported by check_cut, not lost in a thread
+        ev.error = f"{type(exc).__name__}: {exc}"
+        try:
+            psu.output(True)
+        except Exception:
+            pass
+    finally:
+        ev.done.set()
+    return ev
+
+
+def check_cut(ev: CutEvidence, *, max_off_v: float, console: Any = None, boot_count_before: int | None = None,
+              dut: Any = None) -> list[str]:
+    """Why a cut did NOT provably take effect (empty: it did). Reads the DUT's console and UDS after power returned."""
+    problems = []
+    if ev.error:
+        problems.append(f"supply error during the cut: {ev.error}")
+    if ev.off_volts is None or ev.off_volts > max_off_v:
+        problems.append(f"supply read back {ev.off_volts} V with its output off (cut needs <= {max_off_v:g} V)")
+    if console is not None and not POWER_UP_LINE.search(console.text[ev.console_mark:]):
+        problems.append("the DUT never reported a power-on reset after the cut (console `BOOT: reset cause=POWER_ON`)")
+    if dut is not None:
+        info = dut.boot_info()
+        if ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT) and console is None:
+            problems.append(f"DUT reports reset cause {ResetCause(info.reset_cause).name} after a power cut")
+        if boot_count_before is not None and dut.boot_count() <= boot_count_before:
+            problems.append(f"boot counter did not advance past {boot_count_before} after the cut")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -58,7 +157,7 @@ class InstallProfile:
 
 @dataclass(frozen=True)
 class CutResult:
-    """What one power cut led to."""
+    """What one power cut led to; `phase` is where it was planned, `landed` where the DUT showed it was."""
 
     phase: str
     offset_s: float
@@ -66,21 +165,32 @@ class CutResult:
     version: str
     bootable: bool
     detail: str = ""
+    landed: str = ""
+    proof: tuple[str, ...] = ()  # why the cut is not proven to have taken effect (empty: proven)
+    timing_error_s: float = 0.0
+
+    @property
+    def proven(self) -> bool:
+        return not self.proof
 
     def __str__(self) -> str:
-        return (f"cut in {self.phase} at +{self.offset_s * 1000:.0f} ms -> {self.state}, running {self.version}"
-                f"{'' if self.bootable else ' (NOT BOOTABLE)'} {self.detail}")
+        return (f"cut planned in {self.phase} at +{self.offset_s * 1000:.0f} ms, landed in {self.landed or '?'} "
+                f"-> {self.state}, running {self.version}{'' if self.bootable else ' (NOT BOOTABLE)'} {self.detail}"
+                + ("" if self.proven else f" [CUT NOT PROVEN: {'; '.join(self.proof)}]"))
 
 
-def cut_after(psu: Any, delay_s: float, off_s: float) -> threading.Thread:
-    """Drop the supply for `off_s` after `delay_s`, from a background thread (returned, already started)."""
-    def cut() -> None:
-        time.sleep(delay_s)  # this thread's only job is to wait, then cut
-        psu.dropout(off_s)
+def cut_after(psu: Any, delay_s: float, off_s: float, console: Any = None, since: int = 0) -> tuple[threading.Thread, CutEvidence]:
+    """Drop the supply for `off_s` after `delay_s`, from a background thread (returned, already started),
+    with the evidence it fills in (supply read-back, the console up to the cut)."""
+    ev = CutEvidence(offset_s=delay_s, planned_at=time.monotonic() + delay_s)
 
-    t = threading.Thread(target=cut, name="power-cut", daemon=True)
+    def run() -> None:
+        threading.Event().wait(delay_s)  # the cut point is a planned offset, not a wait for an event
+        proven_dropout(psu, off_s, console, since, ev)
+
+    t = threading.Thread(target=run, name="power-cut", daemon=True)
     t.start()
-    return t
+    return t, ev
 
 
 class SupplyMonitor:
@@ -142,7 +252,8 @@ class PowerCutSweep:
     """Black-box power cuts across a calibrated install."""
 
     def __init__(self, *, dut: Any, flasher: Any, psu: Any, console: Any, image: bytes, baseline: bytes,
-                 budgets: Any, off_s: float = 0.5, patterns: Mapping[str, str] | None = None) -> None:
+                 budgets: Any, off_s: float = 0.5, patterns: Mapping[str, str] | None = None,
+                 max_off_v: float = 1.0) -> None:
         """`patterns`: the DUT profile's console patterns (PATTERNS_NEEDED); default: the default profile's."""
         self.patterns: Mapping[str, str] = patterns if patterns is not None else contract.CONSOLE_PATTERNS
         missing = [p for p in PATTERNS_NEEDED if p not in self.patterns]
@@ -156,6 +267,7 @@ class PowerCutSweep:
         self.baseline = baseline
         self.budgets = budgets
         self.off_s = off_s
+        self.max_off_v = max_off_v
         self.baseline_version = dut.version()
 
     def calibrate(self, timeout: float = 60.0) -> InstallProfile:
@@ -189,33 +301,67 @@ class PowerCutSweep:
             if outcome.state is not UpdateState.SUCCESS:
                 raise HilError(f"baseline restore failed: {outcome.states_seen}")
 
-    def run(self, profile: InstallProfile, points_per_phase: int) -> list[CutResult]:
-        """One install per cut point; every result says whether the DUT stayed bootable."""
+    def run(self, profile: InstallProfile, points_per_phase: int, extra_tries: int = 4) -> list[CutResult]:
+        """One install per cut point; every result says whether the DUT stayed bootable and where it landed.
+
+        A phase no planned cut was seen to land in (short phases, host latency) gets up to `extra_tries`
+        more cuts at other points of its window; coverage is judged on the landings, not on this plan.
+        """
+        results = self._cut_at(profile.cut_offsets(points_per_phase))
+        fractions = [0.15, 0.85, 0.35, 0.65, 0.05, 0.95][:extra_tries]
+        for frac in fractions:
+            missing = [w for name, w in profile.phases.items() if name not in {r.landed for r in results}]
+            if not missing:
+                break
+            results += self._cut_at([(w.name, w.start_s + (w.end_s - w.start_s) * frac) for w in missing])
+        return results
+
+    @staticmethod
+    def resolution_s(results: list[CutResult]) -> float:
+        """How precisely this bench places a cut: twice the worst timing error seen (at least 5 ms)."""
+        return max(0.005, 2.0 * max((r.timing_error_s for r in results), default=0.0))
+
+    @staticmethod
+    def uncovered(profile: InstallProfile, results: list[CutResult]) -> tuple[list[str], list[str]]:
+        """(phases no proven cut landed in although the bench can target them, phases too short to target)."""
+        landed = {r.landed for r in results if r.proven}
+        res = PowerCutSweep.resolution_s(results)
+        short = [n for n, w in profile.phases.items() if w.end_s - w.start_s < res and n not in landed]
+        missing = [n for n in profile.phases if n not in landed and n not in short]
+        return missing, short
+
+    def _cut_at(self, points: list[tuple[str, float]]) -> list[CutResult]:
         results = []
-        for phase, offset in profile.cut_offsets(points_per_phase):
+        for phase, offset in points:
             staged = self.flasher.stage(self.image)
             if not staged.accepted:
                 raise HilError(f"image rejected before cut {phase}+{offset:.3f}s: {staged.reason.name}")
+            boots = self.dut.boot_count()
+            since = self.console.mark()
             self.flasher.activate()
-            cutter = cut_after(self.psu, offset, self.off_s)
+            cutter, ev = cut_after(self.psu, offset, self.off_s, self.console, since)
             cutter.join(offset + self.off_s + 10.0)
-            results.append(self._judge(phase, offset))
+            results.append(self._judge(phase, offset, ev, boots))
             self.restore()
         return results
 
-    def _judge(self, phase: str, offset: float) -> CutResult:
+    def _judge(self, phase: str, offset: float, ev: CutEvidence, boots: int) -> CutResult:
         try:
             outcome = self.flasher.wait_outcome()
             info = self.dut.boot_info()
             version = self.dut.version()
+            proof = tuple(check_cut(ev, max_off_v=self.max_off_v, console=self.console, boot_count_before=boots,
+                                    dut=self.dut))
         except (HilError, HilTimeout) as exc:
-            return CutResult(phase, offset, "no answer", "?", False, str(exc).splitlines()[0])
+            return CutResult(phase, offset, "no answer", "?", False, str(exc).splitlines()[0], ev.landed,
+                             timing_error_s=ev.timing_error_s)
         new_version = self.flasher_version_of_image()
         consistent = ((outcome.state is UpdateState.SUCCESS and version == new_version)
                       or (outcome.state is UpdateState.ROLLED_BACK and version == self.baseline_version))
         bootable = info.mode is BootMode.APPLICATION and consistent
         detail = "" if consistent else f"status {outcome.state.name} disagrees with running {version}"
-        return CutResult(phase, offset, f"{outcome.state.name}/{outcome.reason.name}", version, bootable, detail)
+        return CutResult(phase, offset, f"{outcome.state.name}/{outcome.reason.name}", version, bootable, detail,
+                         ev.landed, proof, ev.timing_error_s)
 
     def flasher_version_of_image(self) -> str:
         from hil.images.mcuboot import parse_image

@@ -27,6 +27,7 @@ from hil.images.mcuboot import load_trusted_keys
 from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
 from hil.sim.bootloader import Bootloader
 from hil.sim.console import ConsoleServer
+from hil.sim.defects import Defects
 from hil.sim.flash import FlashModel
 from hil.sim.instruments import BATTERY_MODELS, SUPPLY_MODELS, BatteryEmulatorModel, SupplyModel
 from hil.sim.nvstore import NvStore
@@ -64,6 +65,7 @@ class VirtualBench:
         # The emulators speak the command set the bench file's dialect names, like the real instrument would.
         self.supply: SupplyModel = SUPPLY_MODELS[cfg.psu.dialect]()
         self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"]()
+        self.supply.ignore_output_off = Defects(cfg.sim.defects).has("supply_ignores_output_off")
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
         self.bus: can.BusABC | None = None

@@ -28,11 +28,12 @@ from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
 from hil.sim.bootloader import Bootloader
+from hil.sim.defects import Defects
 from hil.sim.diag import DiagServer
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.mcu_time import ModelLock, charge
 from hil.sim.nvstore import NvStore
-from hil.sim.soc import RELEASE_TRACE_LEN, CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace
+from hil.sim.soc import RELEASE_TRACE_LEN, CpuStall, SocCore, SocEstimator, TimingProfile, new_release_trace, soc_from_ocv
 from hil.sim.uds_server import UdsServerTransport
 
 #: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
@@ -123,7 +124,11 @@ class Board:
         self.hardware_number = cfg.dut.hardware_number
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)
-        self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log)
+        #: sim_only: the promises this board breaks on purpose (empty for a good board).
+        self.defects = Defects(self.sim.defects)
+        self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log,
+                                     defects=self.defects)
+        self.erasing = False  # a flash erase is in flight (the soc_stalls_during_erase defect waits on it)
         self._nv_lock = ModelLock()  # a task waiting for an NV write is stalled in model time too
         self._power_lock = threading.Lock()
         self._powered = False
@@ -276,8 +281,12 @@ class Board:
         if duration_s <= 0:
             return None
         start = time.monotonic()
-        if cpu.wait(duration_s):
-            return Cut(torn=True, fraction=min(1.0, (time.monotonic() - start) / duration_s))
+        self.erasing = op.kind == "erase"
+        try:
+            if cpu.wait(duration_s):
+                return Cut(torn=True, fraction=min(1.0, (time.monotonic() - start) / duration_s))
+        finally:
+            self.erasing = False
         return None
 
     # ------------------------------------------------------------------ boot loop
@@ -390,6 +399,8 @@ class Board:
                 self.nv_update(soc=last)
 
     def _watchdog(self, cpu: Cpu) -> None:
+        if self.defects.has("watchdog_never_fires"):
+            return
         period = self.sim.watchdog_ms / 1000.0
         while not cpu.wait(min(0.05, period / 4)):
             if time.monotonic() - self._kick > period:
@@ -408,12 +419,14 @@ class Board:
                 self.nv.update(config=config, config_schema=desc.config_schema)
                 self.log(f"APP: configuration migrated to schema {desc.config_schema}")
             elif desc.config_schema < schema:
-                # Only the bench restore path installs firmware older than the configuration: keep what
-                # this firmware understands, drop the rest.
-                known = DEFAULT_CONFIG.get(desc.config_schema, DEFAULT_CONFIG[1])
-                config = {k: v for k, v in config.items() if k in known}
+                # Firmware older than the stored configuration cannot read it (it knows no later schema):
+                # it falls back to its factory defaults. A rollback never gets here, because the bootloader
+                # restores the pre-update configuration first; the bench restore path does, and writes the
+                # session's configuration afterwards.
+                config = dict(DEFAULT_CONFIG.get(desc.config_schema, DEFAULT_CONFIG[1]))
                 self.nv.update(config=config, config_schema=desc.config_schema)
-                self.log(f"APP: configuration folded back to schema {desc.config_schema}")
+                self.log(f"APP: configuration schema {schema} unknown to this firmware, "
+                         f"factory defaults of schema {desc.config_schema} loaded")
 
     def _self_test(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         self.set_update(UpdateState.TESTING, Reason.NONE, target=self.running_image.version_tuple if self.running_image else None)
@@ -431,18 +444,45 @@ class Board:
 
     def _start_soc(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         config = self.nv_get("config", DEFAULT_CONFIG[1])
+        stored = self.nv_get("soc", None)
+        if stored is None or self.defects.has("soc_jumps_at_reset"):
+            # No stored SOC (a new board), or the defective board that forgets it: estimate from the rested OCV.
+            cells = self.battery.cell_voltages()
+            stored = soc_from_ocv(sum(cells) / len(cells)) if cells else 50.0
+            if self.defects.has("soc_jumps_at_reset"):
+                stored = min(100.0, float(stored) + 8.0)  # an uncompensated OCV reading under load
         estimator = SocEstimator(capacity_ah=float(config.get("capacity_Ah", 50)),
-                                 soc=float(self.nv_get("soc", 50.0)), algorithm=desc.soc_algorithm)
+                                 soc=float(stored), algorithm=desc.soc_algorithm)
         t = desc.timing
         mailbox: queue.Queue[can.Message] = queue.Queue(maxsize=TX_MAILBOX_DEPTH)
         self._spawn("can-tx", lambda: self._can_tx(cpu, mailbox))
+        extra = tuple(desc.extra_messages)
+        with self._nv_lock:
+            seen = list(self.nv.get("features_seen", []) or [])
+            if any(m not in seen for m in extra):
+                self.nv.update(features_seen=sorted(set(seen) | set(extra)))
+        if self.defects.has("new_message_never_sent"):
+            extra = tuple(m for m in extra if m != contract.MSG_BALANCING)
+        if self.defects.has("new_message_after_rollback"):
+            # The defective board enables features from what NV says was once installed, not from the running build.
+            extra = tuple(sorted(set(extra) | set(seen)))
         core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
-                       extra_messages=tuple(desc.extra_messages), charge_limits=self._charge_limits,
+                       extra_messages=extra, charge_limits=self._charge_limits,
                        update_status=self._update_status_signals, names=self.profile.can,
-                       flash_stall=self.cpu_stall, trace=self.soc_trace)
+                       flash_stall=self.cpu_stall, trace=self.soc_trace, stall=self._soc_stalled, mute=self._soc_muted,
+                       layout_changed=self.defects.has("existing_signal_layout_changed") and desc.config_schema >= 2)
         self.soc = core
         self._spawn("soc-core", core.run)
+
+    def _soc_stalled(self) -> bool:
+        """Defect only: the SOC core waits for a flash erase (code fetched from the bank being erased)."""
+        return self.erasing and self.defects.has("soc_stalls_during_erase")
+
+    def _soc_muted(self) -> bool:
+        """Defect only: the SOC core's frames are not sent while an image downloads."""
+        diag = self.diag
+        return self.defects.has("soc_frames_dropped_while_downloading") and diag is not None and diag.downloading
 
     def _post(self, mailbox: "queue.Queue[can.Message]", msg: can.Message) -> None:
         """Hand a frame to the CAN controller; a full mailbox drops it (counted), as a real controller would."""

@@ -31,6 +31,7 @@ from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateSta
 from hil.errors import ImageError
 from hil.sim.errors import FlashError
 from hil.images.mcuboot import ParsedImage, TrustedKey, image_extent, parse_image, verify_image
+from hil.sim.defects import Defects
 from hil.sim.flash import FlashModel
 from hil.sim.nvstore import NvStore
 
@@ -108,7 +109,8 @@ class Bootloader:
     """MCUboot-style bootloader over a FlashModel; see the module docstring and docs/flash-and-boot.md."""
 
     def __init__(self, flash: FlashModel, layout: FlashLayout, nv: NvStore, trusted: Sequence[TrustedKey],
-                 hardware_id: str, *, log: Callable[[str], None] = lambda line: None, chunk: int = 1024) -> None:
+                 hardware_id: str, *, log: Callable[[str], None] = lambda line: None, chunk: int = 1024,
+                 defects: Defects | None = None) -> None:
         if chunk <= 0 or chunk % layout.write_align or layout.sector_size % chunk:
             raise FlashError(f"copy chunk {chunk} must divide the sector ({layout.sector_size}) "
                              f"and be a multiple of write_align ({layout.write_align})")
@@ -118,6 +120,7 @@ class Bootloader:
         self.trusted = list(trusted)
         self.hardware_id = hardware_id
         self.chunk = chunk
+        self.defects = defects or Defects()
         self._log = log
         self._lines: list[str] = []
         self.tl = TrailerLayout(layout)
@@ -202,12 +205,28 @@ class Bootloader:
                                    config_schema=config_schema, slot_size=self._slot_bytes)
             except ImageError as exc:
                 hit = (str(exc), int(exc.reason))
+                if self._waived(Reason(exc.reason)):
+                    try:
+                        hit = parse_image(data)  # the defective board installs what it should have refused
+                    except ImageError:
+                        pass
             if len(self._verified) > 64:
                 self._verified.clear()  # bounded: a sweep sees few distinct images
             self._verified[key] = hit
         if isinstance(hit, tuple):
             raise ImageError(hit[0], reason=hit[1])
         return hit
+
+    def _waived(self, reason: Reason) -> bool:
+        """Defective boards only: a check this board skips (hil/sim/defects.py)."""
+        waived = {Reason.HASH_MISMATCH: "hash_check_skipped", Reason.UNSIGNED: "unsigned_image_accepted",
+                  Reason.UNKNOWN_KEY: "unknown_key_accepted", Reason.DOWNGRADE_VERSION: "downgrade_accepted",
+                  Reason.DOWNGRADE_SECURITY_COUNTER: "downgrade_accepted",
+                  Reason.WRONG_HARDWARE: "wrong_hardware_accepted",
+                  Reason.CONFIG_INCOMPATIBLE: "config_incompatible_accepted",
+                  Reason.TRUNCATED: "check_routine_passes_truncated_download"}
+        name = waived.get(reason)
+        return name is not None and self.defects.has(name)
 
     def _try_verify(self, slot: int, **checks: object) -> ParsedImage | None:
         try:
@@ -251,7 +270,10 @@ class Bootloader:
         elif primary.consistent and not primary.image_ok:
             # 2. The trial boot already happened and the image did not confirm itself: revert.
             reason = self._revert_reason(reset_cause)
-            reverted = self._revert(reason)
+            if reason is Reason.SELFTEST_FAILED and self.defects.has("no_revert_on_self_test_failure"):
+                self._set(self._primary, self.tl.image_ok)  # the defective board keeps the failed image
+            else:
+                reverted = self._revert(reason)
         else:
             secondary = self.read_trailer(self._secondary)
             if secondary.magic_ok:
@@ -266,6 +288,8 @@ class Bootloader:
         return self._boot_primary(reverted)
 
     def _revert_reason(self, cause: ResetCause) -> Reason:
+        if self.defects.has("wrong_revert_reason_reported"):
+            return Reason.NOT_CONFIRMED
         if cause is ResetCause.WATCHDOG:
             return Reason.WATCHDOG_RESET
         if cause is ResetCause.FAULT:
@@ -342,6 +366,8 @@ class Bootloader:
         sectors = max(1, min(primary.swap_size, self.layout.slot_sectors))
         done = primary.status
         start = next((k for k in range(3 * sectors) if not done[k]), 3 * sectors)
+        if start and start < 3 * sectors and self.defects.has("swap_resumed_from_wrong_step"):
+            start += 1  # the defective board skips the step it was cut in
         self.log(f"BOOT: swap start type={stype.name} sectors={sectors}" + (f" resume={start}" if start else ""))
         for k in range(start, 3 * sectors):
             if k % 3 == 0 or k == start:
@@ -359,13 +385,17 @@ class Bootloader:
         """
         i, step = divmod(k, 3)
         p, s = self._primary + i * self._sector, self._secondary + i * self._sector
+        early = self.defects.has("swap_status_written_before_copy")
+        if early:
+            self._set(self._primary, self.tl.status(k))
         if step == 0:
             self._copy(s, self._scratch)  # A: new -> scratch
         elif step == 1:
             self._copy(p, s)  # B: old -> secondary
         else:
             self._copy(self._scratch, p)  # C: scratch (new) -> primary
-        self._set(self._primary, self.tl.status(k))
+        if not early:
+            self._set(self._primary, self.tl.status(k))
 
     def _copy(self, src: int, dst: int) -> None:
         """Erase the destination sector and copy one sector in `chunk`-byte programs."""
@@ -380,10 +410,12 @@ class Bootloader:
         if stype == SwapType.TEST:
             if image is not None:
                 self._set_update(UpdateState.TESTING, Reason.NONE, image.version_tuple)
+                if self.defects.has("counter_advanced_at_swap"):
+                    self._advance_counter(image)
         elif stype == SwapType.REVERT:
             backup = self.nv.get("config_backup")
             extra: dict[str, Any] = {}
-            if backup is not None:
+            if backup is not None and not self.defects.has("config_not_restored_on_revert"):
                 extra["config"] = backup
                 schema = self.nv.get("config_schema_backup")
                 if schema is not None:
@@ -518,6 +550,12 @@ class Bootloader:
             return parse_image(self._slot_data(self._secondary))
         except ImageError:
             return None
+
+    def slot_image_hash(self, primary: bool) -> bytes:
+        """SHA-256 of a slot's image bytes up to its extent, as flash holds them (32 zero bytes: no image)."""
+        data = self._slot_data(self._primary if primary else self._secondary)
+        extent = image_extent(data)
+        return hashlib.sha256(data[:extent]).digest() if extent is not None else bytes(32)
 
     def is_confirmed(self) -> bool:
         """True when the primary trailer is valid with image_ok set."""

@@ -142,6 +142,11 @@ class DiagServer:
             self._download.writer.stop()
 
     @property
+    def downloading(self) -> bool:
+        """A RequestDownload is open (TransferData expected)."""
+        return self._download is not None
+
+    @property
     def progress(self) -> int:
         return self._progress
 
@@ -230,7 +235,7 @@ class DiagServer:
         self._seed = None
         if req[2:] != expected:
             self.ecu.sa_attempts += 1
-            if self.ecu.sa_attempts >= sec.max_attempts:
+            if self.ecu.sa_attempts >= sec.max_attempts and not self.ecu.defects.has("security_access_never_locks_out"):
                 self.ecu.sa_attempts = 0
                 self.ecu.sa_lockout_until = time.monotonic() + self.ecu.sim.sa_lockout_s
                 raise NegativeResponse(Nrc.EXCEEDED_NUMBER_OF_ATTEMPTS)
@@ -285,6 +290,10 @@ class DiagServer:
                 return b""
             backup = ecu.bootloader.backup_image()
             return backup.version_str.encode() if backup is not None else b""
+        if d is Did.ACTIVE_IMAGE_HASH:
+            return ecu.bootloader.slot_image_hash(primary=True)
+        if d is Did.BACKUP_IMAGE_HASH:
+            return ecu.bootloader.slot_image_hash(primary=False)
         if d is Did.FLASH_LAYOUT:
             lay = ecu.layout
             return struct.pack(">III", lay.secondary_offset, lay.slot_size, lay.sector_size)
@@ -342,7 +351,8 @@ class DiagServer:
             _require(state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.REJECTED), Nrc.REQUEST_SEQUENCE_ERROR)
             try:
                 extent = image_extent(self.ecu.bootloader.staged_image())
-                if self._staged_size is not None and extent is not None and extent > self._staged_size:
+                if (self._staged_size is not None and extent is not None and extent > self._staged_size
+                        and not self.ecu.defects.has("check_routine_passes_truncated_download")):
                     # The slot is erased past the download, so the TLV area may parse; the size tells the truth.
                     raise ImageError(f"image claims {extent} bytes, only {self._staged_size} were downloaded",
                                      reason=Reason.TRUNCATED)
@@ -367,16 +377,16 @@ class DiagServer:
             _require(mode is not ActivationMode.TEST, Nrc.REQUEST_OUT_OF_RANGE)
         _require(self.ecu.update_state() == UpdateState.VERIFIED, Nrc.REQUEST_SEQUENCE_ERROR)
         current = abs(self.ecu.battery.pack_current())
-        if current > self.ecu.sim.activation_max_current_a:
+        if current > self.ecu.sim.activation_max_current_a and not self.ecu.defects.has("pack_current_precondition_ignored"):
             self.ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)
             raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
         volts = self.ecu.supply_voltage()
-        if volts < self.ecu.sim.activation_min_supply_v:
+        if volts < self.ecu.sim.activation_min_supply_v and not self.ecu.defects.has("supply_precondition_ignored"):
             self.ecu.log(f"UPD: activation refused, supply {volts:.2f} V")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.SUPPLY_LOW)
             raise NegativeResponse(Nrc.VOLTAGE_TOO_LOW)
-        if not self.recovery:
+        if not self.recovery and not self.ecu.defects.has("config_not_backed_up"):
             # Back up the configuration before install; the bootloader restores it on rollback.
             self.ecu.nv_update(config_backup=self.ecu.nv_get("config", {}),
                                config_schema_backup=self.ecu.nv_get("config_schema", 1))
@@ -423,9 +433,10 @@ class DiagServer:
         counter, data = req[1], req[2:]
         if dl.last_counter is not None and counter == dl.last_counter:
             return bytes([0x76, counter])  # a repeated block is acknowledged, not written twice (ISO 14229)
-        _require(counter == dl.next_counter, Nrc.WRONG_BLOCK_SEQUENCE_COUNTER)
+        _require(counter == dl.next_counter or self.ecu.defects.has("wrong_block_sequence_accepted"),
+                 Nrc.WRONG_BLOCK_SEQUENCE_COUNTER)
         _require(len(data) > 0, Nrc.INCORRECT_MESSAGE_LENGTH)
-        if dl.received + len(data) > dl.size:
+        if dl.received + len(data) > dl.size and not self.ecu.defects.has("endless_transfer_data_accepted"):
             self.ecu.log("UPD: transfer suspended, data beyond the announced size")
             raise NegativeResponse(Nrc.TRANSFER_DATA_SUSPENDED)
         if dl.writer.error is not None:
@@ -441,7 +452,7 @@ class DiagServer:
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
         assert dl is not None and dl.writer is not None
-        _require(dl.received == dl.size, Nrc.REQUEST_SEQUENCE_ERROR)
+        _require(dl.received == dl.size or self.ecu.defects.has("short_download_accepted"), Nrc.REQUEST_SEQUENCE_ERROR)
         dl.writer.finish()
         self._download = None
         if isinstance(dl.writer.error, PowerLoss):

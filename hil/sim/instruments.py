@@ -103,6 +103,9 @@ class SupplyModel(ScpiInstrument):
         self._listeners: dict[int, list[VoltageListener]] = {ch: [] for ch in self.ranges}
         self._notified: dict[int, float] = {ch: 0.0 for ch in self.ranges}
         self._selected = min(self.ranges)
+        #: sim_only defect `supply_ignores_output_off`: OUTP OFF is acknowledged (OUTP? says 0) but the
+        #: output stays live, as with a welded relay. Power-cut cases must notice from the DUT and MEAS:VOLT?.
+        self.ignore_output_off = False
         self._reset_state()
         super().__init__()
 
@@ -172,6 +175,8 @@ class SupplyModel(ScpiInstrument):
         with self._lock:
             setting = self._channels[self._check_channel(channel)]
             load = self._loads.get(channel)
+        if self.ignore_output_off and not setting.on and setting.voltage > 0:
+            setting = replace(setting, on=True)
         return solve_output(setting, load)
 
     def measure_voltage(self, channel: int) -> float:

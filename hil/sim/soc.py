@@ -24,21 +24,7 @@ from hil import contract
 from hil.profile import CanProfile
 from hil.sim.mcu_time import ModelClock, charge, charged
 
-#: Open-circuit voltage (V) against SOC (%) of an NMC cell; enough points for a monotone lookup.
-_OCV_CURVE = [(3.00, 0.0), (3.45, 5.0), (3.55, 10.0), (3.62, 20.0), (3.66, 30.0), (3.71, 40.0),
-              (3.77, 50.0), (3.84, 60.0), (3.92, 70.0), (4.00, 80.0), (4.08, 90.0), (4.20, 100.0)]
-
-
-def soc_from_ocv(volts: float) -> float:
-    """SOC (%) for a rested cell voltage, by linear interpolation on the OCV curve."""
-    xs = [v for v, _ in _OCV_CURVE]
-    i = bisect.bisect_left(xs, volts)
-    if i <= 0:
-        return 0.0
-    if i >= len(xs):
-        return 100.0
-    (v0, s0), (v1, s1) = _OCV_CURVE[i - 1], _OCV_CURVE[i]
-    return s0 + (s1 - s0) * (volts - v0) / (v1 - v0)
+from hil.contract import soc_from_ocv  # noqa: F401  (the pack's OCV curve is part of the bench contract)
 
 
 class PackInputs(Protocol):
@@ -62,7 +48,11 @@ class SocEstimator:
         """Advance by one cycle; positive current charges."""
         self.soc += current_a * dt_s / (self.capacity_ah * 3600.0) * 100.0
         self.rest_s = self.rest_s + dt_s if abs(current_a) < 0.5 else 0.0
-        if self.rest_s > 2.0 and cells:
+        rest_needed = 2.0
+        if self.algorithm == "coulomb_ocv_v2" and temps:
+            # Cold cells take far longer to relax to their OCV: v2 waits for it (v1 trusts a sagging voltage).
+            rest_needed += 3.0 * max(0.0, 10.0 - sum(temps) / len(temps))
+        if self.rest_s > rest_needed and cells:
             ocv_soc = soc_from_ocv(sum(cells) / len(cells))
             gain = 0.02
             if self.algorithm == "coulomb_ocv_v2" and temps:
@@ -157,6 +147,11 @@ class SocCore:
     charge_limits: Callable[[], dict[str, float]] = lambda: {}
     update_status: Callable[[], dict[str, int]] = lambda: {}
     names: CanProfile = field(default_factory=CanProfile)  # framework names -> the board's DBC (DUT profile)
+    #: Defective boards only (hil/sim/defects.py): the cycle waits while `stall()`, frames are dropped while `mute()`.
+    stall: Callable[[], bool] = lambda: False
+    mute: Callable[[], bool] = lambda: False
+    #: Defective 2.0.0 only: BMS_SocCore's PackCurrent sent in A/10 instead of the DBC's scaling.
+    layout_changed: bool = False
     stats: CycleStats = field(default_factory=CycleStats)
     flash_stall: CpuStall | None = None  # single-bank stall on flash erase (None: the task never stalls)
     #: sim_only: true release/start/queue instants of every cycle (Release), for the measurement's fidelity test.
@@ -187,6 +182,10 @@ class SocCore:
             if self.flash_stall is not None and not self.flash_stall.is_clear():
                 # Single-bank part: no code fetch while the bank is erased; the task starts after it.
                 self.flash_stall.wait_clear(self.sleep)
+                start = max(start, time.monotonic())
+            if self.stall():  # defective board: the task waits while flash is erased
+                while self.stall():
+                    self.sleep(0.005)
                 start = max(start, time.monotonic())
             if start - deadline >= self.period_s:
                 # Overran one or more whole periods: those cycles are lost, as on an RTOS.
@@ -224,9 +223,10 @@ class SocCore:
         self.stats.cycles += 1
         self.stats.last_latency_us = int(max(0.0, latency_s) * 1e6)
         pack_v = sum(cells) + current * 0.01
+        sent_current = current / 10.0 if self.layout_changed else current
         frames: list[tuple[str, dict[str, Any]]] = [
             (contract.MSG_SOC_CORE, {"SOC": round(soc, 2), "PackVoltage": round(max(0.0, pack_v), 2),
-                                     "PackCurrent": round(current, 1), "RollingCounter": n % 16,
+                                     "PackCurrent": round(sent_current, 1), "RollingCounter": n % 16,
                                      "CycleExecTime": min(40950, self.stats.last_exec_us // 10 * 10)}),
             (contract.MSG_CYCLE_DIAG, {"CycleCounter": n % 2**32, "StartLatency": min(65535, self.stats.last_latency_us),
                                        "ExecTime": min(65535, self.stats.last_exec_us)}),
@@ -255,6 +255,8 @@ class SocCore:
                 mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0
                 frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
                                                         "MaxCellDelta": round(delta, 3)}))
+        if self.mute():
+            return
         encoded: list[tuple[int, bool, bytes]] = []
         for name, signals in frames:
             msg = self.db.get_message_by_name(self.names.dbc_message(name))

@@ -1,0 +1,148 @@
+"""New features reach the vehicle with an update and leave with a rollback (white paper: a new CAN message format).
+
+Fault-matrix row 21. The tester decodes every frame with the DBC of the release the board runs
+(benches/dbc/bms.dbc marks each message with the release that introduced it; `hil.releases`):
+a frame the release does not define is a finding, and the signals of the messages every release
+shares must still mean what they meant (checked against the battery emulator's pack state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+
+import pytest
+
+from hil.checks import Expected, check_final_state
+from hil.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, N_CELLS, Reason, UpdateState
+from hil.measure import Measurement
+from hil.releases import new_messages, release_database, release_messages
+
+pytestmark = [pytest.mark.destructive]
+
+#: The pack state the checks compare decoded signals with (one cell high, so the balancer has work).
+CELL_V = 3.70
+HIGH_CELL = 5
+HIGH_CELL_V = 3.76
+TEMP_C = 31.0
+PACK_A = -20.0  # discharging: the sign and scale of PackCurrent must survive every release
+WINDOW_S = 4.0
+
+
+def _hold_pack(load, can) -> None:
+    """Set the pack state, then let the board see it (every multiplexed group once) before anything is judged."""
+    load.set_cell_voltage(CELL_V)
+    load.set_cell_voltage(HIGH_CELL_V, HIGH_CELL)
+    load.set_temperature(TEMP_C)
+    load.set_pack_current(PACK_A)
+    can.collect(MSG_SOC_CORE, 0.6)
+
+
+def _record_all(can, seconds: float) -> dict[str, list]:
+    """Every DBC frame for `seconds`, by message name (the channel decodes with the full DBC)."""
+    with contextlib.ExitStack() as stack:
+        recs = {m.name: stack.enter_context(can.recorder(m.name)) for m in can.db.messages}
+        can.collect(MSG_SOC_CORE, seconds)
+    return {name: list(frames) for name, frames in recs.items()}
+
+
+def _decode_with_release(frames: dict[str, list], db, version: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """Re-decode every recorded frame with release `version`'s DBC: (signals by message, frames it does not define)."""
+    release = release_database(db, version)
+    decoded: dict[str, list[dict]] = {}
+    unknown: list[str] = []
+    for name, recorded in frames.items():
+        for f in recorded:
+            try:
+                spec = release.get_message_by_frame_id(f.raw.arbitration_id)
+            except KeyError:
+                unknown.append(f"0x{f.raw.arbitration_id:03X} ({name}) at {f.describe()}")
+                continue
+            decoded.setdefault(spec.name, []).append(spec.decode(bytes(f.raw.data), decode_choices=False))
+    return decoded, unknown
+
+
+def _check_shared_layouts(decoded: dict[str, list[dict]], version: str) -> list[str]:
+    """The messages of 1.0.0 decode to the pack state the emulator holds: nothing moved or rescaled."""
+    problems = []
+    soc = decoded.get(MSG_SOC_CORE, [])
+    if not soc:
+        return [f"no {MSG_SOC_CORE} frames from {version}"]
+    current = statistics.median(float(s["PackCurrent"]) for s in soc)
+    if abs(current - PACK_A) > 1.0:
+        problems.append(f"{MSG_SOC_CORE}.PackCurrent decodes to {current:g} A, the pack carries {PACK_A:g} A")
+    pack_v = statistics.median(float(s["PackVoltage"]) for s in soc)
+    truth_v = (N_CELLS - 1) * CELL_V + HIGH_CELL_V
+    if abs(pack_v - truth_v) > 1.0:
+        problems.append(f"{MSG_SOC_CORE}.PackVoltage decodes to {pack_v:g} V, the cells add up to {truth_v:g} V")
+    cells = [v for s in decoded.get(MSG_CELL_VOLTAGES, []) for k, v in s.items() if k.startswith("Cell") and k != "CellGroup"]
+    if not cells or not all(abs(float(v) - CELL_V) < 0.005 or abs(float(v) - HIGH_CELL_V) < 0.005 for v in cells):
+        problems.append(f"{MSG_CELL_VOLTAGES} decodes to {sorted(set(cells))[:6]}, the emulator holds {CELL_V}/{HIGH_CELL_V} V")
+    temps = [v for s in decoded.get(MSG_TEMPERATURES, []) for k, v in s.items() if k.startswith("Temp") and k != "TempGroup"]
+    if not temps or not all(abs(float(v) - TEMP_C) <= 1.0 for v in temps):
+        problems.append(f"{MSG_TEMPERATURES} decodes to {sorted(set(temps))[:6]}, the emulator holds {TEMP_C} degC")
+    return problems
+
+
+@pytest.mark.fault(row=21, expect="after the update to 2.0.0 the new message arrives at its period with plausible signals")
+@pytest.mark.requirement("R156-integrity", "BMS-new-feature")
+def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can, load, bench_config, measure):
+    db = can.db
+    added = new_messages(db, dut.version(), "2.0.0")
+    assert MSG_BALANCING in added, f"the DBC must mark {MSG_BALANCING} as introduced in 2.0.0: {added}"
+    outcome = flasher.update(images["2.0.0"])
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected("2.0.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    _hold_pack(load, can)
+    frames = _record_all(can, WINDOW_S)
+    decoded, unknown = _decode_with_release(frames, db, dut.version())
+    assert not unknown, "frames release 2.0.0 does not define:\n" + "\n".join(unknown[:10])
+    balancing = frames[MSG_BALANCING]
+    spec = db.get_message_by_name(MSG_BALANCING)
+    period_ms = float(spec.cycle_time or 0)
+    assert period_ms > 0, f"the DBC declares no GenMsgCycleTime for {MSG_BALANCING}"
+    tol = bench_config.timing.period_tolerance_ms
+    assert len(balancing) >= int(WINDOW_S * 1000 / period_ms) - 1, \
+        f"{len(balancing)} {MSG_BALANCING} frames in {WINDOW_S} s, expected one every {period_ms:g} ms"
+    gaps = [(b.received - a.received) * 1000.0 for a, b in zip(balancing, balancing[1:])]
+    mean = measure(Measurement("balancing_period_mean", statistics.fmean(gaps), "ms", period_ms - tol, period_ms + tol))
+    assert mean.passed, str(mean)
+    last = decoded[MSG_BALANCING][-1]
+    delta = measure(Measurement("balancing_max_cell_delta", float(last["MaxCellDelta"]), "V",
+                                HIGH_CELL_V - CELL_V - 0.002, HIGH_CELL_V - CELL_V + 0.002))
+    assert delta.passed, str(delta)
+    assert int(last["BalancingMask"]) & (1 << (HIGH_CELL - 1)), f"cell {HIGH_CELL} is high but not balanced: {last}"
+    assert int(last["BalancingMode"]) != 0, f"balancing mode off with a {HIGH_CELL_V - CELL_V:.3f} V imbalance: {last}"
+
+
+@pytest.mark.fault(row=21, expect="after a rollback the new message is gone and the old messages are as before")
+@pytest.mark.requirement("R156-recovery", "BMS-new-feature")
+def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load, bench_config, measure):
+    baseline = dut.version()
+    assert MSG_BALANCING not in release_messages(can.db, baseline)
+    outcome = flasher.update(images["2.0.0-selftest-fail"])  # runs 2.0.0 for its trial boot, then rolls back
+    assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED), measure)
+    _hold_pack(load, can)
+    frames = _record_all(can, WINDOW_S)
+    decoded, unknown = _decode_with_release(frames, can.db, dut.version())
+    assert not unknown, f"after the rollback to {baseline} the board still sends:\n" + "\n".join(unknown[:10])
+    problems = _check_shared_layouts(decoded, baseline)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.fault(row=21, expect="the messages every release shares keep their layout in 2.0.0")
+@pytest.mark.requirement("BMS-new-feature")
+def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can, load, bench_config, measure):
+    _hold_pack(load, can)
+    before, unknown = _decode_with_release(_record_all(can, 2.0), can.db, dut.version())
+    assert not unknown, "\n".join(unknown[:10])
+    assert not _check_shared_layouts(before, dut.version()), "the baseline itself does not decode plausibly"
+    load.set_pack_current(0.0)  # activation needs a resting pack
+    outcome = flasher.update(images["2.0.0"])
+    assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    _hold_pack(load, can)
+    after, unknown = _decode_with_release(_record_all(can, 2.0), can.db, "2.0.0")
+    assert not unknown, "\n".join(unknown[:10])
+    problems = _check_shared_layouts(after, "2.0.0")
+    assert not problems, "2.0.0 changed the meaning of an existing message:\n" + "\n".join(problems)

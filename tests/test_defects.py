@@ -1,0 +1,78 @@
+"""Defective virtual boards: validated names, and the black-box power-cut cases go red on two of them.
+
+The full kill matrix is `benchmarks/mutation_score.py` (minutes, not part of `make test`); here two
+defects show that the verdicts of the black-box power-cut cases cannot lie:
+- a supply that acknowledges OUTP OFF but keeps its output live fails the black-box sweep;
+- a board that resumes an interrupted swap from the wrong step fails the multi-cut swap case.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hil.config import load_bench
+from hil.errors import BenchConfigError
+from hil.sim.defects import DEFECTS, Defects
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_cli_and_plugin import _sim_bench  # noqa: E402
+
+
+def test_unknown_defect_is_refused_naming_every_accepted_one(tmp_path):
+    bench = _sim_bench(tmp_path)
+    data = yaml.safe_load(bench.read_text())
+    data["sim"]["defects"] = ["hash_check_skipped", "board_catches_fire"]
+    bench.write_text(yaml.safe_dump(data))
+    with pytest.raises(BenchConfigError) as err:
+        load_bench(bench)
+    text = str(err.value)
+    assert "sim.defects" in text and "'board_catches_fire'" in text, text
+    assert all(name in text for name in DEFECTS), text
+
+
+def test_catalogue_has_a_defect_for_every_covered_fault_row():
+    assert len(DEFECTS) >= 20
+    rows = {row for info in DEFECTS.values() for row in info.rows}
+    assert set(range(1, 18)) | {21, 22} <= rows, sorted(rows)
+    for name, info in DEFECTS.items():
+        assert info.selection and info.files, name
+        for f in info.files:
+            assert (ROOT / "testcases" / f).is_file(), f"{name}: {f} does not exist"
+    with pytest.raises(KeyError):
+        Defects(["hash_check_skipped"]).has("hash_check_skiped")
+
+
+def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str) -> subprocess.CompletedProcess:
+    bench = _sim_bench(tmp_path)
+    data = yaml.safe_load(bench.read_text())
+    data["sim"]["defects"] = [defect]
+    bench.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "pytest", "testcases/test_power_faults.py", "-k", keyword, "--bench", str(bench),
+           "-q", "-p", "no:cacheprovider", "--evidence-dir", str(tmp_path / "ev"), "--reports-dir",
+           str(tmp_path / "rep"), *extra]
+    env = {"HIL_LOCK_DIR": str(tmp_path / "locks")}
+    import os
+
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+
+
+def test_black_box_sweep_fails_when_the_supply_ignores_the_cut(tmp_path):
+    result = _run_case(tmp_path, "supply_ignores_output_off", "black_box_power_cut_sweep", "--sweep-points", "1")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "1 failed" in out and "did not provably take effect" in out, out
+    assert "supply read back" in out, out
+
+
+def test_multi_cut_swap_case_fails_on_a_board_that_resumes_from_the_wrong_step(tmp_path):
+    result = _run_case(tmp_path, "swap_resumed_from_wrong_step", "every_swap_step")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "1 failed" in out, out
