@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images."""
+"""The `hil` command: sim, doctor, flash, images, profiles."""
 
 from __future__ import annotations
 
@@ -146,6 +146,9 @@ def _mount_images() -> None:
     except ImportError:  # pragma: no cover - only while the package is incomplete
         return
     main.add_command(images, "images")
+    from hil.profiles.cli import profiles
+
+    main.add_command(profiles, "profiles")
 
 
 _mount_images()

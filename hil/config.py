@@ -166,6 +166,7 @@ class TimingBudgets(_Model):
     max_start_latency_ms: float = Field(5.0, ge=0)
     max_missed_cycles: int = Field(0, ge=0)
     soc_restart_s: float = Field(5.0, gt=0, description="power-on/reset to first SOC frame")
+    install_offline_s: float = Field(10.0, gt=0, description="longest time without SOC frames during an install")
 
 
 class FlashLayout(_Model):
@@ -226,12 +227,16 @@ class SimConfig(_Model):
     sa_lockout_s: float = Field(3.0, ge=0)
     selftest_ms: float = Field(300.0, ge=0)
     supply_current_a: float = Field(0.15, ge=0, description="what the board draws from the supply")
+    vehicle_group: str = Field("north", pattern=r"^[\x21-\x7e]{1,16}$",
+                               description="vehicle group a new board is provisioned for (DID FD08)")
+    charge_rampdown_s: float = Field(3.0, ge=0, description="how long activation waits for the charge current to fall")
 
 
 class ImagesConfig(_Model):
     recipes: Path = Path("../firmware_images/recipes")
     build_dir: Path = Path("../firmware_images/build")
     keys_dir: Path = Path("../firmware_images/keys")
+    profiles: Path = Field(Path("../firmware_images/profiles"), description="configuration profile recipes (*.yaml)")
 
 
 class BenchConfig(_Model):
@@ -265,6 +270,7 @@ _PATH_FIELDS = {
     ("images", "recipes"),
     ("images", "build_dir"),
     ("images", "keys_dir"),
+    ("images", "profiles"),
     ("dut", "security", "secret_file"),
     ("dut", "bench_security", "secret_file"),
 }
@@ -283,7 +289,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         sim["trusted_keys"] = [str((base / k).resolve()) if isinstance(k, str) else k for k in sim["trusted_keys"]]
     images = data.setdefault("images", {}) if isinstance(data, dict) else None
     if isinstance(images, dict):
-        for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir)):
+        for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir),
+                             ("profiles", ImagesConfig().profiles)):
             images.setdefault(key, str((base / default).resolve()))
     can = data.get("can")
     if isinstance(can, dict):

@@ -1,6 +1,6 @@
 """The pytest plugin: bench option, fixtures, markers, bench lock, evidence, known state after every test.
 
-Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`),
+Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`, `profiles`),
 never for a vendor class. The same test runs on a virtual bench and on real hardware; only
 `--bench` differs.
 """
@@ -71,6 +71,7 @@ class HilSession:
     broken: str | None = None
     lock: FileLock | None = None
     baseline_config: dict[str, Any] | None = None
+    baseline_group: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
@@ -122,6 +123,7 @@ class HilSession:
                              "psu": self.bench.psu.identity(),
                              "load": self.bench.load.identity() if self.bench.load else None}
             self.baseline_config = dut.config()
+            self.baseline_group = dut.vehicle_group()
         except (HilError, OSError) as exc:
             self.broken = f"{type(exc).__name__}: {exc}"
             raise BenchBroken(f"bench {cfg.bench} could not be opened: {exc}") from exc
@@ -211,6 +213,14 @@ def flasher(bench: Bench) -> Any:
 def dut(bench: Bench) -> Dut:
     """Identity, status and configuration of the device under test."""
     return Dut(bench.uds, bench.can, bench.cfg.dut)
+
+
+@pytest.fixture
+def profiles(bench: Bench) -> Any:
+    """Signed configuration packages by recipe name (`profiles["winter-north"]`), `apply(name or bytes)`, `values(name)`."""
+    from hil.profiles.loader import ProfileStore
+
+    return ProfileStore(bench.cfg, bench.uds)
 
 
 @pytest.fixture(scope="session")
@@ -345,6 +355,8 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
         outcome = b.flasher.update(image, ActivationMode.RESTORE, bench_level=True)
         if not outcome.confirmed:
             raise BenchBroken(f"restoring baseline {baseline} ended {outcome.state.name}/{outcome.reason.name}")
+    if hil.baseline_group is not None and dut.vehicle_group() != hil.baseline_group:
+        dut.provision_vehicle_group(hil.baseline_group)
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
 

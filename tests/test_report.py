@@ -65,7 +65,7 @@ def test_catalogue_is_read_only():
 
 # ---------------------------------------------------------------------- fault matrix
 def test_fault_matrix_transcribes_all_rows():
-    assert sorted(FAULT_MATRIX) == list(range(1, 18))
+    assert sorted(FAULT_MATRIX) == list(range(1, 27))
     assert FAULT_MATRIX[12].device_must == "NRC 0x31 / 0x70 / 0x71, nothing overwritten"
     assert FAULT_MATRIX[16].fault == "SecurityAccess brute force"
 
@@ -90,7 +90,7 @@ def test_fault_matrix_verdicts(tmp_path):
     assert verdicts[8] == NOT_COVERED  # only skipped
     assert verdicts[9] == PASS
     assert verdicts[1] == NOT_COVERED
-    assert data["summary"] == {PASS: 2, FAIL: 2, NOT_COVERED: 13}
+    assert data["summary"] == {PASS: 2, FAIL: 2, NOT_COVERED: 22}
     assert data["unknown_rows"] == {"42": ["testcases/test_c.py::test_typo"]}
     row6 = next(r for r in data["rows"] if r["row"] == 6)
     assert [t["nodeid"] for t in row6["tests"]] == ["testcases/test_a.py::test_pass_2", "testcases/test_b.py::test_fail"]

@@ -24,6 +24,7 @@ from hil.contract import BootMode, Reason, ResetCause, UpdateState
 from hil.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
+from hil.sim import profiles
 from hil.sim.bootloader import Bootloader
 from hil.sim.diag import DiagServer
 from hil.sim.flash import Cut, FlashModel, FlashOp
@@ -33,8 +34,8 @@ from hil.sim.uds_server import UdsServerTransport
 
 #: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
 DEFAULT_CONFIG: dict[int, dict[str, Any]] = {
-    1: {"profile": "default", "cell_ov_mV": 4200, "cell_uv_mV": 2800, "max_charge_A": 100,
-        "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50},
+    1: {"profile": "default", "profile_version": 0, "cell_ov_mV": 4200, "cell_uv_mV": 2800, "max_charge_A": 100,
+        "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50, "cold_charge_below_C": 10, "cold_charge_A": 50},
 }
 DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
 
@@ -171,6 +172,22 @@ class Board:
             progress = 100 if state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.SUCCESS) else 0
         return contract.UpdateStatusRecord(state, Reason(int(upd.get("reason", 0))), progress,
                                            (int(target[0]), int(target[1]), int(target[2])))
+
+    def vehicle_group(self) -> str:
+        """The vehicle group this board is provisioned for (DID FD08)."""
+        return str(self.nv_get("vehicle_group", self.sim.vehicle_group))
+
+    def known_config_keys(self) -> set[str]:
+        """Configuration keys the running firmware's schema knows."""
+        schema = int(self.nv_get("config_schema", 1))
+        return set(DEFAULT_CONFIG.get(schema, DEFAULT_CONFIG[1])) | set(self.nv_get("config", {}))
+
+    def pause(self, seconds: float) -> None:
+        """Time the board's code spends (ends with PowerLoss / CpuReset if the boot ends meanwhile)."""
+        cpu = self._cpu
+        if cpu is None:
+            raise PowerLoss("board not running")
+        cpu.sleep(seconds)
 
     def supply_voltage(self) -> float:
         return self._supply_volts
@@ -333,6 +350,7 @@ class Board:
             self.log("APP: init waiting for AFE ...")
             cpu.sleep(None)  # never kicks the watchdog again
         self._migrate_config(desc)
+        profiles.resolve_after_boot(self)
         if self.update_state() is UpdateState.DOWNLOADING:
             self.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
         elif (not result.trial and self.update_state() in (UpdateState.INSTALLING, UpdateState.TESTING)
@@ -435,8 +453,13 @@ class Board:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])
         temps = self.battery.temperatures()
         hot = max(temps) if temps else 25.0
+        cold = min(temps) if temps else 25.0
         derate = 0.5 if hot > float(cfg.get("temp_max_C", 55)) - 10 else 1.0
-        return {"MaxChargeCurrent": float(cfg.get("max_charge_A", 100)) * derate,
+        charge = float(cfg.get("max_charge_A", 100)) * derate
+        if cold < float(cfg.get("cold_charge_below_C", 10)):
+            # Cold cells plate lithium when charged hard: the active profile sets how hard.
+            charge = min(charge, float(cfg.get("cold_charge_A", charge)))
+        return {"MaxChargeCurrent": charge,
                 "MaxDischargeCurrent": float(cfg.get("max_discharge_A", 200)) * derate,
                 "MaxChargeVoltage": contract.N_CELLS * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,
                 "MinDischargeVoltage": contract.N_CELLS * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}

@@ -22,6 +22,7 @@ from hil.config import compute_key
 from hil.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
 from hil.errors import FlashError, ImageError, PowerLoss
 from hil.images.mcuboot import image_extent
+from hil.sim import profiles
 
 if TYPE_CHECKING:
     from hil.sim.board import Board as EcuContext
@@ -48,6 +49,7 @@ class _Download:
     next_counter: int = 1
     last_counter: int | None = None
     writer: "_FlashWriter | None" = None
+    buffer: bytearray | None = None  # a configuration package goes to RAM, not to the image slot
 
 
 class _FlashWriter:
@@ -103,6 +105,7 @@ class DiagServer:
     _erased: bool = False
     _progress: int = 0
     _staged_size: int | None = None
+    _profile: bytes | None = None  # a downloaded configuration package, waiting for routine FF02
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes | None:
@@ -146,6 +149,9 @@ class DiagServer:
         self._abort_download()
 
     def _abort_download(self) -> None:
+        if self._download is not None and self._download.buffer is not None:
+            self._download = None  # a configuration package in RAM: nothing to abandon in flash
+            return
         if self._download is not None:
             if self._download.writer is not None:
                 self._download.writer.finish(timeout=2.0)
@@ -270,6 +276,10 @@ class DiagServer:
             return struct.pack(">III", lay.secondary_offset, lay.slot_size, lay.sector_size)
         if d is Did.CONFIGURATION:
             return json.dumps(ecu.nv_get("config", {}), sort_keys=True, separators=(",", ":")).encode()
+        if d is Did.PROFILE_STATUS:
+            return json.dumps(profiles.status(ecu), sort_keys=True, separators=(",", ":")).encode()
+        if d is Did.VEHICLE_GROUP:
+            return ecu.vehicle_group().encode()
         raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
 
     def _read_did(self, req: bytes) -> bytes:
@@ -283,16 +293,24 @@ class DiagServer:
     def _write_did(self, req: bytes) -> bytes:
         _require(len(req) >= 4, Nrc.INCORRECT_MESSAGE_LENGTH)
         did = int.from_bytes(req[1:3], "big")
-        _require(did == Did.CONFIGURATION, Nrc.REQUEST_OUT_OF_RANGE)
+        _require(did in (Did.CONFIGURATION, Did.VEHICLE_GROUP), Nrc.REQUEST_OUT_OF_RANGE)
         _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
         _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
-        _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
+        # Unsigned configuration and provisioning writes are the development restore path only; in the
+        # field configuration arrives as a signed package (RequestDownload + routine FF02).
+        _require(self.unlocked_level == contract.SA_LEVEL_BENCH, Nrc.SECURITY_ACCESS_DENIED)
+        if did == Did.VEHICLE_GROUP:
+            group = req[3:]
+            _require(1 <= len(group) <= 16 and all(0x21 <= b <= 0x7E for b in group), Nrc.REQUEST_OUT_OF_RANGE)
+            self.ecu.nv_update(vehicle_group=group.decode())
+            self.ecu.log(f"CFG: vehicle group provisioned {group.decode()}")
+            return bytes([0x6E]) + req[1:3]
         try:
             value = json.loads(req[3:].decode())
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE) from None
         _require(isinstance(value, dict) and all(isinstance(k, str) for k in value), Nrc.REQUEST_OUT_OF_RANGE)
-        self.ecu.nv_update(config=value)
+        self.ecu.nv_update(config=value, profile_status={})  # restored by hand: no package result applies
         return bytes([0x6E]) + req[1:3]
 
     # ------------------------------------------------------------------ 0x31
@@ -304,6 +322,14 @@ class DiagServer:
         _require(self.session == contract.SESSION_PROGRAMMING, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
         head = bytes([0x71, 0x01]) + req[2:4]
+        if rid == Routine.APPLY_PROFILE:
+            _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
+            _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
+            _require(self._profile is not None, Nrc.REQUEST_SEQUENCE_ERROR)
+            assert self._profile is not None
+            package, self._profile = self._profile, None  # one package, one attempt
+            outcome, why = profiles.apply_package(self.ecu, package)
+            return head + bytes([int(outcome), int(why)])
         if rid == Routine.ERASE_MEMORY:
             _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
             _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
@@ -378,6 +404,13 @@ class DiagServer:
         address = int.from_bytes(req[3:3 + n_addr], "big")
         size = int.from_bytes(req[3 + n_addr:], "big")
         _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
+        if address == contract.PROFILE_DOWNLOAD_ADDRESS:
+            _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
+            _require(0 < size <= contract.PROFILE_MAX_SIZE, Nrc.REQUEST_OUT_OF_RANGE)
+            self._profile = None
+            self._download = _Download(address, size, buffer=bytearray())
+            self.ecu.log(f"CFG: profile download started size={size}")
+            return b"\x74\x20" + struct.pack(">H", contract.MAX_BLOCK_LENGTH)
         lay = self.ecu.layout
         _require(address == lay.secondary_offset and size > 0, Nrc.REQUEST_OUT_OF_RANGE)
         if size > lay.slot_size:
@@ -398,8 +431,11 @@ class DiagServer:
         _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
-        assert dl is not None and dl.writer is not None
+        assert dl is not None
         _require(len(req) <= contract.MAX_BLOCK_LENGTH, Nrc.INCORRECT_MESSAGE_LENGTH)
+        if dl.buffer is not None:
+            return self._transfer_profile(dl, req[1], req[2:])
+        assert dl.writer is not None
         counter, data = req[1], req[2:]
         if dl.last_counter is not None and counter == dl.last_counter:
             return bytes([0x76, counter])  # a repeated block is acknowledged, not written twice (ISO 14229)
@@ -417,11 +453,30 @@ class DiagServer:
         self._progress = dl.received * 100 // dl.size
         return bytes([0x76, counter])
 
+    def _transfer_profile(self, dl: _Download, counter: int, data: bytes) -> bytes:
+        assert dl.buffer is not None
+        if dl.last_counter is not None and counter == dl.last_counter:
+            return bytes([0x76, counter])
+        _require(counter == dl.next_counter, Nrc.WRONG_BLOCK_SEQUENCE_COUNTER)
+        _require(len(data) > 0, Nrc.INCORRECT_MESSAGE_LENGTH)
+        _require(len(dl.buffer) + len(data) <= dl.size, Nrc.TRANSFER_DATA_SUSPENDED)
+        dl.buffer += data
+        dl.received = len(dl.buffer)
+        dl.last_counter = counter
+        dl.next_counter = (counter + 1) & 0xFF
+        return bytes([0x76, counter])
+
     def _transfer_exit(self, req: bytes) -> bytes:
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
-        assert dl is not None and dl.writer is not None
+        assert dl is not None
         _require(dl.received == dl.size, Nrc.REQUEST_SEQUENCE_ERROR)
+        if dl.buffer is not None:
+            self._download = None
+            self._profile = bytes(dl.buffer)
+            self.ecu.log(f"CFG: profile download complete {dl.size} bytes")
+            return b"\x77"
+        assert dl.writer is not None
         dl.writer.finish()
         self._download = None
         if isinstance(dl.writer.error, PowerLoss):
