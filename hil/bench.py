@@ -101,6 +101,7 @@ class Bench:
     load: Any = None
     console: Any = None
     flasher: Any = None
+    vehicle: Any = None  # the vehicle side on CAN (hil.vehicle.Vehicle): VCU_VehicleState, the charging window
     sim: Any = None  # SimProcess or an in-process VirtualBench, only for virtual benches
     evidence_dir: Path | None = None
 
@@ -145,6 +146,7 @@ class Bench:
         from hil.drivers.psu import ScpiPowerSupply
         from hil.drivers.uds import UdsClient
         from hil.flasher import Flasher
+        from hil.vehicle import Vehicle
 
         ev = self.evidence_dir
         if self.cfg.console is not None:
@@ -157,6 +159,8 @@ class Bench:
         if self.cfg.load is not None:
             self.load = ScpiBatteryEmulator(self.cfg.load)
         self.can = CanChannel(self.cfg.can)
+        self.vehicle = Vehicle(self.can)
+        self.vehicle.start()  # the charging window (plugged in, parked) until a test says otherwise
         self.uds = UdsClient(self.can, self.cfg.dut)
         self.flasher = Flasher(self.uds, self.can, self.cfg.dut)
 
@@ -186,7 +190,7 @@ class Bench:
                     drv.safe_state()
                 except HilError:
                     pass
-        for name in ("uds", "can", "console", "psu", "load"):
+        for name in ("vehicle", "uds", "can", "console", "psu", "load"):
             drv = getattr(self, name)
             if drv is not None:
                 try:

@@ -1,6 +1,6 @@
 """The pytest plugin: bench option, fixtures, markers, bench lock, evidence, known state after every test.
 
-Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`, `profiles`),
+Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`, `profiles`, `vehicle`),
 never for a vendor class. The same test runs on a virtual bench and on real hardware; only
 `--bench` differs.
 """
@@ -192,6 +192,12 @@ def load(bench: Bench) -> Any:
 
 
 @pytest.fixture
+def vehicle(bench: Bench) -> Any:
+    """The vehicle side on CAN (VCU_VehicleState every 100 ms): `plug_in`, `unplug`, `drive`, `park`."""
+    return bench.vehicle
+
+
+@pytest.fixture
 def console(bench: Bench) -> Any:
     """The DUT's debug console: `expect(pattern, timeout)`."""
     if bench.console is None:
@@ -328,6 +334,8 @@ def _known_state(hil: HilSession, node: pytest.Item) -> None:
     try:
         if b.load is not None:
             b.load.safe_state()
+        if b.vehicle is not None:
+            b.vehicle.safe_state()
         b.psu.power_on()
         _restore_baseline(hil, b, destructive=node.get_closest_marker("destructive") is not None)
     except (HilError, OSError) as exc:

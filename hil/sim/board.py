@@ -97,6 +97,23 @@ class PackSource:
     cell_voltages: Callable[[], list[float]]
 
 
+class _VehicleRx(can.Listener):
+    """The board's CAN receive filter for VCU_VehicleState."""
+
+    def __init__(self, board: "Board") -> None:
+        self._board = board
+
+    def on_message_received(self, msg: can.Message) -> None:
+        board = self._board
+        if msg.arbitration_id != board._vehicle_spec.frame_id or msg.is_error_frame or not board.powered:
+            return
+        try:
+            signals = board._vehicle_spec.decode(bytes(msg.data), decode_choices=False)
+        except Exception:  # a malformed frame is ignored, as a CAN driver would
+            return
+        board._vehicle = (dict(signals), time.monotonic())
+
+
 class Board:
     """A BMS board. Power comes from `supply_changed(volts)`; CAN, console and battery inputs are injected."""
 
@@ -138,6 +155,11 @@ class Board:
         self.sa_attempts = 0
         self.sa_lockout_until = 0.0
         self.tx_dropped = 0  # frames lost to a full TX mailbox (visible as missed cycles on the bus)
+        # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
+        self._vehicle: tuple[dict[str, Any], float] | None = None
+        self.charge_inhibit = False  # activation asked the charger to stop
+        self._vehicle_spec = self.db.get_message_by_name(contract.MSG_VEHICLE_STATE)
+        notifier.add_listener(_VehicleRx(self))
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -188,6 +210,18 @@ class Board:
         if cpu is None:
             raise PowerLoss("board not running")
         cpu.sleep(seconds)
+
+    def vehicle_window(self) -> tuple[bool, bool, str]:
+        """(plugged in, idle, what the vehicle says) from the last VCU_VehicleState; none recent = not plugged in."""
+        last = self._vehicle
+        if last is None or time.monotonic() - last[1] > contract.VEHICLE_STATE_TIMEOUT_S:
+            return False, True, "no vehicle state on CAN"
+        sig = last[0]
+        plugged = bool(sig.get("ChargerConnected"))
+        moving = float(sig.get("VehicleSpeed", 0.0)) > contract.VEHICLE_MOVING_KMH
+        idle = not bool(sig.get("DriveReady")) and not moving
+        return plugged, idle, (f"charger {'connected' if plugged else 'not connected'}, drive ready "
+                               f"{int(bool(sig.get('DriveReady')))}, {float(sig.get('VehicleSpeed', 0.0)):.1f} km/h")
 
     def supply_voltage(self) -> float:
         return self._supply_volts
@@ -459,6 +493,9 @@ class Board:
         if cold < float(cfg.get("cold_charge_below_C", 10)):
             # Cold cells plate lithium when charged hard: the active profile sets how hard.
             charge = min(charge, float(cfg.get("cold_charge_A", charge)))
+        if self.charge_inhibit or self.update_state() in (UpdateState.ACTIVATION_PENDING, UpdateState.INSTALLING,
+                                                          UpdateState.TESTING):
+            charge = 0.0  # no charging while an update installs; resumed once the new image confirms
         return {"MaxChargeCurrent": charge,
                 "MaxDischargeCurrent": float(cfg.get("max_discharge_A", 200)) * derate,
                 "MaxChargeVoltage": contract.N_CELLS * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,

@@ -372,13 +372,11 @@ class DiagServer:
         if self.recovery:
             _require(mode is not ActivationMode.TEST, Nrc.REQUEST_OUT_OF_RANGE)
         _require(self.ecu.update_state() == UpdateState.VERIFIED, Nrc.REQUEST_SEQUENCE_ERROR)
-        current = abs(self.ecu.battery.pack_current())
-        if current > self.ecu.sim.activation_max_current_a:
-            self.ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
-            self.ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)
-            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        if not self.recovery:
+            self._charging_window()
         volts = self.ecu.supply_voltage()
         if volts < self.ecu.sim.activation_min_supply_v:
+            self.ecu.charge_inhibit = False
             self.ecu.log(f"UPD: activation refused, supply {volts:.2f} V")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.SUPPLY_LOW)
             raise NegativeResponse(Nrc.VOLTAGE_TOO_LOW)
@@ -389,7 +387,33 @@ class DiagServer:
         self.ecu.bootloader.request_upgrade(mode)
         self.ecu.log(f"UPD: activation accepted mode={mode.name}")
         self.ecu.set_update(UpdateState.ACTIVATION_PENDING, Reason.NONE)
+        self.ecu.charge_inhibit = False  # the update state holds the charge limit at 0 A from here
         return head + b"\x00"
+
+    def _charging_window(self) -> None:
+        """Install only when plugged in and idle; stop charging (limit 0 A) and wait for the current to fall.
+
+        Raises NegativeResponse 0x22 with the reason recorded (state stays VERIFIED) otherwise."""
+        ecu = self.ecu
+        plugged, idle, said = ecu.vehicle_window()
+        refusal = Reason.VEHICLE_NOT_IDLE if not idle else Reason.NOT_PLUGGED_IN if not plugged else None
+        if refusal is not None:
+            ecu.log(f"UPD: activation refused, not in the charging window ({said})")
+            ecu.set_update(UpdateState.VERIFIED, refusal)
+            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        ecu.charge_inhibit = True  # BMS_ChargeLimits goes to 0 A at the next SOC cycle
+        limit = ecu.sim.activation_max_current_a
+        deadline = time.monotonic() + ecu.sim.charge_rampdown_s
+        current = abs(ecu.battery.pack_current())
+        while current > limit and time.monotonic() < deadline:
+            ecu.pause(0.05)
+            current = abs(ecu.battery.pack_current())
+        if current > limit:
+            ecu.charge_inhibit = False
+            ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
+            ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)
+            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        ecu.log("UPD: charge current stopped for the install")
 
     # ------------------------------------------------------------------ 0x34 0x36 0x37
     def _request_download(self, req: bytes) -> bytes:
