@@ -73,6 +73,18 @@ class Dut:
         finally:
             self.uds.session(contract.SESSION_DEFAULT)
 
+    def update_history(self) -> list[contract.UpdateHistoryEntry]:
+        """FD09: the update attempts the board remembers (from/to version, result, reason, boot counter), oldest first."""
+        return contract.UpdateHistoryEntry.decode_all(self.uds.read_did(Did.UPDATE_HISTORY))
+
+    def dtcs(self, status_mask: int = 0xFF) -> dict[int, int]:
+        """ReadDTCInformation 0x19 0x02: DTC number -> status byte."""
+        return dict(self.uds.read_dtcs(status_mask))
+
+    def clear_dtcs(self) -> None:
+        """ClearDiagnosticInformation 0x14 FFFFFF (the history stays)."""
+        self.uds.clear_dtcs()
+
     def profile_status(self) -> dict[str, Any]:
         """FD07: active profile (name, version, vehicle group, schema) and the last apply result (state, reason)."""
         return json.loads(self.uds.read_did(Did.PROFILE_STATUS).decode())

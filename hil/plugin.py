@@ -305,6 +305,7 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     if b.console is not None:
         (d / "console.log").write_text(b.console.text[getattr(b, "console_mark", 0):])
     b.psu.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
+    _history_evidence(b, d)
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
@@ -314,6 +315,19 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
             if f.is_file() and f.stat().st_size and f.suffix != ".blf":
                 kind = allure.attachment_type.TEXT if f.suffix in (".log", ".asc", ".json", ".txt") else None
                 allure.attach.file(str(f), name=f.name, attachment_type=kind, extension=f.suffix.lstrip("."))
+
+
+def _history_evidence(b: Bench, d: Path) -> None:
+    """The DUT's update history and DTCs as read at the end of the case (evidence of what it reports)."""
+    from hil.contract import Did, UpdateHistoryEntry
+
+    try:
+        entries = UpdateHistoryEntry.decode_all(b.uds.read_did(Did.UPDATE_HISTORY))
+        lines = [str(e) for e in entries] or ["(no update attempts recorded)"]
+        lines.append("DTCs: " + (", ".join(f"0x{n:06X} status 0x{st:02X}" for n, st in b.uds.read_dtcs()) or "none"))
+    except (HilError, ValueError) as exc:
+        lines = [f"update history not readable at the end of the case: {exc}"]
+    (d / "update-history.txt").write_text("\n".join(lines) + "\n")
 
 
 def _check_evidence_kept(b: Bench, d: Path) -> None:

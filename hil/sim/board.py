@@ -108,7 +108,7 @@ class _VehicleRx(can.Listener):
         if msg.arbitration_id != board._vehicle_spec.frame_id or msg.is_error_frame or not board.powered:
             return
         try:
-            signals = board._vehicle_spec.decode(bytes(msg.data), decode_choices=False)
+            signals: Any = board._vehicle_spec.decode(bytes(msg.data), decode_choices=False)
         except Exception:  # a malformed frame is ignored, as a CAN driver would
             return
         board._vehicle = (dict(signals), time.monotonic())
@@ -158,7 +158,7 @@ class Board:
         # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
         self._vehicle: tuple[dict[str, Any], float] | None = None
         self.charge_inhibit = False  # activation asked the charger to stop
-        self._vehicle_spec = self.db.get_message_by_name(contract.MSG_VEHICLE_STATE)
+        self._vehicle_spec: Any = self.db.get_message_by_name(contract.MSG_VEHICLE_STATE)  # type: ignore[union-attr]
         notifier.add_listener(_VehicleRx(self))
         flash.interrupter = self._flash_gate
 
@@ -185,6 +185,51 @@ class Board:
                       "target": list(target) if target is not None else current.get("target", [0, 0, 0])}
             if record != current:
                 self.nv.update(update=record)
+            self.record_outcome()
+
+    # ------------------------------------------------------------------ update history and fault memory
+    def begin_attempt(self) -> None:
+        """A new update attempt (an image download starts): remember where it starts from."""
+        with self._nv_lock:
+            attempt = dict(self.nv.get("attempt", {}) or {})
+            version = list(self.running_image.version_tuple) if self.running_image is not None else [0, 0, 0]
+            self.nv.update(attempt={"id": int(attempt.get("id", 0)) + 1, "from": version})
+
+    def record_outcome(self) -> None:
+        """Once per attempt, when it ends (SUCCESS, ROLLED_BACK, REJECTED): a history entry, and a DTC if it failed."""
+        terminal = (UpdateState.SUCCESS, UpdateState.ROLLED_BACK, UpdateState.REJECTED)
+        with self._nv_lock:
+            upd = self.nv.get("update", {}) or {}
+            attempt = self.nv.get("attempt", {}) or {}
+            state = UpdateState(int(upd.get("state", UpdateState.IDLE)))
+            if state not in terminal or not attempt or attempt.get("id") == self.nv.get("history_done"):
+                return
+            entry = {"from": list(attempt.get("from", [0, 0, 0])), "to": list(upd.get("target", [0, 0, 0])),
+                     "result": int(state), "reason": int(upd.get("reason", 0)),
+                     "boot": int(self.nv.get("boot_count", 0))}
+            history = (list(self.nv.get("history", []) or []) + [entry])[-contract.UPDATE_HISTORY_DEPTH:]
+            changes: dict[str, Any] = {"history": history, "history_done": attempt.get("id")}
+            if state is not UpdateState.SUCCESS:
+                dtc = contract.Dtc.UPDATE_ROLLED_BACK if state is UpdateState.ROLLED_BACK else contract.Dtc.UPDATE_REJECTED
+                dtcs = dict(self.nv.get("dtcs", {}) or {})
+                dtcs[str(int(dtc))] = contract.DTC_STATUS_FAILED
+                changes["dtcs"] = dtcs
+                self.log(f"DTC: 0x{int(dtc):06X} {dtc.name} set")
+            self.nv.update(**changes)
+
+    def history_record(self) -> bytes:
+        """DID FD09."""
+        entries = [contract.UpdateHistoryEntry(tuple(e["from"])[:3], tuple(e["to"])[:3],  # type: ignore[arg-type]
+                                               UpdateState(e["result"]), Reason(e["reason"]), int(e["boot"]))
+                   for e in (self.nv_get("history", []) or [])]
+        return bytes([len(entries)]) + b"".join(e.encode() for e in entries)
+
+    def dtcs(self) -> dict[int, int]:
+        """Stored DTCs: number -> status byte."""
+        return {int(k): int(v) for k, v in (self.nv_get("dtcs", {}) or {}).items()}
+
+    def clear_dtcs(self) -> None:
+        self.nv_update(dtcs={})
 
     def update_record(self, progress: int) -> contract.UpdateStatusRecord:
         upd = self.nv_get("update", {})
@@ -361,6 +406,7 @@ class Board:
         self.running_image = result.image
         with self._nv_lock:
             self.nv.update(boot_count=int(self.nv.get("boot_count", 0)) + 1)
+            self.record_outcome()  # the bootloader may have ended an attempt (revert, rejection, permanent install)
         if result.mode is BootMode.RECOVERY:
             self.descriptor = None
             self.log("RECOVERY: minimal UDS server running")

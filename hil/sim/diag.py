@@ -21,7 +21,7 @@ from hil import contract
 from hil.config import compute_key
 from hil.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
 from hil.errors import FlashError, ImageError, PowerLoss
-from hil.images.mcuboot import image_extent
+from hil.images.mcuboot import image_extent, parse_image
 from hil.sim import profiles
 
 if TYPE_CHECKING:
@@ -34,6 +34,14 @@ class NegativeResponse(Exception):
     def __init__(self, nrc: Nrc) -> None:
         self.nrc = nrc
         super().__init__(nrc.name)
+
+
+def _header_version(data: bytes) -> tuple[int, int, int]:
+    """The version an image header claims (for the history of a rejected image; (0, 0, 0) if unreadable)."""
+    try:
+        return parse_image(data).version_tuple
+    except ImageError:
+        return (0, 0, 0)
 
 
 def _require(cond: bool, nrc: Nrc) -> None:
@@ -131,7 +139,8 @@ class DiagServer:
         return {0x10: self._session_control, 0x11: self._ecu_reset, 0x22: self._read_did, 0x27: self._security_access,
                 0x2E: self._write_did, 0x31: self._routine_control, 0x34: self._request_download,
                 0x36: self._transfer_data, 0x37: self._transfer_exit, 0x3E: self._tester_present,
-                0x28: self._communication_control, 0x85: self._control_dtc_setting}
+                0x28: self._communication_control, 0x85: self._control_dtc_setting,
+                0x19: self._read_dtc_information, 0x14: self._clear_dtc}
 
     def close(self) -> None:
         """The boot ends (power loss or reset): stop background work without touching flash."""
@@ -194,6 +203,35 @@ class DiagServer:
         _require(self.session != contract.SESSION_DEFAULT, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(req[1] & 0x7F in (1, 2), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         return None if req[1] & 0x80 else bytes([0xC5, req[1] & 0x7F])
+
+    # ------------------------------------------------------------------ 0x19 0x14
+    def _read_dtc_information(self, req: bytes) -> bytes:
+        _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
+        sub = req[1] & 0x7F
+        avail = contract.DTC_STATUS_FAILED
+        dtcs = sorted(self.ecu.dtcs().items())
+        if sub in (0x01, 0x02):
+            _require(len(req) == 3, Nrc.INCORRECT_MESSAGE_LENGTH)
+            hits = [(d, st) for d, st in dtcs if st & req[2]]
+            if sub == 0x01:  # reportNumberOfDTCByStatusMask, format ISO 14229-1 DTC format (0x01)
+                return bytes([0x59, 0x01, avail, 0x01]) + struct.pack(">H", len(hits))
+            return bytes([0x59, 0x02, avail]) + b"".join(d.to_bytes(3, "big") + bytes([st]) for d, st in hits)
+        if sub == 0x0A:  # reportSupportedDTC
+            _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
+            return bytes([0x59, 0x0A, avail]) + b"".join(int(d).to_bytes(3, "big") + bytes([self.ecu.dtcs().get(int(d), 0)])
+                                                       for d in contract.Dtc)
+        raise NegativeResponse(Nrc.SUBFUNCTION_NOT_SUPPORTED)
+
+    def _clear_dtc(self, req: bytes) -> bytes:
+        _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
+        group = int.from_bytes(req[1:4], "big")
+        _require(group == 0xFFFFFF or group in {int(d) for d in contract.Dtc}, Nrc.REQUEST_OUT_OF_RANGE)
+        if group == 0xFFFFFF:
+            self.ecu.clear_dtcs()
+        else:
+            self.ecu.nv_update(dtcs={str(k): v for k, v in self.ecu.dtcs().items() if k != group})
+        self.ecu.log(f"DTC: cleared group 0x{group:06X}")
+        return b"\x54"
 
     # ------------------------------------------------------------------ 0x27
     def _security_access(self, req: bytes) -> bytes:
@@ -280,6 +318,8 @@ class DiagServer:
             return json.dumps(profiles.status(ecu), sort_keys=True, separators=(",", ":")).encode()
         if d is Did.VEHICLE_GROUP:
             return ecu.vehicle_group().encode()
+        if d is Did.UPDATE_HISTORY:
+            return ecu.history_record()
         raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
 
     def _read_did(self, req: bytes) -> bytes:
@@ -356,7 +396,7 @@ class DiagServer:
             except ImageError as exc:
                 reason = Reason(exc.reason)
                 self.ecu.log(f"UPD: verify failed reason={reason.name}: {exc}")
-                self.ecu.set_update(UpdateState.REJECTED, reason)
+                self.ecu.set_update(UpdateState.REJECTED, reason, target=_header_version(self.ecu.bootloader.staged_image()))
                 return head + bytes([0x01, int(reason)])
             self.ecu.log(f"UPD: verify ok version={image.version_str}")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.NONE, target=image.version_tuple)
@@ -437,6 +477,7 @@ class DiagServer:
             return b"\x74\x20" + struct.pack(">H", contract.MAX_BLOCK_LENGTH)
         lay = self.ecu.layout
         _require(address == lay.secondary_offset and size > 0, Nrc.REQUEST_OUT_OF_RANGE)
+        self.ecu.begin_attempt()
         if size > lay.slot_size:
             self.ecu.log(f"UPD: download refused, {size} bytes exceed the slot ({lay.slot_size})")
             self.ecu.set_update(UpdateState.REJECTED, Reason.OVERSIZE)
