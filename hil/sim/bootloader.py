@@ -464,6 +464,33 @@ class Bootloader:
         if whole < len(data):
             self._tail_off, self._tail = offset + whole, bytes(data[whole:])
 
+    def programmed_extent(self) -> int:
+        """Bytes of the secondary slot programmed so far by the download: the tail held in RAM is not counted."""
+        return self._tail_off if self._tail_off is not None else -1
+
+    def resume_secondary(self, offset: int) -> None:
+        """A download resumes at `offset` (phrase aligned): drop a RAM tail of the interrupted one, never flush it."""
+        if offset % self.layout.write_align:
+            raise FlashError(f"resume offset 0x{offset:x} is not aligned to {self.layout.write_align}-byte phrases")
+        self._tail_off, self._tail = None, b""
+
+    def write_secondary_resumed(self, offset: int, data: bytes) -> None:
+        """As `write_secondary`, but phrases already programmed with the same bytes are skipped: after a cut
+        between programming a block and recording it, the resumed download sends that block again."""
+        align = self.layout.write_align
+        if self._tail_off is None and offset % align == 0:
+            existing = self.flash.read(self._secondary + offset, len(data))
+            skip = 0
+            while skip + align <= len(data) and existing[skip:skip + align] != b"\xff" * align:
+                skip += align
+            if skip:
+                if existing[:skip] != bytes(data[:skip]):
+                    raise FlashError(f"resume at slot offset 0x{offset:x}: programmed bytes differ from the resent block")
+                offset, data = offset + skip, bytes(data[skip:])
+                if not data:
+                    return
+        self.write_secondary(offset, data)
+
     def _flush_tail(self) -> None:
         if self._tail_off is None:
             return

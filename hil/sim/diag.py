@@ -53,6 +53,7 @@ def _require(cond: bool, nrc: Nrc) -> None:
 class _Download:
     address: int
     size: int
+    base: int = 0  # slot offset of the first byte (a resumed download starts where the stored data ends)
     received: int = 0
     next_counter: int = 1
     last_counter: int | None = None
@@ -63,8 +64,9 @@ class _Download:
 class _FlashWriter:
     """Programs TransferData blocks behind the response, one block in flight (as ECUs double-buffer)."""
 
-    def __init__(self, write: Callable[[int, bytes], None]) -> None:
+    def __init__(self, write: Callable[[int, bytes], None], written: Callable[[int], None] | None = None) -> None:
         self._write = write
+        self._written = written  # called with the end offset of every programmed block (resume bookkeeping)
         self._q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self.error: BaseException | None = None
@@ -82,6 +84,8 @@ class _FlashWriter:
             if self.error is None:
                 try:
                     self._write(*item)
+                    if self._written is not None:
+                        self._written(item[0] + len(item[1]))
                 except BaseException as exc:  # PowerLoss or FlashError: reported to the tester
                     self.error = exc
             self._q.task_done()
@@ -320,6 +324,8 @@ class DiagServer:
             return ecu.vehicle_group().encode()
         if d is Did.UPDATE_HISTORY:
             return ecu.history_record()
+        if d is Did.DOWNLOAD_RESUME:
+            return struct.pack(">III", *self.resume_record())
         raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
 
     def _read_did(self, req: bytes) -> bytes:
@@ -380,6 +386,7 @@ class DiagServer:
                 raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE) from None
             self._erased = True
             self._progress = 0
+            self.ecu.nv_update(download=None)  # a fresh erase: nothing to resume
             self.ecu.set_update(UpdateState.IDLE, Reason.NONE)
             return head + b"\x00"
         if rid == Routine.CHECK_PROGRAMMING_DEPENDENCIES:
@@ -476,6 +483,8 @@ class DiagServer:
             self.ecu.log(f"CFG: profile download started size={size}")
             return b"\x74\x20" + struct.pack(">H", contract.MAX_BLOCK_LENGTH)
         lay = self.ecu.layout
+        if address != lay.secondary_offset and size > 0:
+            return self._resume_download(address, size)
         _require(address == lay.secondary_offset and size > 0, Nrc.REQUEST_OUT_OF_RANGE)
         self.ecu.begin_attempt()
         if size > lay.slot_size:
@@ -486,7 +495,8 @@ class DiagServer:
         self._erased = False  # a second download needs a fresh erase: NOR cannot be rewritten
         self._staged_size = None
         self._download = _Download(address, size)
-        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary)
+        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary, self._stored(size))
+        self.ecu.nv_update(download={"size": size, "stored": 0, "crc": 0})
         self._progress = 0
         self.ecu.log(f"UPD: download started size={size}")
         self.ecu.set_update(UpdateState.DOWNLOADING, Reason.NONE)
@@ -511,12 +521,46 @@ class DiagServer:
             raise NegativeResponse(Nrc.TRANSFER_DATA_SUSPENDED)
         if dl.writer.error is not None:
             raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE)
-        dl.writer.submit(dl.received, bytes(data))
+        dl.writer.submit(dl.base + dl.received, bytes(data))
         dl.received += len(data)
         dl.last_counter = counter
         dl.next_counter = (counter + 1) & 0xFF
-        self._progress = dl.received * 100 // dl.size
+        self._progress = (dl.base + dl.received) * 100 // (dl.base + dl.size)
         return bytes([0x76, counter])
+
+    def _stored(self, total: int) -> Callable[[int], None]:
+        """Resume bookkeeping: after each programmed block, record how much of the image is safely in flash."""
+        def record(_end: int) -> None:
+            bootloader = self.ecu.bootloader
+            extent = bootloader.programmed_extent()
+            stored = extent if extent >= 0 else _end
+            stored -= stored % self.ecu.layout.write_align
+            crc = zlib.crc32(bootloader.flash.read(self.ecu.layout.secondary_offset, stored))
+            self.ecu.nv_update(download={"size": total, "stored": stored, "crc": crc})
+        return record
+
+    def resume_record(self) -> tuple[int, int, int]:
+        """DID FD0A: announced size, bytes stored (the resume offset), CRC-32 of those bytes; zeros if nothing to resume."""
+        rec = self.ecu.nv_get("download") or {}
+        return int(rec.get("size", 0)), int(rec.get("stored", 0)), int(rec.get("crc", 0))
+
+    def _resume_download(self, address: int, size: int) -> bytes:
+        """RequestDownload at slot address + k: continue an interrupted download whose first k bytes are stored."""
+        lay = self.ecu.layout
+        total, stored, _crc = self.resume_record()
+        offset = address - lay.secondary_offset
+        if not (0 < stored == offset and offset + size == total):
+            self.ecu.log(f"UPD: resume refused at offset {offset} +{size} (stored {stored} of {total})")
+            raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
+        self._erased = False
+        self._staged_size = None
+        self.ecu.bootloader.resume_secondary(offset)
+        self._download = _Download(address, size, base=offset)
+        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary_resumed, self._stored(total))
+        self._progress = offset * 100 // total
+        self.ecu.log(f"UPD: download resumed at {offset} of {total} bytes")
+        self.ecu.set_update(UpdateState.DOWNLOADING, Reason.NONE)
+        return b"\x74\x20" + struct.pack(">H", contract.MAX_BLOCK_LENGTH)
 
     def _transfer_profile(self, dl: _Download, counter: int, data: bytes) -> bytes:
         assert dl.buffer is not None
@@ -549,7 +593,8 @@ class DiagServer:
         if dl.writer.error is not None:
             self.ecu.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
             raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE)
-        self._staged_size = dl.size
-        self.ecu.log(f"UPD: download complete {dl.size} bytes")
+        self._staged_size = dl.base + dl.size
+        self.ecu.nv_update(download=None)  # complete: nothing left to resume
+        self.ecu.log(f"UPD: download complete {dl.base + dl.size} bytes")
         self.ecu.set_update(UpdateState.DOWNLOADED, Reason.NONE)
         return b"\x77"
