@@ -106,3 +106,73 @@ def test_hil_profiles_build_info_verify(tmp_path, keys):
     assert r.returncode == 1 and "PROFILE_WRONG_GROUP" in r.stderr
     r = subprocess.run(run + ["info", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ED25519" in r.stdout, r.stdout + r.stderr
+
+
+class _FakeEcu:
+    """Just what hil.sim.profiles needs from a board: NV, identity, trust, a clock that can be cut."""
+
+    def __init__(self, trusted, cut_at_write: int | None = None) -> None:
+        from hil.sim.board import DEFAULT_CONFIG
+
+        self.trusted = trusted
+        self.hardware_number = "BMS-HW-A2"
+        self.nv: dict = {"config": dict(DEFAULT_CONFIG[1]), "config_schema": 1, "vehicle_group": "north"}
+        self.lines: list[str] = []
+        self._writes = 0
+        self._cut_at = cut_at_write
+
+    def nv_get(self, key, default=None):
+        import copy
+        return copy.deepcopy(self.nv.get(key, default))
+
+    def nv_update(self, **changes):
+        from hil.errors import PowerLoss
+        self._writes += 1
+        if self._cut_at is not None and self._writes == self._cut_at:
+            raise PowerLoss("cut")  # the journaled record is not written: the old state stays
+        self.nv.update(changes)
+
+    def vehicle_group(self) -> str:
+        return self.nv["vehicle_group"]
+
+    def known_config_keys(self) -> set[str]:
+        return set(self.nv["config"])
+
+    def pause(self, seconds: float) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_board_applies_a_good_package_and_refuses_a_replay(keys):
+    from hil.contract import ProfileState
+    from hil.sim.profiles import apply_package
+
+    ecu = _FakeEcu(load_trusted_keys([keys["dev-ecdsa-p256"]]))
+    package = _package(keys)
+    assert apply_package(ecu, package) == (ProfileState.APPLIED, Reason.NONE)
+    assert ecu.nv["config"]["cold_charge_A"] == 20 and ecu.nv["config"]["profile_version"] == 2
+    config = dict(ecu.nv["config"])
+    assert apply_package(ecu, package) == (ProfileState.REFUSED, Reason.PROFILE_DOWNGRADE)
+    assert ecu.nv["config"] == config
+
+
+@pytest.mark.parametrize("cut_at_write, outcome", [(1, "old"), (2, "old"), (3, "new")])
+def test_power_cut_during_apply_resolves_to_old_or_new(keys, cut_at_write, outcome):
+    from hil.contract import ProfileState
+    from hil.errors import PowerLoss
+    from hil.sim.profiles import apply_package, resolve_after_boot
+
+    ecu = _FakeEcu(load_trusted_keys([keys["dev-ecdsa-p256"]]), cut_at_write=cut_at_write)
+    old = dict(ecu.nv["config"])
+    with pytest.raises(PowerLoss):
+        apply_package(ecu, _package(keys))
+    ecu._cut_at = None
+    resolve_after_boot(ecu)
+    config = ecu.nv["config"]
+    state = ecu.nv.get("profile_status", {}).get("state", ProfileState.NONE)
+    if outcome == "old":
+        assert config == old and state != ProfileState.APPLYING
+    else:
+        assert config["profile"] == "winter-north" and state == ProfileState.APPLIED
