@@ -103,8 +103,9 @@ def doctor(bench_file: str) -> None:
 @click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--mode", type=click.Choice(["test", "permanent", "restore"]), default="test", show_default=True,
               help="test: revertible until the image confirms itself; restore: bench level, allows older images")
+@click.option("--resume", is_flag=True, help="continue an interrupted download of the same image (DID FD0A) without erasing")
 @click.argument("image")
-def flash(bench_file: str, mode: str, image: str) -> None:
+def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
     """Flash IMAGE (a recipe name or a .bin path) and print the outcome."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -125,8 +126,9 @@ def flash(bench_file: str, mode: str, image: str) -> None:
                           TransferSpeedColumn(), console=out) as progress:
                 task = progress.add_task(f"{before} -> {image}", total=len(data))
                 bench.flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
-                staged = bench.flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
-            out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s)")
+                staged = bench.flasher.stage(data, bench_level=activation is ActivationMode.RESTORE, resume=resume)
+            resumed = f", resumed at byte {staged.resumed_from}" if staged.resumed_from else ""
+            out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s{resumed})")
             if not staged.accepted:
                 raise click.ClickException(f"the DUT rejected the image: {staged.reason.name}")
             t0 = time.monotonic()
