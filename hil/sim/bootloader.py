@@ -478,14 +478,24 @@ class Bootloader:
         """As `write_secondary`, but phrases already programmed with the same bytes are skipped: after a cut
         between programming a block and recording it, the resumed download sends that block again."""
         align = self.layout.write_align
+        if self._tail_off is not None and offset == self._tail_off + len(self._tail):
+            # Continue the unaligned remainder of the previous block, then compare whole phrases.
+            offset, data = self._tail_off, self._tail + bytes(data)
+            self._tail_off, self._tail = None, b""
         if self._tail_off is None and offset % align == 0:
             existing = self.flash.read(self._secondary + offset, len(data))
+            erased = b"\xff" * align
             skip = 0
-            while skip + align <= len(data) and existing[skip:skip + align] != b"\xff" * align:
-                skip += align
+            while skip + align <= len(data):
+                have, want = existing[skip:skip + align], bytes(data[skip:skip + align])
+                if have == want:
+                    skip += align  # programmed already (or erased and the data is erased-looking)
+                elif have == erased:
+                    break
+                else:
+                    raise FlashError(f"resume at slot offset 0x{offset + skip:x}: programmed bytes differ from the "
+                                     "resent block")
             if skip:
-                if existing[:skip] != bytes(data[:skip]):
-                    raise FlashError(f"resume at slot offset 0x{offset:x}: programmed bytes differ from the resent block")
                 offset, data = offset + skip, bytes(data[skip:])
                 if not data:
                     return

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from hil.sim.board import Board as EcuContext
 
 
+#: Programmed blocks between two resume records (DID FD0A): fewer NV writes, at most this many blocks resent.
+RESUME_RECORD_EVERY = 4
+
+
 class NegativeResponse(Exception):
     """Raised inside a handler: answer 7F <SID> <NRC>."""
 
@@ -530,7 +534,12 @@ class DiagServer:
 
     def _stored(self, total: int) -> Callable[[int], None]:
         """Resume bookkeeping: after each programmed block, record how much of the image is safely in flash."""
+        blocks = [0]
+
         def record(_end: int) -> None:
+            blocks[0] += 1
+            if blocks[0] % RESUME_RECORD_EVERY:
+                return  # a resume resends these blocks; the board skips what it already programmed
             bootloader = self.ecu.bootloader
             extent = bootloader.programmed_extent()
             stored = extent if extent >= 0 else _end
