@@ -168,8 +168,9 @@ class Board:
         self._console(f"[{(time.monotonic() - self._t0) * 1000:10.1f}] {line}")
 
     def nv_get(self, key: str, default: Any = None) -> Any:
-        with self._nv_lock:
-            return self.nv.get(key, default)
+        # No lock: the journal shows any reader the old or the new state, so the SOC core never waits
+        # behind a flash write (download bookkeeping, profile apply) for a value it only reads.
+        return self.nv.get(key, default)
 
     def nv_update(self, **changes: Any) -> None:
         with self._nv_lock:
