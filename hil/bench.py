@@ -131,6 +131,7 @@ class Bench:
     load: BatteryEmulator | None = None
     console: ConsoleProtocol | None = None
     flasher: Flasher | None = None
+    vehicle: Vehicle | None = None  # the vehicle side on CAN (hil.vehicle.Vehicle): VCU_VehicleState, the charging window
     sim: SimProcess | VirtualBench | None = None  # only for virtual benches
     evidence_dir: Path | None = None
     lock: BenchLock | None = None
@@ -215,11 +216,14 @@ class Bench:
         from hil.drivers.can import CanChannel
         from hil.drivers.uds import UdsClient
         from hil.flasher import Flasher
+        from hil.vehicle import Vehicle
 
         if self.can is None:
             self.can = CanChannel(self.cfg.can, profile=self.cfg.profile)
             self.uds = UdsClient(self.can, self.cfg.dut, self.cfg.profile, self.cfg.tester)
             self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
+            self.vehicle = Vehicle(self.can)
+            self.vehicle.start()  # the charging window (plugged in, parked) until a test says otherwise
         return self.can
 
     def open_drivers(self) -> None:
@@ -292,7 +296,7 @@ class Bench:
                     drv.safe_state()
                 except HilError:
                     pass
-        for name in ("uds", "can", "console", "psu", "load"):
+        for name in ("vehicle", "uds", "can", "console", "psu", "load"):
             drv = getattr(self, name)
             if drv is not None:
                 try:

@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images, report."""
+"""The `hil` command: sim, doctor, flash, images, profiles, report, rack."""
 
 from __future__ import annotations
 
@@ -124,8 +124,9 @@ def doctor(bench_file: str) -> None:
 @click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--mode", type=click.Choice(["test", "permanent", "restore"]), default="test", show_default=True,
               help="test: revertible until the image confirms itself; restore: bench level, allows older images")
+@click.option("--resume", is_flag=True, help="continue an interrupted download of the same image (DID FD0A) without erasing")
 @click.argument("image")
-def flash(bench_file: str, mode: str, image: str) -> None:
+def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
     """Flash IMAGE (a recipe name or a .bin path) and print the outcome."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -147,8 +148,9 @@ def flash(bench_file: str, mode: str, image: str) -> None:
                           TransferSpeedColumn(), console=out) as progress:
                 task = progress.add_task(f"{before} -> {image}", total=len(data))
                 flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
-                staged = flasher.stage(data, bench_level=activation is ActivationMode.RESTORE)
-            out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s)")
+                staged = flasher.stage(data, bench_level=activation is ActivationMode.RESTORE, resume=resume)
+            resumed = f", resumed at byte {staged.resumed_from}" if staged.resumed_from else ""
+            out.print(f"staged {staged.size} bytes in {staged.seconds:.1f} s ({staged.kib_per_s:.1f} KiB/s{resumed})")
             if not staged.accepted:
                 raise click.ClickException(f"the DUT rejected the image: {staged.reason.name}")
             t0 = time.monotonic()
@@ -168,6 +170,9 @@ def _mount_images() -> None:
     except ImportError:  # pragma: no cover - only while the package is incomplete
         return
     main.add_command(images, "images")
+    from hil.profiles.cli import profiles
+
+    main.add_command(profiles, "profiles")
 
 
 _mount_images()

@@ -220,6 +220,7 @@ class TimingBudgets(_Model):
     marginal_fraction: float = Field(0.8, gt=0, le=1, description="a value past this fraction of its budget is MARGINAL")
     soc_restart_s: float = Field(5.0, gt=0, description="power-on/reset to first SOC frame")
     install_first_frame_s: float = Field(60.0, gt=0, description="activation reset to the new firmware's first SOC frame")
+    install_offline_s: float = Field(10.0, gt=0, description="longest time without SOC frames during an install")
 
 
 class TesterConfig(_Model):
@@ -312,6 +313,9 @@ class SimConfig(_Model):
         from hil.sim.defects import check_names
 
         return check_names(v)
+    vehicle_group: str = Field("north", pattern=r"^[\x21-\x7e]{1,16}$",
+                               description="vehicle group a new board is provisioned for (DID FD0C)")
+    charge_rampdown_s: float = Field(3.0, ge=0, description="how long activation waits for the charge current to fall")
 
 
 class PrebuildConfig(_Model):
@@ -331,6 +335,7 @@ class ImagesConfig(_Model):
     signing_key: Path | None = Field(None, description="the board's development signing key (PEM), for derived variants")
     signing_key_env: str | None = Field(None, description="environment variable holding the signing key's path")
     prebuild: PrebuildConfig | None = None
+    profiles: Path = Field(Path("../firmware_images/profiles"), description="configuration profile recipes (*.yaml)")
 
     @field_validator("catalogue")
     @classmethod
@@ -391,6 +396,7 @@ _PATH_FIELDS = {
     ("images", "build_dir"),
     ("images", "keys_dir"),
     ("images", "signing_key"),
+    ("images", "profiles"),
     ("dut", "security", "secret_file"),
     ("dut", "bench_security", "secret_file"),
     ("dut", "profile"),
@@ -422,7 +428,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         images["catalogue"] = {role: str((base / v).resolve()) if isinstance(v, str) and v.endswith(".bin") else v
                                for role, v in images["catalogue"].items()}
     if isinstance(images, dict):
-        for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir)):
+        for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir),
+                             ("profiles", ImagesConfig().profiles)):
             images.setdefault(key, str((base / default).resolve()))
 
 

@@ -31,6 +31,7 @@ MSG_CHARGE_LIMITS = "BMS_ChargeLimits"  # 0x1A0, every 10th cycle
 MSG_UPDATE_STATUS = "BMS_UpdateStatus"  # 0x1B0, every 10th cycle and on change
 MSG_BALANCING = "BMS_Balancing"  # 0x1C0, only builds that declare it (2.0.0)
 SIG_SOC_COUNTER = "RollingCounter"  # BMS_SocCore cycle counter; timing reads its range from the DBC
+MSG_VEHICLE_STATE = "VCU_VehicleState"  # 0x3C0, sent by the vehicle (the bench) every 100 ms: charging window
 
 CAN_ID = {
     MSG_SOC_CORE: 0x180,
@@ -40,7 +41,12 @@ CAN_ID = {
     MSG_CHARGE_LIMITS: 0x1A0,
     MSG_UPDATE_STATUS: 0x1B0,
     MSG_BALANCING: 0x1C0,
+    MSG_VEHICLE_STATE: 0x3C0,
 }
+#: Vehicle state older than this is no vehicle state: the board treats it as "not plugged in".
+VEHICLE_STATE_TIMEOUT_S = 0.5
+#: Vehicle speed (km/h) above which the vehicle counts as moving.
+VEHICLE_MOVING_KMH = 0.5
 
 N_CELLS = 12
 N_TEMPS = 8
@@ -126,7 +132,11 @@ class Did(enum.IntEnum):
     FLASH_LAYOUT = 0xFD06  # u32 secondary slot address, u32 slot size, u32 sector size
     ACTIVE_IMAGE_HASH = 0xFD07  # SHA-256 of the primary slot's image (header to the end of its TLVs)
     BACKUP_IMAGE_HASH = 0xFD08  # SHA-256 of the secondary slot's image (32 zero bytes if none)
-    CONFIGURATION = 0xFD20  # UTF-8 JSON object; writable with 0x2E in extended/programming
+    PROFILE_STATUS = 0xFD0B  # UTF-8 JSON: active profile (name, group, version, schema) and last apply result
+    VEHICLE_GROUP = 0xFD0C  # ASCII vehicle group the board is provisioned for; 0x2E at the bench level only
+    UPDATE_HISTORY = 0xFD09  # u8 count, then count x UpdateHistoryEntry (newest last)
+    DOWNLOAD_RESUME = 0xFD0A  # u32 announced size, u32 bytes stored (resume offset), u32 CRC-32 of them
+    CONFIGURATION = 0xFD20  # UTF-8 JSON object; 0x2E only at the bench level (development restore path)
 
 
 class Routine(enum.IntEnum):
@@ -135,6 +145,7 @@ class Routine(enum.IntEnum):
     ERASE_MEMORY = 0xFF00  # erase the inactive (secondary) slot; long -> 0x78
     CHECK_PROGRAMMING_DEPENDENCIES = 0xFF01  # verify the staged image: status record below
     ACTIVATE_UPDATE = 0x0301  # option record: ActivationMode; takes effect at the next reset
+    APPLY_PROFILE = 0xFF02  # verify and apply the downloaded configuration package: status record below
 
 
 class ActivationMode(enum.IntEnum):
@@ -204,8 +215,14 @@ class Reason(enum.IntEnum):
     BAD_TLV = 0x1B
     CURRENT_FLOWING = 0x20
     SUPPLY_LOW = 0x21
+    NOT_PLUGGED_IN = 0x22  # charging window: no charger connected (or no vehicle state on CAN)
+    VEHICLE_NOT_IDLE = 0x23  # charging window: ignition/drive ready or the vehicle moves
     DOWNLOAD_ABORTED = 0x30
     NO_VALID_IMAGE = 0x40
+    PROFILE_WRONG_GROUP = 0x50  # configuration package for another vehicle group
+    PROFILE_DOWNGRADE = 0x51  # profile version not newer than the active one
+    VALUE_OUT_OF_RANGE = 0x52  # a value outside the hardware's absolute limits, or an unknown key
+    PROFILE_CHECK_FAILED = 0x53  # applied values did not read back: the old profile was restored
 
 
 @dataclass(frozen=True)
@@ -225,6 +242,78 @@ class UpdateStatusRecord:
         if len(data) != 6:
             raise ValueError(f"update status record must be 6 bytes, got {len(data)}: {data.hex()}")
         return cls(UpdateState(data[0]), Reason(data[1]), data[2], (data[3], data[4], data[5]))
+
+
+class ProfileState(enum.IntEnum):
+    """Result of the last configuration package (DID FD0B "state", routine FF02 status record byte 0)."""
+
+    NONE = 0
+    APPLIED = 1
+    REFUSED = 2  # verification, target, anti-rollback or range check failed: nothing changed
+    ROLLED_BACK = 3  # applied, the check failed, the previous profile is back
+    APPLYING = 4  # only seen after a power cut during the apply (resolved at the next boot)
+
+
+#: RequestDownload address of the configuration package buffer (not in the flash map: a logical area).
+PROFILE_DOWNLOAD_ADDRESS = 0xC0F1_0000
+#: Largest configuration package the board accepts.
+PROFILE_MAX_SIZE = 4096
+#: Body TLV types of a configuration package (hil/profiles/package.py, bench contract section 11).
+PROFILE_TLV_NAME = 0x01
+PROFILE_TLV_VEHICLE_GROUP = 0x02
+PROFILE_TLV_HARDWARE = 0x03
+PROFILE_TLV_SCHEMA = 0x04
+PROFILE_TLV_VERSION = 0x05
+PROFILE_TLV_VALUES = 0x06
+
+
+@dataclass(frozen=True)
+class UpdateHistoryEntry:
+    """One update attempt in DID FD09: from version 3 x u8, to version 3 x u8, result u8 (UpdateState),
+    reason u8, boot counter u32 BE at the time the result was recorded."""
+
+    SIZE = 12
+    from_version: tuple[int, int, int]
+    to_version: tuple[int, int, int]
+    result: UpdateState
+    reason: Reason
+    boot_count: int
+
+    def encode(self) -> bytes:
+        return bytes([*self.from_version, *self.to_version, int(self.result), int(self.reason)]) + \
+            self.boot_count.to_bytes(4, "big")
+
+    @classmethod
+    def decode_all(cls, data: bytes) -> list["UpdateHistoryEntry"]:
+        """The whole DID FD09 record."""
+        if not data or len(data) != 1 + data[0] * cls.SIZE:
+            raise ValueError(f"update history must be 1 + count x {cls.SIZE} bytes, got {len(data)}: {data.hex()}")
+        out = []
+        for i in range(data[0]):
+            e = data[1 + i * cls.SIZE:1 + (i + 1) * cls.SIZE]
+            out.append(cls((e[0], e[1], e[2]), (e[3], e[4], e[5]), UpdateState(e[6]), Reason(e[7]),
+                           int.from_bytes(e[8:12], "big")))
+        return out
+
+    def __str__(self) -> str:
+        return (f"{'.'.join(map(str, self.from_version))} -> {'.'.join(map(str, self.to_version))}: "
+                f"{self.result.name}/{self.reason.name} at boot {self.boot_count}")
+
+
+#: Entries the board keeps (oldest dropped first).
+UPDATE_HISTORY_DEPTH = 8
+
+
+class Dtc(enum.IntEnum):
+    """Diagnostic trouble codes (3-byte DTC numbers) for update outcomes, read with 0x19, cleared with 0x14."""
+
+    UPDATE_ROLLED_BACK = 0xD10001  # an installed image failed and was reverted
+    UPDATE_REJECTED = 0xD10002  # an image was refused at verification or install
+
+
+#: DTC status bits set for an update failure: testFailed | testFailedThisOperationCycle | confirmedDTC
+#: | testFailedSinceLastClear. The board's DTCStatusAvailabilityMask is the same set.
+DTC_STATUS_FAILED = 0x2B
 
 
 class BootMode(enum.IntEnum):
@@ -278,6 +367,10 @@ DID_LENGTH: dict[Did, int | None] = {
     Did.FLASH_LAYOUT: 12,
     Did.ACTIVE_IMAGE_HASH: 32,
     Did.BACKUP_IMAGE_HASH: 32,
+    Did.PROFILE_STATUS: None,
+    Did.VEHICLE_GROUP: None,
+    Did.UPDATE_HISTORY: None,
+    Did.DOWNLOAD_RESUME: 12,
     Did.CONFIGURATION: None,
 }
 

@@ -66,11 +66,45 @@ class Dut:
         return schema, crc
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write the configuration (extended session, SecurityAccess)."""
+        """Write the configuration unsigned: the development restore path (extended session, bench level 0x61).
+
+        In the field configuration arrives as a signed package (`profiles` fixture); boards refuse this
+        write at every other level."""
+        self._bench_write(Did.CONFIGURATION, json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+
+    def _bench_write(self, did: Did, data: bytes) -> None:
+        if self.cfg.bench_security is None:
+            raise ValueError(f"{did.name} is written at the bench level only; the bench file has no dut.bench_security")
         self.uds.session(contract.SESSION_EXTENDED)
-        self.uds.unlock(self.cfg.security)
-        self.uds.write_did(Did.CONFIGURATION, json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
-        self.uds.session(contract.SESSION_DEFAULT)
+        self.uds.unlock(self.cfg.bench_security)
+        try:
+            self.uds.write_did(did, data)
+        finally:
+            self.uds.session(contract.SESSION_DEFAULT)
+
+    def update_history(self) -> list[contract.UpdateHistoryEntry]:
+        """FD09: the update attempts the board remembers (from/to version, result, reason, boot counter), oldest first."""
+        return contract.UpdateHistoryEntry.decode_all(self.uds.read_did(Did.UPDATE_HISTORY))
+
+    def dtcs(self, status_mask: int = 0xFF) -> dict[int, int]:
+        """ReadDTCInformation 0x19 0x02: DTC number -> status byte."""
+        return dict(self.uds.read_dtcs(status_mask))
+
+    def clear_dtcs(self) -> None:
+        """ClearDiagnosticInformation 0x14 FFFFFF (the history stays)."""
+        self.uds.clear_dtcs()
+
+    def profile_status(self) -> dict[str, Any]:
+        """FD0B: active profile (name, version, vehicle group, schema) and the last apply result (state, reason)."""
+        return json.loads(self.uds.read_did(Did.PROFILE_STATUS).decode())
+
+    def vehicle_group(self) -> str:
+        """FD0C: the vehicle group the board is provisioned for."""
+        return self.uds.read_str(Did.VEHICLE_GROUP)
+
+    def provision_vehicle_group(self, group: str) -> None:
+        """Write FD0C (end-of-line provisioning: bench level 0x61)."""
+        self._bench_write(Did.VEHICLE_GROUP, group.encode("ascii"))
 
     def wait_running(self, timeout: float) -> Any:
         """Wait for the SOC core's frame: the application is up."""

@@ -1,6 +1,6 @@
 """The pytest plugin: bench option, fixtures, markers, evidence, known state after every test.
 
-Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`),
+Tests ask for capabilities (`psu`, `uds`, `can`, `console`, `load`, `flasher`, `dut`, `images`, `profiles`, `vehicle`),
 never for a vendor class. The same test runs on a virtual bench and on real hardware; only
 `--bench` differs.
 
@@ -117,6 +117,7 @@ class HilSession:
     bench: Bench | None = None
     broken: str | None = None
     baseline_config: dict[str, Any] | None = None
+    baseline_group: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
@@ -198,6 +199,7 @@ class HilSession:
                              "psu": self.bench.supply.identity(),
                              "load": self.bench.load.identity() if self.bench.load else None}
             self.baseline_config = dut.config()
+            self.baseline_group = dut.vehicle_group()
         except (HilError, OSError) as exc:
             self.broken = f"{type(exc).__name__}: {exc}"
             raise BenchBroken(f"bench {cfg.bench} could not be opened: {exc}") from exc
@@ -284,6 +286,12 @@ def load(bench: Bench) -> BatteryEmulator:
 
 
 @pytest.fixture
+def vehicle(bench: Bench) -> Any:
+    """The vehicle side on CAN (VCU_VehicleState every 100 ms): `plug_in`, `unplug`, `drive`, `park`."""
+    return bench.vehicle
+
+
+@pytest.fixture
 def console(bench: Bench) -> ConsoleProtocol:
     """The DUT's debug console: `expect(pattern, timeout)`."""
     if bench.console is None:
@@ -312,6 +320,14 @@ def flasher(bench: Bench) -> Iterator[Flasher]:
 def dut(bench: Bench) -> Dut:
     """Identity, status and configuration of the device under test."""
     return bench.make_dut()
+
+
+@pytest.fixture
+def profiles(bench: Bench) -> Any:
+    """Signed configuration packages by recipe name (`profiles["winter-north"]`), `apply(name or bytes)`, `values(name)`."""
+    from hil.profiles.loader import ProfileStore
+
+    return ProfileStore(bench.cfg, bench.uds)
 
 
 @pytest.fixture(scope="session")
@@ -507,10 +523,24 @@ def _stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
     if b.console is not None:
         (d / "console.log").write_text(b.console.text[getattr(b, "console_mark", 0):])
     b.supply.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
+    _history_evidence(b, d)
     measurements = node.stash.get(_MEASUREMENTS, [])
     if measurements:
         (d / "measurements.json").write_text(json.dumps([m.as_dict() for m in measurements], indent=2))
     allure_audit.attach_evidence(d)
+
+
+def _history_evidence(b: Bench, d: Path) -> None:
+    """The DUT's update history and DTCs as read at the end of the case (evidence of what it reports)."""
+    from hil.contract import Did, UpdateHistoryEntry
+
+    try:
+        entries = UpdateHistoryEntry.decode_all(b.uds.read_did(Did.UPDATE_HISTORY))
+        lines = [str(e) for e in entries] or ["(no update attempts recorded)"]
+        lines.append("DTCs: " + (", ".join(f"0x{n:06X} status 0x{st:02X}" for n, st in b.uds.read_dtcs()) or "none"))
+    except (HilError, ValueError) as exc:
+        lines = [f"update history not readable at the end of the case: {exc}"]
+    (d / "update-history.txt").write_text("\n".join(lines) + "\n")
 
 
 def _check_evidence_kept(b: Bench, d: Path) -> None:
@@ -531,6 +561,8 @@ def _known_state(hil: HilSession, node: pytest.Item) -> None:
     try:
         if b.load is not None:
             b.load.safe_state()
+        if b.vehicle is not None:
+            b.vehicle.safe_state()
         b.supply.power_on()
         _restore_baseline(hil, b, destructive=node.get_closest_marker("destructive") is not None)
     except (HilError, OSError) as exc:
@@ -559,6 +591,8 @@ def _restore_baseline(hil: HilSession, b: Bench, destructive: bool) -> None:
         from hil.restore import restore_strategy
 
         restore_strategy(b.cfg.profile.restore).restore(b, image, baseline)
+    if hil.baseline_group is not None and dut.vehicle_group() != hil.baseline_group:
+        dut.provision_vehicle_group(hil.baseline_group)
     if hil.baseline_config is not None and dut.config() != hil.baseline_config:
         dut.write_config(hil.baseline_config)
     _clear_update_state(b, dut)

@@ -52,7 +52,7 @@ def _matrix(rows: Iterable[FaultClass]) -> Mapping[int, FaultClass]:
     return MappingProxyType({r.row: r for r in rows})
 
 
-#: Rows of the update fault matrix: every row is a class of test cases.
+#: Rows 1-26 of the update fault matrix: every row is a class of test cases.
 FAULT_MATRIX: Mapping[int, FaultClass] = _matrix([
     FaultClass(1, "power cut at each flash operation of install and of revert", "flash choke point (simulator)",
                "boot old or new image, intact and consistent", "MCUboot simulator"),
@@ -86,13 +86,32 @@ FAULT_MATRIX: Mapping[int, FaultClass] = _matrix([
     FaultClass(16, "SecurityAccess brute force", "0x27", "0x35, then 0x36, then 0x37 delay", "ISO 14229"),
     FaultClass(17, "SOC core starved during download / erase / install", "bus load, flash stalls",
                "cycle timing within budget; no missed cycles", "the BMS use case"),
+    FaultClass(18, "configuration profile package unsigned, wrong key, wrong vehicle group, older profile version, "
+               "out-of-range value, corrupted", "configuration package",
+               "refused with a reason; the active profile unchanged", "the white paper (seasonal profiles), Uptane"),
+    FaultClass(19, "power cut while a configuration profile is applied", "programmable PSU",
+               "the old or the new profile, whole, never a mix", "the white paper"),
+    FaultClass(20, "profile applied, behaviour unchanged", "battery emulator + CAN",
+               "charge limits follow the active profile (winter stricter than summer), also after a rollback",
+               "the white paper"),
     FaultClass(21, "new feature missing after the update, left behind after a rollback, or an existing message "
                "layout changed", "CAN + DBC per release",
                "new message at its period after the update, gone after the rollback, old layouts unchanged",
                "the white paper (new CAN message format)"),
     FaultClass(22, "SOC wrong or jumping across an update or rollback", "battery emulator holds the truth",
-               "SOC within the declared accuracy; the step at reset within its bound",
-               "the white paper (SOC improvements)"),
+               "SOC within the declared accuracy; the step at reset within its bound", "the white paper (SOC improvements)"),
+    FaultClass(23, "install outside the charging window (unplugged, driving); charger unplugged mid-install",
+               "vehicle signals on CAN",
+               "refused with a reason; charge current zero while installing, resumed after; the install unharmed",
+               "the white paper (overnight, plugged in, idle), R156 safe state"),
+    FaultClass(24, "download interrupted (link lost, tester gone, reset)", "tester / gateway",
+               "resumes from the last stored block; a resumed image that fails verification is refused",
+               "the white paper (background download)"),
+    FaultClass(25, "outcome not recorded", "-",
+               "update history and a DTC for every failed or rolled-back update, readable over UDS",
+               "the white paper (deployment report), R156 inform of the result"),
+    FaultClass(26, "BMS offline too long during an install", "CAN", "time without SOC frames within its budget",
+               "the white paper (minimal disruption)"),
 ])
 
 

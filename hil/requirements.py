@@ -89,6 +89,24 @@ CATALOGUE: Mapping[str, Requirement] = _catalogue([
     Requirement("BMS-config-preserved", PROJECT, "", "configuration preserved",
                 "The BMS configuration (protection limits, calibration) is preserved across a successful "
                 "update, migrated without losing customer values, and restored when the update rolls back."),
+    Requirement("BMS-config-profiles", PROJECT, "", "signed configuration profiles",
+                "Configuration profiles arrive as signed, versioned packages for a vehicle group and hardware; "
+                "the BMS verifies integrity, signature, target, profile version and the hardware's absolute "
+                "limits, refuses a bad package with a reason and changes nothing, and applies a good one "
+                "atomically (a power cut leaves the old or the new profile whole)."),
+    Requirement("BMS-profile-behaviour", PROJECT, "", "profiles change behaviour",
+                "The active profile governs the BMS's behaviour: the charge-current limit at low temperature "
+                "sent on CAN follows the profile (winter stricter than summer), also after a rollback."),
+    Requirement("BMS-charging-window", PROJECT, "", "install in the charging window",
+                "An update installs only while the vehicle is plugged in and idle; the BMS brings the charge "
+                "current to zero before it installs, resumes charging once the new image is confirmed, and is "
+                "offline (no SOC frames) no longer than its budget."),
+    Requirement("BMS-update-history", PROJECT, "", "update history and fault memory",
+                "The BMS keeps a history of update attempts (from/to version, result, reason, boot counter) "
+                "readable over UDS, and a DTC for every failed or rolled-back update (0x19, cleared by 0x14)."),
+    Requirement("BMS-resumable-download", PROJECT, "", "resumable background download",
+                "An interrupted download resumes from the last block the BMS has stored, without a new erase; "
+                "a resumed image that does not verify is refused like any corrupted image."),
     Requirement("BMS-soc-timing", PROJECT, "", "SOC core timing during updates",
                 "The SOC core keeps its cycle timing budget (period, execution time, start latency, no "
                 "missed cycles) while downloading, erasing and installing."),

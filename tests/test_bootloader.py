@@ -13,7 +13,7 @@ import pytest
 from hil.config import FlashLayout
 from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
 from hil.errors import ImageError
-from hil.sim.errors import PowerLoss
+from hil.sim.errors import FlashError, PowerLoss
 from hil.images.mcuboot import TrustedKey, load_trusted_keys
 from hil.sim.bootloader import Bootloader
 from hil.sim.flash import Cut, FlashModel
@@ -257,3 +257,29 @@ def test_cut_mid_swap_resumes_on_the_next_boot(images: Images) -> None:
     result = board.bl.boot(ResetCause.POWER_ON)
     assert any(line.startswith("BOOT: resuming swap type=TEST") for line in board.lines)
     assert result.trial and board.primary(len(images.new)) == images.new
+
+
+@pytest.mark.parametrize("sent_blocks, stored_blocks", [(6, 4), (5, 4), (4, 4), (7, 0)])
+def test_resumed_download_skips_what_is_programmed_and_writes_the_rest(images: Images, sent_blocks: int,
+                                                                        stored_blocks: int) -> None:
+    board = Board(images).factory(images.old)
+    block = 1020  # unaligned like the 4092-byte UDS blocks, small enough for this layout
+    image = images.new
+    board.bl.erase_secondary()
+    for off in range(0, sent_blocks * block, block):
+        board.bl.write_secondary(off, image[off:off + block])
+    # Link lost: the board's resume record says `stored_blocks` blocks (aligned down); the RAM tail is gone.
+    resume_at = stored_blocks * block - (stored_blocks * block) % LAYOUT.write_align
+    board.bl.resume_secondary(resume_at)
+    for off in range(resume_at, len(image), block):
+        board.bl.write_secondary_resumed(off, image[off:off + block])
+    assert board.bl.staged_image() == image
+
+
+def test_resume_with_different_programmed_bytes_is_a_programming_failure(images: Images) -> None:
+    board = Board(images).factory(images.old)
+    board.bl.erase_secondary()
+    board.bl.write_secondary(0, images.new[:8192])
+    board.bl.resume_secondary(0)
+    with pytest.raises(FlashError):
+        board.bl.write_secondary_resumed(0, bytes(b ^ 0xFF for b in images.new[:8192]))

@@ -36,7 +36,7 @@ def _sim_bench(tmp_path: Path, **changes) -> Path:
     data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem"),
                                    str(ROOT / "firmware_images/keys/dev-ed25519.pem")]
     data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys")}
+                      "keys_dir": str(ROOT / "firmware_images/keys"), "profiles": str(ROOT / "firmware_images/profiles")}
     data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
     for key, value in changes.items():
         section, _, field = key.partition(".")

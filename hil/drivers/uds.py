@@ -171,6 +171,19 @@ class UdsClient:
         with self._request(f"WriteDataByIdentifier 0x{int(did):04X}") as c:
             c.write_data_by_identifier(int(did), bytes(data))
 
+    # ------------------------------------------------------------------ fault memory
+    def read_dtcs(self, status_mask: int = 0xFF) -> list[tuple[int, int]]:
+        """ReadDTCInformation reportDTCByStatusMask (0x19 0x02): [(DTC number, status byte)]."""
+        with self._request(f"ReadDTCInformation 0x02 mask 0x{status_mask:02X}") as c:
+            response = c.get_dtc_by_status_mask(status_mask)
+            assert response is not None
+            return [(int(d.id), int(d.status.get_byte_as_int())) for d in response.service_data.dtcs]
+
+    def clear_dtcs(self, group: int = 0xFFFFFF) -> None:
+        """ClearDiagnosticInformation (0x14) of `group` (all DTCs by default)."""
+        with self._request(f"ClearDiagnosticInformation 0x{group:06X}") as c:
+            c.clear_dtc(group)
+
     # ------------------------------------------------------------------ routines and programming
     def routine(self, rid: int, data: bytes = b"") -> bytes:
         """RoutineControl startRoutine (a contract.Routine role, or a raw id); returns the routine status record."""

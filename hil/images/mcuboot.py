@@ -350,6 +350,14 @@ def _check_signature(key: TrustedKey, tlvs: dict[int, bytes], digest: bytes) -> 
                          f"over SHA-256 {digest.hex()[:16]}...", reason=Reason.SIGNATURE_INVALID) from None
 
 
+def check_signature(key: TrustedKey, tlvs: dict[int, bytes], digest: bytes) -> None:
+    """The signature TLV in `tlvs` verifies over `digest` with `key` (ImageError SIGNATURE_INVALID otherwise).
+
+    Shared with configuration packages (hil.profiles.package), which are signed the same way.
+    """
+    _check_signature(key, tlvs, digest)
+
+
 def verify_image(data: Buffer, trusted: Sequence[TrustedKey], *, hardware_id: str | None = None,
                  min_security_counter: int = 0, current_version: tuple[int, int, int] | None = None,
                  allow_downgrade: bool = False, config_schema: int | None = None,

@@ -27,6 +27,7 @@ from hil.canbus import load_dbc
 from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
+from hil.sim import profiles
 from hil.sim.bootloader import Bootloader
 from hil.sim.defects import Defects
 from hil.sim.diag import DiagServer
@@ -38,8 +39,8 @@ from hil.sim.uds_server import UdsServerTransport
 
 #: Configuration a factory-new board carries, per schema version (2.0.0 migrates to schema 2).
 DEFAULT_CONFIG: dict[int, dict[str, Any]] = {
-    1: {"profile": "default", "cell_ov_mV": 4200, "cell_uv_mV": 2800, "max_charge_A": 100,
-        "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50},
+    1: {"profile": "default", "profile_version": 0, "cell_ov_mV": 4200, "cell_uv_mV": 2800, "max_charge_A": 100,
+        "max_discharge_A": 200, "temp_max_C": 55, "capacity_Ah": 50, "cold_charge_below_C": 10, "cold_charge_A": 50},
 }
 DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
 
@@ -104,6 +105,23 @@ class PackSource:
     cell_voltages: Callable[[], list[float]]
 
 
+class _VehicleRx(can.Listener):
+    """The board's CAN receive filter for VCU_VehicleState."""
+
+    def __init__(self, board: "Board") -> None:
+        self._board = board
+
+    def on_message_received(self, msg: can.Message) -> None:
+        board = self._board
+        if msg.arbitration_id != board._vehicle_spec.frame_id or msg.is_error_frame or not board.powered:
+            return
+        try:
+            signals: Any = board._vehicle_spec.decode(bytes(msg.data), decode_choices=False)
+        except Exception:  # a malformed frame is ignored, as a CAN driver would
+            return
+        board._vehicle = (dict(signals), time.monotonic())
+
+
 class Board:
     """A BMS board. Power comes from `supply_changed(volts)`; CAN, console and battery inputs are injected."""
 
@@ -157,6 +175,11 @@ class Board:
         self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
         soc_msg = self.db.get_message_by_name(contract.MSG_SOC_CORE)
         self._soc_id = soc_msg.frame_id
+        # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
+        self._vehicle: tuple[dict[str, Any], float] | None = None
+        self.charge_inhibit = False  # activation asked the charger to stop
+        self._vehicle_spec: Any = self.db.get_message_by_name(contract.MSG_VEHICLE_STATE)  # type: ignore[union-attr]
+        notifier.add_listener(_VehicleRx(self))
         flash.interrupter = self._flash_gate
 
     # ------------------------------------------------------------------ shared with DiagServer
@@ -187,6 +210,51 @@ class Board:
                       "target": list(target) if target is not None else current.get("target", [0, 0, 0])}
             if record != current:
                 self.nv.update(update=record)
+            self.record_outcome()
+
+    # ------------------------------------------------------------------ update history and fault memory
+    def begin_attempt(self) -> None:
+        """A new update attempt (an image download starts): remember where it starts from."""
+        with self._nv_lock:
+            attempt = dict(self.nv.get("attempt", {}) or {})
+            version = list(self.running_image.version_tuple) if self.running_image is not None else [0, 0, 0]
+            self.nv.update(attempt={"id": int(attempt.get("id", 0)) + 1, "from": version})
+
+    def record_outcome(self) -> None:
+        """Once per attempt, when it ends (SUCCESS, ROLLED_BACK, REJECTED): a history entry, and a DTC if it failed."""
+        terminal = (UpdateState.SUCCESS, UpdateState.ROLLED_BACK, UpdateState.REJECTED)
+        with self._nv_lock:
+            upd = self.nv.get("update", {}) or {}
+            attempt = self.nv.get("attempt", {}) or {}
+            state = UpdateState(int(upd.get("state", UpdateState.IDLE)))
+            if state not in terminal or not attempt or attempt.get("id") == self.nv.get("history_done"):
+                return
+            entry = {"from": list(attempt.get("from", [0, 0, 0])), "to": list(upd.get("target", [0, 0, 0])),
+                     "result": int(state), "reason": int(upd.get("reason", 0)),
+                     "boot": int(self.nv.get("boot_count", 0))}
+            history = (list(self.nv.get("history", []) or []) + [entry])[-contract.UPDATE_HISTORY_DEPTH:]
+            changes: dict[str, Any] = {"history": history, "history_done": attempt.get("id")}
+            if state is not UpdateState.SUCCESS:
+                dtc = contract.Dtc.UPDATE_ROLLED_BACK if state is UpdateState.ROLLED_BACK else contract.Dtc.UPDATE_REJECTED
+                dtcs = dict(self.nv.get("dtcs", {}) or {})
+                dtcs[str(int(dtc))] = contract.DTC_STATUS_FAILED
+                changes["dtcs"] = dtcs
+                self.log(f"DTC: 0x{int(dtc):06X} {dtc.name} set")
+            self.nv.update(**changes)
+
+    def history_record(self) -> bytes:
+        """DID FD09."""
+        entries = [contract.UpdateHistoryEntry(tuple(e["from"])[:3], tuple(e["to"])[:3],  # type: ignore[arg-type]
+                                               UpdateState(e["result"]), Reason(e["reason"]), int(e["boot"]))
+                   for e in (self.nv_get("history", []) or [])]
+        return bytes([len(entries)]) + b"".join(e.encode() for e in entries)
+
+    def dtcs(self) -> dict[int, int]:
+        """Stored DTCs: number -> status byte."""
+        return {int(k): int(v) for k, v in (self.nv_get("dtcs", {}) or {}).items()}
+
+    def clear_dtcs(self) -> None:
+        self.nv_update(dtcs={})
 
     def update_record(self, progress: int) -> contract.UpdateStatusRecord:
         upd = self.nv_get("update", {})
@@ -196,6 +264,34 @@ class Board:
             progress = 100 if state in (UpdateState.DOWNLOADED, UpdateState.VERIFIED, UpdateState.SUCCESS) else 0
         return contract.UpdateStatusRecord(state, Reason(int(upd.get("reason", 0))), progress,
                                            (int(target[0]), int(target[1]), int(target[2])))
+
+    def vehicle_group(self) -> str:
+        """The vehicle group this board is provisioned for (DID FD0C)."""
+        return str(self.nv_get("vehicle_group", self.sim.vehicle_group))
+
+    def known_config_keys(self) -> set[str]:
+        """Configuration keys the running firmware's schema knows."""
+        schema = int(self.nv_get("config_schema", 1))
+        return set(DEFAULT_CONFIG.get(schema, DEFAULT_CONFIG[1])) | set(self.nv_get("config", {}))
+
+    def pause(self, seconds: float) -> None:
+        """Time the board's code spends (ends with PowerLoss / CpuReset if the boot ends meanwhile)."""
+        cpu = self._cpu
+        if cpu is None:
+            raise PowerLoss("board not running")
+        cpu.sleep(seconds)
+
+    def vehicle_window(self) -> tuple[bool, bool, str]:
+        """(plugged in, idle, what the vehicle says) from the last VCU_VehicleState; none recent = not plugged in."""
+        last = self._vehicle
+        if last is None or time.monotonic() - last[1] > contract.VEHICLE_STATE_TIMEOUT_S:
+            return False, True, "no vehicle state on CAN"
+        sig = last[0]
+        plugged = bool(sig.get("ChargerConnected"))
+        moving = float(sig.get("VehicleSpeed", 0.0)) > contract.VEHICLE_MOVING_KMH
+        idle = not bool(sig.get("DriveReady")) and not moving
+        return plugged, idle, (f"charger {'connected' if plugged else 'not connected'}, drive ready "
+                               f"{int(bool(sig.get('DriveReady')))}, {float(sig.get('VehicleSpeed', 0.0)):.1f} km/h")
 
     def supply_voltage(self) -> float:
         return self._supply_volts
@@ -347,6 +443,7 @@ class Board:
         self.running_image = result.image
         with self._nv_lock:
             self.nv.update(boot_count=int(self.nv.get("boot_count", 0)) + 1)
+            self.record_outcome()  # the bootloader may have ended an attempt (revert, rejection, permanent install)
         if result.mode is BootMode.RECOVERY:
             self.descriptor = None
             self.log("RECOVERY: minimal UDS server running")
@@ -370,6 +467,7 @@ class Board:
             self.log("APP: init waiting for AFE ...")
             cpu.sleep(None)  # never kicks the watchdog again
         self._migrate_config(desc)
+        profiles.resolve_after_boot(self)
         if self.update_state() is UpdateState.DOWNLOADING:
             self.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
         elif (not result.trial and self.update_state() in (UpdateState.INSTALLING, UpdateState.TESTING)
@@ -521,8 +619,16 @@ class Board:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])
         temps = self.battery.temperatures()
         hot = max(temps) if temps else 25.0
+        cold = min(temps) if temps else 25.0
         derate = 0.5 if hot > float(cfg.get("temp_max_C", 55)) - 10 else 1.0
-        return {"MaxChargeCurrent": float(cfg.get("max_charge_A", 100)) * derate,
+        charge = float(cfg.get("max_charge_A", 100)) * derate
+        if cold < float(cfg.get("cold_charge_below_C", 10)):
+            # Cold cells plate lithium when charged hard: the active profile sets how hard.
+            charge = min(charge, float(cfg.get("cold_charge_A", charge)))
+        if self.charge_inhibit or self.update_state() in (UpdateState.ACTIVATION_PENDING, UpdateState.INSTALLING,
+                                                          UpdateState.TESTING):
+            charge = 0.0  # no charging while an update installs; resumed once the new image confirms
+        return {"MaxChargeCurrent": charge,
                 "MaxDischargeCurrent": float(cfg.get("max_discharge_A", 200)) * derate,
                 "MaxChargeVoltage": contract.N_CELLS * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,
                 "MinDischargeVoltage": contract.N_CELLS * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}

@@ -497,6 +497,43 @@ class Bootloader:
         if whole < len(data):
             self._tail_off, self._tail = offset + whole, bytes(data[whole:])
 
+    def programmed_extent(self) -> int:
+        """Bytes of the secondary slot programmed so far by the download: the tail held in RAM is not counted."""
+        return self._tail_off if self._tail_off is not None else -1
+
+    def resume_secondary(self, offset: int) -> None:
+        """A download resumes at `offset` (phrase aligned): drop a RAM tail of the interrupted one, never flush it."""
+        if offset % self.layout.write_align:
+            raise FlashError(f"resume offset 0x{offset:x} is not aligned to {self.layout.write_align}-byte phrases")
+        self._tail_off, self._tail = None, b""
+
+    def write_secondary_resumed(self, offset: int, data: bytes) -> None:
+        """As `write_secondary`, but phrases already programmed with the same bytes are skipped: after a cut
+        between programming a block and recording it, the resumed download sends that block again."""
+        align = self.layout.write_align
+        if self._tail_off is not None and offset == self._tail_off + len(self._tail):
+            # Continue the unaligned remainder of the previous block, then compare whole phrases.
+            offset, data = self._tail_off, self._tail + bytes(data)
+            self._tail_off, self._tail = None, b""
+        if self._tail_off is None and offset % align == 0:
+            existing = self.flash.read(self._secondary + offset, len(data))
+            erased = b"\xff" * align
+            skip = 0
+            while skip + align <= len(data):
+                have, want = existing[skip:skip + align], bytes(data[skip:skip + align])
+                if have == want:
+                    skip += align  # programmed already (or erased and the data is erased-looking)
+                elif have == erased:
+                    break
+                else:
+                    raise FlashError(f"resume at slot offset 0x{offset + skip:x}: programmed bytes differ from the "
+                                     "resent block")
+            if skip:
+                offset, data = offset + skip, bytes(data[skip:])
+                if not data:
+                    return
+        self.write_secondary(offset, data)
+
     def _flush_tail(self) -> None:
         if self._tail_off is None:
             return

@@ -23,9 +23,15 @@ from hil.errors import ImageError
 from hil.images.mcuboot import image_extent
 from hil.profile import DutProfile, ProfileError, compute_key
 from hil.sim.errors import FlashError, PowerLoss
+from hil.images.mcuboot import parse_image
+from hil.sim import profiles
 
 if TYPE_CHECKING:
     from hil.sim.board import Board as EcuContext
+
+
+#: Programmed blocks between two resume records (DID FD0A): fewer NV writes, at most this many blocks resent.
+RESUME_RECORD_EVERY = 4
 
 
 class NegativeResponse(Exception):
@@ -34,6 +40,14 @@ class NegativeResponse(Exception):
     def __init__(self, nrc: Nrc) -> None:
         self.nrc = nrc
         super().__init__(nrc.name)
+
+
+def _header_version(data: bytes) -> tuple[int, int, int]:
+    """The version an image header claims (for the history of a rejected image; (0, 0, 0) if unreadable)."""
+    try:
+        return parse_image(data).version_tuple
+    except ImageError:
+        return (0, 0, 0)
 
 
 def _require(cond: bool, nrc: Nrc) -> None:
@@ -45,17 +59,20 @@ def _require(cond: bool, nrc: Nrc) -> None:
 class _Download:
     address: int
     size: int
+    base: int = 0  # slot offset of the first byte (a resumed download starts where the stored data ends)
     received: int = 0
     next_counter: int = 1
     last_counter: int | None = None
     writer: "_FlashWriter | None" = None
+    buffer: bytearray | None = None  # a configuration package goes to RAM, not to the image slot
 
 
 class _FlashWriter:
     """Programs TransferData blocks behind the response, one block in flight (as ECUs double-buffer)."""
 
-    def __init__(self, write: Callable[[int, bytes], None]) -> None:
+    def __init__(self, write: Callable[[int, bytes], None], written: Callable[[int], None] | None = None) -> None:
         self._write = write
+        self._written = written  # called with the end offset of every programmed block (resume bookkeeping)
         self._q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self.error: BaseException | None = None
@@ -73,6 +90,8 @@ class _FlashWriter:
             if self.error is None:
                 try:
                     self._write(*item)
+                    if self._written is not None:
+                        self._written(item[0] + len(item[1]))
                 except BaseException as exc:  # PowerLoss or FlashError: reported to the tester
                     self.error = exc
             self._q.task_done()
@@ -104,6 +123,7 @@ class DiagServer:
     _erased: bool = False
     _progress: int = 0
     _staged_size: int | None = None
+    _profile: bytes | None = None  # a downloaded configuration package, waiting for routine FF02
 
     def __post_init__(self) -> None:
         self.profile: DutProfile = self.ecu.profile
@@ -134,7 +154,8 @@ class DiagServer:
         return {0x10: self._session_control, 0x11: self._ecu_reset, 0x22: self._read_did, 0x27: self._security_access,
                 0x2E: self._write_did, 0x31: self._routine_control, 0x34: self._request_download,
                 0x36: self._transfer_data, 0x37: self._transfer_exit, 0x3E: self._tester_present,
-                0x28: self._communication_control, 0x85: self._control_dtc_setting}
+                0x28: self._communication_control, 0x85: self._control_dtc_setting,
+                0x19: self._read_dtc_information, 0x14: self._clear_dtc}
 
     def close(self) -> None:
         """The boot ends (power loss or reset): stop background work without touching flash."""
@@ -157,6 +178,9 @@ class DiagServer:
         self._abort_download()
 
     def _abort_download(self) -> None:
+        if self._download is not None and self._download.buffer is not None:
+            self._download = None  # a configuration package in RAM: nothing to abandon in flash
+            return
         if self._download is not None:
             if self._download.writer is not None:
                 self._download.writer.finish(timeout=2.0)
@@ -208,6 +232,34 @@ class DiagServer:
         """Unlocked at the profile's bench (restore) level."""
         bench = self.profile.security.bench_level
         return bench is not None and self.unlocked_level == bench
+    # ------------------------------------------------------------------ 0x19 0x14
+    def _read_dtc_information(self, req: bytes) -> bytes:
+        _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
+        sub = req[1] & 0x7F
+        avail = contract.DTC_STATUS_FAILED
+        dtcs = sorted(self.ecu.dtcs().items())
+        if sub in (0x01, 0x02):
+            _require(len(req) == 3, Nrc.INCORRECT_MESSAGE_LENGTH)
+            hits = [(d, st) for d, st in dtcs if st & req[2]]
+            if sub == 0x01:  # reportNumberOfDTCByStatusMask, format ISO 14229-1 DTC format (0x01)
+                return bytes([0x59, 0x01, avail, 0x01]) + struct.pack(">H", len(hits))
+            return bytes([0x59, 0x02, avail]) + b"".join(d.to_bytes(3, "big") + bytes([st]) for d, st in hits)
+        if sub == 0x0A:  # reportSupportedDTC
+            _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
+            return bytes([0x59, 0x0A, avail]) + b"".join(int(d).to_bytes(3, "big") + bytes([self.ecu.dtcs().get(int(d), 0)])
+                                                       for d in contract.Dtc)
+        raise NegativeResponse(Nrc.SUBFUNCTION_NOT_SUPPORTED)
+
+    def _clear_dtc(self, req: bytes) -> bytes:
+        _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
+        group = int.from_bytes(req[1:4], "big")
+        _require(group == 0xFFFFFF or group in {int(d) for d in contract.Dtc}, Nrc.REQUEST_OUT_OF_RANGE)
+        if group == 0xFFFFFF:
+            self.ecu.clear_dtcs()
+        else:
+            self.ecu.nv_update(dtcs={str(k): v for k, v in self.ecu.dtcs().items() if k != group})
+        self.ecu.log(f"DTC: cleared group 0x{group:06X}")
+        return b"\x54"
 
     # ------------------------------------------------------------------ 0x27
     def _security_access(self, req: bytes) -> bytes:
@@ -299,6 +351,14 @@ class DiagServer:
             return struct.pack(">III", lay.secondary_offset, lay.slot_size, lay.sector_size)
         if d is Did.CONFIGURATION:
             return json.dumps(ecu.nv_get("config", {}), sort_keys=True, separators=(",", ":")).encode()
+        if d is Did.PROFILE_STATUS:
+            return json.dumps(profiles.status(ecu), sort_keys=True, separators=(",", ":")).encode()
+        if d is Did.VEHICLE_GROUP:
+            return ecu.vehicle_group().encode()
+        if d is Did.UPDATE_HISTORY:
+            return ecu.history_record()
+        if d is Did.DOWNLOAD_RESUME:
+            return struct.pack(">III", *self.resume_record())
         raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
 
     def _read_did(self, req: bytes) -> bytes:
@@ -312,16 +372,25 @@ class DiagServer:
     def _write_did(self, req: bytes) -> bytes:
         _require(len(req) >= 4, Nrc.INCORRECT_MESSAGE_LENGTH)
         did = int.from_bytes(req[1:3], "big")
-        _require(self.profile.did_role(did) is Did.CONFIGURATION, Nrc.REQUEST_OUT_OF_RANGE)
+        role = self.profile.did_role(did)
+        _require(role in (Did.CONFIGURATION, Did.VEHICLE_GROUP), Nrc.REQUEST_OUT_OF_RANGE)
         _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
         _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
-        _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
+        # Unsigned configuration and provisioning writes are the development restore path only; in the
+        # field configuration arrives as a signed package (RequestDownload + routine APPLY_PROFILE).
+        _require(self._bench_level(), Nrc.SECURITY_ACCESS_DENIED)
+        if role is Did.VEHICLE_GROUP:
+            group = req[3:]
+            _require(1 <= len(group) <= 16 and all(0x21 <= b <= 0x7E for b in group), Nrc.REQUEST_OUT_OF_RANGE)
+            self.ecu.nv_update(vehicle_group=group.decode())
+            self.ecu.log(f"CFG: vehicle group provisioned {group.decode()}")
+            return bytes([0x6E]) + req[1:3]
         try:
             value = json.loads(req[3:].decode())
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE) from None
         _require(isinstance(value, dict) and all(isinstance(k, str) for k in value), Nrc.REQUEST_OUT_OF_RANGE)
-        self.ecu.nv_update(config=value)
+        self.ecu.nv_update(config=value, profile_status={})  # restored by hand: no package result applies
         return bytes([0x6E]) + req[1:3]
 
     # ------------------------------------------------------------------ 0x31
@@ -333,6 +402,14 @@ class DiagServer:
         _require(self.session == self.profile.sessions.programming, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         _require(self.unlocked_level != 0, Nrc.SECURITY_ACCESS_DENIED)
         head = bytes([0x71, 0x01]) + req[2:4]
+        if role is Routine.APPLY_PROFILE:
+            _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
+            _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
+            _require(self._profile is not None, Nrc.REQUEST_SEQUENCE_ERROR)
+            assert self._profile is not None
+            package, self._profile = self._profile, None  # one package, one attempt
+            outcome, why = profiles.apply_package(self.ecu, package)
+            return head + bytes([int(outcome), int(why)])
         if role is Routine.ERASE_MEMORY:
             _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)
             _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
@@ -343,6 +420,7 @@ class DiagServer:
                 raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE) from None
             self._erased = True
             self._progress = 0
+            self.ecu.nv_update(download=None)  # a fresh erase: nothing to resume
             self.ecu.set_update(UpdateState.IDLE, Reason.NONE)
             return head + b"\x00"
         if role is Routine.CHECK_PROGRAMMING_DEPENDENCIES:
@@ -360,7 +438,7 @@ class DiagServer:
             except ImageError as exc:
                 reason = Reason(exc.reason)
                 self.ecu.log(f"UPD: verify failed reason={reason.name}: {exc}")
-                self.ecu.set_update(UpdateState.REJECTED, reason)
+                self.ecu.set_update(UpdateState.REJECTED, reason, target=_header_version(self.ecu.bootloader.staged_image()))
                 return head + bytes([0x01, self.profile.encode(reason)])
             self.ecu.log(f"UPD: verify ok version={image.version_str}")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.NONE, target=image.version_tuple)
@@ -376,13 +454,11 @@ class DiagServer:
         if self.recovery:
             _require(mode is not ActivationMode.TEST, Nrc.REQUEST_OUT_OF_RANGE)
         _require(self.ecu.update_state() == UpdateState.VERIFIED, Nrc.REQUEST_SEQUENCE_ERROR)
-        current = abs(self.ecu.battery.pack_current())
-        if current > self.ecu.sim.activation_max_current_a and not self.ecu.defects.has("pack_current_precondition_ignored"):
-            self.ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
-            self.ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)
-            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        if not self.recovery:
+            self._charging_window()
         volts = self.ecu.supply_voltage()
         if volts < self.ecu.sim.activation_min_supply_v and not self.ecu.defects.has("supply_precondition_ignored"):
+            self.ecu.charge_inhibit = False
             self.ecu.log(f"UPD: activation refused, supply {volts:.2f} V")
             self.ecu.set_update(UpdateState.VERIFIED, Reason.SUPPLY_LOW)
             raise NegativeResponse(Nrc.VOLTAGE_TOO_LOW)
@@ -393,7 +469,33 @@ class DiagServer:
         self.ecu.bootloader.request_upgrade(mode)
         self.ecu.log(f"UPD: activation accepted mode={mode.name}")
         self.ecu.set_update(UpdateState.ACTIVATION_PENDING, Reason.NONE)
+        self.ecu.charge_inhibit = False  # the update state holds the charge limit at 0 A from here
         return head + b"\x00"
+
+    def _charging_window(self) -> None:
+        """Install only when plugged in and idle; stop charging (limit 0 A) and wait for the current to fall.
+
+        Raises NegativeResponse 0x22 with the reason recorded (state stays VERIFIED) otherwise."""
+        ecu = self.ecu
+        plugged, idle, said = ecu.vehicle_window()
+        refusal = Reason.VEHICLE_NOT_IDLE if not idle else Reason.NOT_PLUGGED_IN if not plugged else None
+        if refusal is not None:
+            ecu.log(f"UPD: activation refused, not in the charging window ({said})")
+            ecu.set_update(UpdateState.VERIFIED, refusal)
+            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        ecu.charge_inhibit = True  # BMS_ChargeLimits goes to 0 A at the next SOC cycle
+        limit = ecu.sim.activation_max_current_a
+        deadline = time.monotonic() + ecu.sim.charge_rampdown_s
+        current = abs(ecu.battery.pack_current())
+        while current > limit and time.monotonic() < deadline:
+            ecu.pause(0.05)
+            current = abs(ecu.battery.pack_current())
+        if current > limit:
+            ecu.charge_inhibit = False
+            ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
+            ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)
+            raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
+        ecu.log("UPD: charge current stopped for the install")
 
     # ------------------------------------------------------------------ 0x34 0x36 0x37
     def _request_download(self, req: bytes) -> bytes:
@@ -408,8 +510,18 @@ class DiagServer:
         address = int.from_bytes(req[3:3 + n_addr], "big")
         size = int.from_bytes(req[3 + n_addr:], "big")
         _require(self._download is None, Nrc.CONDITIONS_NOT_CORRECT)
+        if address == contract.PROFILE_DOWNLOAD_ADDRESS:
+            _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
+            _require(0 < size <= contract.PROFILE_MAX_SIZE, Nrc.REQUEST_OUT_OF_RANGE)
+            self._profile = None
+            self._download = _Download(address, size, buffer=bytearray())
+            self.ecu.log(f"CFG: profile download started size={size}")
+            return b"\x74\x20" + struct.pack(">H", self.profile.uds.max_block_length)
         lay = self.ecu.layout
+        if address != lay.secondary_offset and size > 0:
+            return self._resume_download(address, size)
         _require(address == lay.secondary_offset and size > 0, Nrc.REQUEST_OUT_OF_RANGE)
+        self.ecu.begin_attempt()
         if size > lay.slot_size:
             self.ecu.log(f"UPD: download refused, {size} bytes exceed the slot ({lay.slot_size})")
             self.ecu.set_update(UpdateState.REJECTED, Reason.OVERSIZE)
@@ -418,7 +530,8 @@ class DiagServer:
         self._erased = False  # a second download needs a fresh erase: NOR cannot be rewritten
         self._staged_size = None
         self._download = _Download(address, size)
-        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary)
+        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary, self._stored(size))
+        self.ecu.nv_update(download={"size": size, "stored": 0, "crc": 0})
         self._progress = 0
         self.ecu.log(f"UPD: download started size={size}")
         self.ecu.set_update(UpdateState.DOWNLOADING, Reason.NONE)
@@ -428,8 +541,11 @@ class DiagServer:
         _require(len(req) >= 2, Nrc.INCORRECT_MESSAGE_LENGTH)
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
-        assert dl is not None and dl.writer is not None
+        assert dl is not None
         _require(len(req) <= self.profile.uds.max_block_length, Nrc.INCORRECT_MESSAGE_LENGTH)
+        if dl.buffer is not None:
+            return self._transfer_profile(dl, req[1], req[2:])
+        assert dl.writer is not None
         counter, data = req[1], req[2:]
         if dl.last_counter is not None and counter == dl.last_counter:
             return bytes([0x76, counter])  # a repeated block is acknowledged, not written twice (ISO 14229)
@@ -441,18 +557,76 @@ class DiagServer:
             raise NegativeResponse(Nrc.TRANSFER_DATA_SUSPENDED)
         if dl.writer.error is not None:
             raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE)
-        dl.writer.submit(dl.received, bytes(data))
+        dl.writer.submit(dl.base + dl.received, bytes(data))
         dl.received += len(data)
         dl.last_counter = counter
         dl.next_counter = (counter + 1) & 0xFF
-        self._progress = dl.received * 100 // dl.size
+        self._progress = (dl.base + dl.received) * 100 // (dl.base + dl.size)
+        return bytes([0x76, counter])
+
+    def _stored(self, total: int) -> Callable[[int], None]:
+        """Resume bookkeeping: after each programmed block, record how much of the image is safely in flash."""
+        blocks = [0]
+
+        def record(_end: int) -> None:
+            blocks[0] += 1
+            if blocks[0] % RESUME_RECORD_EVERY:
+                return  # a resume resends these blocks; the board skips what it already programmed
+            bootloader = self.ecu.bootloader
+            extent = bootloader.programmed_extent()
+            stored = extent if extent >= 0 else _end
+            stored -= stored % self.ecu.layout.write_align
+            crc = zlib.crc32(bootloader.flash.read(self.ecu.layout.secondary_offset, stored))
+            self.ecu.nv_update(download={"size": total, "stored": stored, "crc": crc})
+        return record
+
+    def resume_record(self) -> tuple[int, int, int]:
+        """DID FD0A: announced size, bytes stored (the resume offset), CRC-32 of those bytes; zeros if nothing to resume."""
+        rec = self.ecu.nv_get("download") or {}
+        return int(rec.get("size", 0)), int(rec.get("stored", 0)), int(rec.get("crc", 0))
+
+    def _resume_download(self, address: int, size: int) -> bytes:
+        """RequestDownload at slot address + k: continue an interrupted download whose first k bytes are stored."""
+        lay = self.ecu.layout
+        total, stored, _crc = self.resume_record()
+        offset = address - lay.secondary_offset
+        if not (0 < stored == offset and offset + size == total):
+            self.ecu.log(f"UPD: resume refused at offset {offset} +{size} (stored {stored} of {total})")
+            raise NegativeResponse(Nrc.REQUEST_OUT_OF_RANGE)
+        self._erased = False
+        self._staged_size = None
+        self.ecu.bootloader.resume_secondary(offset)
+        self._download = _Download(address, size, base=offset)
+        self._download.writer = _FlashWriter(self.ecu.bootloader.write_secondary_resumed, self._stored(total))
+        self._progress = offset * 100 // total
+        self.ecu.log(f"UPD: download resumed at {offset} of {total} bytes")
+        self.ecu.set_update(UpdateState.DOWNLOADING, Reason.NONE)
+        return b"\x74\x20" + struct.pack(">H", self.profile.uds.max_block_length)
+
+    def _transfer_profile(self, dl: _Download, counter: int, data: bytes) -> bytes:
+        assert dl.buffer is not None
+        if dl.last_counter is not None and counter == dl.last_counter:
+            return bytes([0x76, counter])
+        _require(counter == dl.next_counter, Nrc.WRONG_BLOCK_SEQUENCE_COUNTER)
+        _require(len(data) > 0, Nrc.INCORRECT_MESSAGE_LENGTH)
+        _require(len(dl.buffer) + len(data) <= dl.size, Nrc.TRANSFER_DATA_SUSPENDED)
+        dl.buffer += data
+        dl.received = len(dl.buffer)
+        dl.last_counter = counter
+        dl.next_counter = (counter + 1) & 0xFF
         return bytes([0x76, counter])
 
     def _transfer_exit(self, req: bytes) -> bytes:
         dl = self._download
         _require(dl is not None, Nrc.REQUEST_SEQUENCE_ERROR)
-        assert dl is not None and dl.writer is not None
+        assert dl is not None
         _require(dl.received == dl.size or self.ecu.defects.has("short_download_accepted"), Nrc.REQUEST_SEQUENCE_ERROR)
+        if dl.buffer is not None:
+            self._download = None
+            self._profile = bytes(dl.buffer)
+            self.ecu.log(f"CFG: profile download complete {dl.size} bytes")
+            return b"\x77"
+        assert dl.writer is not None
         dl.writer.finish()
         self._download = None
         if isinstance(dl.writer.error, PowerLoss):
@@ -460,7 +634,8 @@ class DiagServer:
         if dl.writer.error is not None:
             self.ecu.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
             raise NegativeResponse(Nrc.GENERAL_PROGRAMMING_FAILURE)
-        self._staged_size = dl.size
-        self.ecu.log(f"UPD: download complete {dl.size} bytes")
+        self._staged_size = dl.base + dl.size
+        self.ecu.nv_update(download=None)  # complete: nothing left to resume
+        self.ecu.log(f"UPD: download complete {dl.base + dl.size} bytes")
         self.ecu.set_update(UpdateState.DOWNLOADED, Reason.NONE)
         return b"\x77"

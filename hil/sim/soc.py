@@ -159,6 +159,7 @@ class SocCore:
     seed: int = 0
     _last_status: tuple[int, ...] = ()
     _release: tuple[float, float] = (0.0, 0.0)
+    _last_limits: tuple[tuple[str, float], ...] = ()
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
@@ -248,8 +249,13 @@ class SocCore:
         if n % 10 == 0 or key != self._last_status:
             frames.append((contract.MSG_UPDATE_STATUS, status))
             self._last_status = key
+        limits = self.charge_limits()
+        limits_key = tuple(sorted(limits.items()))
+        if n % 10 == 0 or limits_key != self._last_limits:
+            # Also at once when a limit changes: a charger must learn of "stop charging" within a cycle.
+            frames.append((contract.MSG_CHARGE_LIMITS, limits))
+            self._last_limits = limits_key
         if n % 10 == 0:
-            frames.append((contract.MSG_CHARGE_LIMITS, self.charge_limits()))
             if contract.MSG_BALANCING in self.extra_messages:
                 delta = max(cells) - min(cells) if cells else 0.0
                 mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0

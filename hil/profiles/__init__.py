@@ -1,0 +1,1 @@
+"""Configuration profile packages: signed, versioned configuration for a vehicle group and hardware."""

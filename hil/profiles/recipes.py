@@ -1,0 +1,118 @@
+"""Profile recipes (`firmware_images/profiles/*.yaml`) and building them into signed packages.
+
+A recipe names the profile, its target (vehicle group and hardware), the configuration schema it is
+written for, its profile version (anti-rollback: the board accepts only newer versions) and the
+values it sets. The builder does not range-check the values: the board does, against its hardware's
+absolute limits, and the suite proves that it refuses a package that breaks them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hil.config import BenchConfig, format_validation_error
+from hil.errors import ImageBuildError
+from hil.images.keys import resolve_key
+from hil.profiles.package import build_package
+
+SUFFIX = ".yaml"
+_ASCII = r"^[\x21-\x7e]{1,16}$"
+
+
+class ProfileRecipe(BaseModel):
+    """One configuration profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$", description="profile name; equals the file name")
+    description: str = ""
+    profile: str | None = Field(None, pattern=_ASCII, description="profile name in the package [default: name]")
+    vehicle_group: str = Field(pattern=_ASCII)
+    hardware: str = Field("BMS-HW-A2", pattern=r"^[\x20-\x7e]{1,32}$")
+    schema_version: int = Field(1, ge=1, le=255, alias="schema")
+    version: int = Field(ge=1, le=0xFFFFFFFF, description="profile version; the board refuses anything not newer")
+    key: str | None = Field("dev-ecdsa-p256", description="signing key name or .pem path; null builds an unsigned package")
+    values: dict[str, int | float | str] = Field(min_length=1, description="configuration values the profile sets")
+
+    @property
+    def package_name(self) -> str:
+        return self.profile or self.name
+
+
+def load_profile_recipe(path: Path) -> ProfileRecipe:
+    """Load and validate one recipe; ImageBuildError names the file, the field and what is accepted."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ImageBuildError(f"{path}: cannot read profile recipe ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ImageBuildError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ImageBuildError(f"{path}: a profile recipe must be a mapping of fields, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    try:
+        recipe = ProfileRecipe.model_validate(data)
+    except ValidationError as exc:
+        raise ImageBuildError(format_validation_error(str(path), exc, model=ProfileRecipe)) from None
+    if recipe.name != path.stem:
+        raise ImageBuildError(f"{path}: name: got {recipe.name!r} - must equal the file name {path.stem!r}")
+    return recipe
+
+
+def load_profile_recipes(directory: Path) -> dict[str, ProfileRecipe]:
+    """Every recipe in `directory`, by name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageBuildError(f"profile recipes directory {directory} does not exist")
+    return {p.stem: load_profile_recipe(p) for p in sorted(directory.glob(f"*{SUFFIX}"))}
+
+
+def find_profile_recipe(name: str, directory: Path) -> ProfileRecipe:
+    """The recipe called `name`; the error lists the ones there are."""
+    path = Path(directory) / f"{name}{SUFFIX}"
+    if not path.is_file():
+        available = sorted(p.stem for p in Path(directory).glob(f"*{SUFFIX}")) if Path(directory).is_dir() else []
+        raise ImageBuildError(f"no profile recipe {name!r} in {directory}; available: {', '.join(available) or 'none'}")
+    return load_profile_recipe(path)
+
+
+def build_profile(recipe: ProfileRecipe, keys_dir: Path) -> bytes:
+    """The signed package of `recipe` (signing is fast: no cache)."""
+    key_path = resolve_key(recipe.key, keys_dir) if recipe.key is not None else None
+    return build_package(name=recipe.package_name, vehicle_group=recipe.vehicle_group, hardware=recipe.hardware,
+                         schema=recipe.schema_version, version=recipe.version, values=recipe.values, key_path=key_path)
+
+
+def build_profiles(cfg: BenchConfig, names: list[str] | None = None) -> dict[str, Path]:
+    """Build `names` (or every recipe) into `<build_dir>/profiles/<name>.prf`; return {name: path}."""
+    directory = cfg.images.profiles
+    recipes = [find_profile_recipe(n, directory) for n in names] if names else list(load_profile_recipes(directory).values())
+    out = cfg.images.build_dir / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    built: dict[str, Path] = {}
+    for recipe in recipes:
+        path = out / f"{recipe.name}.prf"
+        tmp = path.with_suffix(".prf.tmp")
+        tmp.write_bytes(build_profile(recipe, cfg.images.keys_dir))
+        tmp.replace(path)
+        built[recipe.name] = path
+    return built
+
+
+def load_profile(name_or_path: str, cfg: BenchConfig) -> bytes:
+    """Package bytes for a recipe name (built now with the bench's keys) or a path to a .prf file."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate.read_bytes()
+    return build_profile(find_profile_recipe(str(name_or_path), cfg.images.profiles), cfg.images.keys_dir)
+
+
+def describe(values: dict[str, Any]) -> str:
+    """Values on one line, for reports."""
+    return json.dumps(values, sort_keys=True)
