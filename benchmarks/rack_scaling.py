@@ -76,7 +76,7 @@ def run(n: int, rack: Path, work: Path, suite: list[str], previous: Path | None)
     wall = time.monotonic() - t0
     summary = next((line for line in reversed(proc.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", summary)}
-    problems = [line[:220] for line in proc.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    problems = [line[:220] for line in proc.stdout.splitlines() if re.match(r"(FAILED|ERROR) \S+::", line)]
     return {"benches": n, "wall_s": round(wall, 1), "exit": proc.returncode, "summary": summary.strip("= "),
             "passed": counts.get("passed", 0), "failed": counts.get("failed", 0),
             "errors": counts.get("error", 0) + counts.get("errors", 0),
