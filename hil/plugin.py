@@ -422,7 +422,6 @@ def _write_reports(hil: HilSession) -> None:
     if any(r.requirements for r in records):
         report.write_traceability(records, out)
     import datetime
-    import platform
     import sys
 
     def iso(t: float) -> str:
@@ -433,12 +432,5 @@ def _write_reports(hil: HilSession) -> None:
                             started=iso(hil.started), finished=iso(time.time()), command=sys.argv,
                             seeds={"sweep_points": hil.config.getoption("--sweep-points")},
                             repo=Path(hil.config.rootpath))
-    alluredir = hil.config.getoption("allure_report_dir", None)
-    if alluredir:
-        results = Path(alluredir) if Path(alluredir).is_absolute() else Path(hil.config.invocation_params.dir) / alluredir
-        allure_audit.write_categories(results, out)
-        allure_audit.write_environment(results, allure_audit.environment(
-            hil.identity or {"bench": hil.cfg.bench}, report.git_info(Path(hil.config.rootpath)), tools),
-            executor={"name": f"bms-ota-hil on {platform.node()}", "type": "pytest",
-                      "buildName": f"bench {hil.cfg.bench}, started {iso(hil.started)}"})
+    allure_audit.write_session(hil.config, out, hil.identity or {"bench": hil.cfg.bench}, tools, iso(hil.started))
 
