@@ -474,5 +474,22 @@ def write_environment(results: Path, env: Mapping[str, str], executor: Mapping[s
         (results / "executor.json").write_text(json.dumps(executor, indent=2) + "\n")
 
 
+def write_session(config: pytest.Config, reports_dir: Path, identity: Mapping[str, Any], tools: Mapping[str, Any],
+                  started: str) -> None:
+    """Session end: categories.json (results and reports dir), environment.properties and executor.json (results)."""
+    import platform
+
+    from hil.report import git_info
+
+    alluredir = config.getoption("allure_report_dir", None)
+    if not alluredir:
+        return
+    results = Path(alluredir) if Path(alluredir).is_absolute() else Path(config.invocation_params.dir) / alluredir
+    write_categories(results, reports_dir)
+    write_environment(results, environment(identity, git_info(Path(config.rootpath)), tools),
+                      executor={"name": f"bms-ota-hil on {platform.node()}", "type": "pytest",
+                                "buildName": f"bench {identity.get('bench')}, started {started}"})
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())

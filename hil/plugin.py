@@ -786,19 +786,9 @@ def _write_reports(hil: HilSession) -> None:
 
 def _write_allure_extras(hil: HilSession, identity: dict[str, Any]) -> None:
     """Categories and environment (bench, DUT, instruments, commit, tools) beside the Allure results."""
-    alluredir = hil.config.getoption("allure_report_dir", None)
-    if not alluredir:
-        return
-    import platform
-
     from hil import report
 
-    results = Path(alluredir) if Path(alluredir).is_absolute() else Path(hil.config.invocation_params.dir) / alluredir
-    allure_audit.write_categories(results, _reports_dir(hil))
-    allure_audit.write_environment(results, allure_audit.environment(
-        identity, report.git_info(Path(hil.config.rootpath)), report.tool_versions()),
-        executor={"name": f"bms-ota-hil on {platform.node()}", "type": "pytest",
-                  "buildName": f"bench {identity.get('bench')}, started {_iso(hil.started)}"})
+    allure_audit.write_session(hil.config, _reports_dir(hil), identity, report.tool_versions(), _iso(hil.started))
 
 
 def _hand_to_controller(hil: HilSession) -> None:

@@ -408,7 +408,8 @@ def write_run_record(out_dir: Path, bench: dict[str, Any], tool_versions: dict[s
         "tools": tool_versions,
         "seeds": seeds or {},
         "artefacts": {p.name: sha256_file(p) for p in sorted(out.glob("*")) if p.is_file()
-                      and p.name in ("fault-matrix.md", "fault-matrix.json", "traceability.md", "traceability.json")},
+                      and p.name in ("fault-matrix.md", "fault-matrix.json", "traceability.md", "traceability.json",
+                                     "traceability.csv", "traceability.html")},
     }
     if extra:
         record["extra"] = extra
