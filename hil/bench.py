@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # drivers are imported when a bench opens them, not when hil.
     from hil.dut import Dut
     from hil.flasher import Flasher
     from hil.sim.bench import VirtualBench
+    from hil.vehicle import Vehicle
 
 READY_MARK = "HIL-SIM READY "
 

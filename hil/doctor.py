@@ -121,9 +121,10 @@ def _unlock(bench: Bench) -> str:
     """The profile's seed-to-key with the bench's secret opens the programming level (then back to default)."""
     from hil.contract import Session
 
-    bench.uds.session(Session.PROGRAMMING)
+    uds = bench.client
+    uds.session(Session.PROGRAMMING)
     try:
-        bench.uds.unlock(bench.cfg.dut.security)
+        uds.unlock(bench.cfg.dut.security)
     finally:
-        bench.uds.session(Session.DEFAULT)
+        uds.session(Session.DEFAULT)
     return f"unlocked with {bench.cfg.dut.security.algorithm}"

@@ -535,9 +535,9 @@ def _history_evidence(b: Bench, d: Path) -> None:
     from hil.contract import Did, UpdateHistoryEntry
 
     try:
-        entries = UpdateHistoryEntry.decode_all(b.uds.read_did(Did.UPDATE_HISTORY))
+        entries = UpdateHistoryEntry.decode_all(b.client.read_did(Did.UPDATE_HISTORY))
         lines = [str(e) for e in entries] or ["(no update attempts recorded)"]
-        lines.append("DTCs: " + (", ".join(f"0x{n:06X} status 0x{st:02X}" for n, st in b.uds.read_dtcs()) or "none"))
+        lines.append("DTCs: " + (", ".join(f"0x{n:06X} status 0x{st:02X}" for n, st in b.client.read_dtcs()) or "none"))
     except (HilError, ValueError) as exc:
         lines = [f"update history not readable at the end of the case: {exc}"]
     (d / "update-history.txt").write_text("\n".join(lines) + "\n")

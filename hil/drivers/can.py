@@ -165,7 +165,8 @@ class CanChannel:
             self.undecoded += 1
             return
         fw = self._names[spec.name]
-        frame = Frame(fw, self.profile.can.to_framework_signals(fw, signals), msg.timestamp, msg, time.monotonic())
+        frame = Frame(fw, self.profile.can.to_framework_signals(fw, dict(signals)),  # type: ignore[arg-type]
+                      msg.timestamp, msg, time.monotonic())
         with self._cond:
             self._history[fw].append(frame)
             self._recent.append(frame)

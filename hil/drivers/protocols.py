@@ -193,6 +193,14 @@ class UdsLink(Protocol):
         """The running software version."""
         ...
 
+    def read_dtcs(self, status_mask: int = 0xFF) -> list[tuple[int, int]]:
+        """ReadDTCInformation reportDTCByStatusMask: (DTC, status) pairs."""
+        ...
+
+    def clear_dtcs(self, group: int = 0xFFFFFF) -> None:
+        """ClearDiagnosticInformation."""
+        ...
+
 
 @runtime_checkable
 class CanLink(Protocol):

@@ -62,6 +62,10 @@ def nrc_name(code: int) -> str:
 class UdsClient:
     """The tester's UDS client for one DUT.
 
+    Roles (contract.Did, contract.Routine, contract.Session members) are translated to the board's
+    numbers through the DUT profile; plain integers go on the wire as given (negative tests).
+    """
+
     def __init__(self, can: CanChannel, dut: DutConfig, profile: DutProfile | None = None,
                  tester: TesterConfig | None = None) -> None:
         self.dut = dut

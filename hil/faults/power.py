@@ -36,6 +36,8 @@ END_PATTERN = "selftest_passed"
 #: Every console pattern the sweep needs (a profile lacking one cannot run it).
 PATTERNS_NEEDED = tuple(p for _, p in PHASE_MARKERS) + (END_PATTERN,)
 
+#: The default profile's line of a confirmed image (the landing markers below are the default profile's lines).
+END_MARKER = contract.CONSOLE_PATTERNS[END_PATTERN]
 #: Console lines that tell where an install is (bench contract), latest wins; "before_swap" if none.
 LANDING_MARKERS: list[tuple[str, str]] = [
     ("swap", r"BOOT: (swap start|swap sector|resuming swap)"),

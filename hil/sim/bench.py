@@ -81,8 +81,8 @@ class VirtualBench:
         sim = cfg.sim
         assert sim is not None
         prebuild(cfg)  # a bench whose images are prebuilt .bin files: make missing ones (and their key) first
-        for what, path in [("can.dbc", cfg.can.dbc), *(("sim.trusted_keys", k) for k in sim.trusted_keys)]:
-            if not Path(path).is_file() and not (what == "sim.trusted_keys" and _generated_dev_key(cfg, Path(path))):
+        for what, path in [("can.dbc", cfg.can.dbc or cfg.profile.can.dbc), *(("sim.trusted_keys", k) for k in sim.trusted_keys)]:
+            if path is None or not Path(path).is_file() and not (what == "sim.trusted_keys" and _generated_dev_key(cfg, Path(path))):
                 raise BenchConfigError(f"bench {cfg.bench}: {what} {path} does not exist")
         self.flash = self._open_flash()
         trusted = load_trusted_keys(sim.trusted_keys)

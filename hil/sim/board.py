@@ -138,7 +138,9 @@ class Board:
         self.battery = battery
         self._console = console
         self.profile = cfg.profile
-        self.db = load_dbc(cfg.can.dbc or self.profile.can.dbc)
+        dbc = cfg.can.dbc or self.profile.can.dbc
+        assert dbc is not None, "load_bench gives every bench a DBC"
+        self.db = load_dbc(dbc)
         self.hardware_number = cfg.dut.hardware_number
         self.serial_number = cfg.dut.serial_number or "UNKNOWN"
         self.nv = NvStore(flash, self.layout)
@@ -612,8 +614,8 @@ class Board:
                 msg.timestamp = free
             self.bus.send(msg)
             if msg.arbitration_id == self._soc_id:
-                counter = self.db.decode_message(self._soc_id, bytes(msg.data))[contract.SIG_SOC_COUNTER]
-                self.soc_sent.append((time.time(), int(counter)))  # type: ignore[call-overload]
+                decoded: Any = self.db.decode_message(self._soc_id, bytes(msg.data))
+                self.soc_sent.append((time.time(), int(decoded[contract.SIG_SOC_COUNTER])))
 
     def _charge_limits(self) -> dict[str, float]:
         cfg = self.nv_get("config", DEFAULT_CONFIG[1])
