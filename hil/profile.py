@@ -38,7 +38,8 @@ E = TypeVar("E", bound=enum.IntEnum)
 #: Framework message names (contract.MSG_*) the framework reads or the virtual board sends.
 FRAMEWORK_MESSAGES: tuple[str, ...] = (contract.MSG_SOC_CORE, contract.MSG_CYCLE_DIAG, contract.MSG_CELL_VOLTAGES,
                                        contract.MSG_TEMPERATURES, contract.MSG_CHARGE_LIMITS,
-                                       contract.MSG_UPDATE_STATUS, contract.MSG_BALANCING)
+                                       contract.MSG_UPDATE_STATUS, contract.MSG_BALANCING,
+                                       contract.MSG_VEHICLE_STATE)
 
 #: Encoding tables: profile key -> framework enum.
 ENCODED_ENUMS: dict[str, type[enum.IntEnum]] = {

@@ -43,14 +43,17 @@ class Vehicle:
 
     def __init__(self, can_channel: Any) -> None:
         self._can = can_channel
-        self._spec = can_channel.db.get_message_by_name(contract.MSG_VEHICLE_STATE)
+        # The board's name and signal names for the framework's VCU_VehicleState (DUT profile).
+        self._names = can_channel.profile.can
+        self._spec = can_channel.db.get_message_by_name(self._names.dbc_message(contract.MSG_VEHICLE_STATE))
         self.state = VehicleState()
         self._lock = threading.Lock()
         self._task: Any = None
 
     def _message(self) -> can.Message:
-        return can.Message(arbitration_id=self._spec.frame_id, data=self._spec.encode(self.state.signals()),
-                           is_extended_id=False)
+        return can.Message(arbitration_id=self._spec.frame_id, data=self._spec.encode(
+            self._names.to_dbc_signals(contract.MSG_VEHICLE_STATE, self.state.signals())),
+                           is_extended_id=self._spec.is_extended_frame)
 
     def start(self) -> None:
         """Start the periodic frame (idempotent)."""

@@ -35,7 +35,7 @@ def test_install_refused_outside_the_charging_window(situation, reason, dut, fla
                                                      measure):
     baseline = dut.version()
     config = dut.config()
-    assert flasher.stage(images["1.1.0"]).accepted
+    assert flasher.stage(images["update"]).accepted
     if situation == "driving":
         vehicle.drive(speed_kmh=40.0)
     else:
@@ -52,7 +52,7 @@ def test_install_refused_outside_the_charging_window(situation, reason, dut, fla
     flasher.activate()
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
 
 
 def _offline_s(frames, start: float, end: float) -> float:
@@ -68,7 +68,7 @@ def test_charging_paused_for_the_install_and_resumed(dut, can, load, vehicle, fl
     with ChargerEmulation(can, load, vehicle, CHARGE_A) as charger:
         frame = can.wait_for(contract.MSG_SOC_CORE, timeout=5.0, predicate=lambda s: s["PackCurrent"] >= CHARGE_A - 0.5)
         assert frame.signals["PackCurrent"] >= CHARGE_A - 0.5
-        assert flasher.stage(images["1.1.0"]).accepted
+        assert flasher.stage(images["update"]).accepted
         with can.recorder(contract.MSG_SOC_CORE) as soc, can.recorder(contract.MSG_CHARGE_LIMITS) as limits:
             t0 = time.monotonic()
             flasher.activate()  # the BMS stops the charger first, then accepts
@@ -100,16 +100,16 @@ def test_charging_paused_for_the_install_and_resumed(dut, can, load, vehicle, fl
     measure(Measurement("charging_resumed_after_confirm", charging.received - t_done, "s", 0.0, 5.0))
     assert resumed.signals["MaxChargeCurrent"] > 0
     assert offline <= bench_config.timing.install_offline_s, f"BMS offline {offline:.2f} s during the install"
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
 
 
 @pytest.mark.fault(row=23, expect="a charger unplugged during the install does not harm it")
 @pytest.mark.requirement("BMS-charging-window", "R156-recovery")
 def test_charger_unplugged_mid_install_does_not_harm_it(dut, vehicle, flasher, images, bench_config, measure):
     config = dut.config()
-    assert flasher.stage(images["1.1.0"]).accepted
+    assert flasher.stage(images["update"]).accepted
     flasher.activate()
     vehicle.unplug()  # right after the reset: the bootloader is swapping
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE, config), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)

@@ -66,6 +66,6 @@ def test_rxswin_follows_the_installed_software(dut, flasher, images, bench_confi
     before = _check_readable(dut, images.baseline())
     outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, f"update ended {outcome.state.name}: {outcome.states_seen}"
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
     after = _check_readable(dut, images["update"])
     assert after != before, f"RXSWIN still {before!r} after installing different type-approval-relevant software"

@@ -39,16 +39,20 @@ def _hold_pack(load, can) -> None:
 
 
 def _record_all(can, seconds: float) -> dict[str, list]:
-    """Every DBC frame for `seconds`, by message name (the channel decodes with the full DBC)."""
+    """Every DBC frame for `seconds`, by framework message name (the channel decodes with the full DBC)."""
+    names = can.profile.can
     with contextlib.ExitStack() as stack:
-        recs = {m.name: stack.enter_context(can.recorder(m.name)) for m in can.db.messages}
+        recs = {names.framework_message(m.name): stack.enter_context(can.recorder(names.framework_message(m.name)))
+                for m in can.db.messages}
         can.collect(MSG_SOC_CORE, seconds)
     return {name: list(frames) for name, frames in recs.items()}
 
 
-def _decode_with_release(frames: dict[str, list], db, version: str) -> tuple[dict[str, list[dict]], list[str]]:
-    """Re-decode every recorded frame with release `version`'s DBC: (signals by message, frames it does not define)."""
-    release = release_database(db, version)
+def _decode_with_release(frames: dict[str, list], can, version: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """Re-decode every recorded frame with release `version`'s DBC: (framework signals by framework message name,
+    frames it does not define). Names go through the DUT profile, so the board's own DBC names work too."""
+    names = can.profile.can
+    release = release_database(can.db, version)
     decoded: dict[str, list[dict]] = {}
     unknown: list[str] = []
     for name, recorded in frames.items():
@@ -58,7 +62,9 @@ def _decode_with_release(frames: dict[str, list], db, version: str) -> tuple[dic
             except KeyError:
                 unknown.append(f"0x{f.raw.arbitration_id:03X} ({name}) at {f.describe()}")
                 continue
-            decoded.setdefault(spec.name, []).append(spec.decode(bytes(f.raw.data), decode_choices=False))
+            fw = names.framework_message(spec.name)
+            decoded.setdefault(fw, []).append(
+                names.to_framework_signals(fw, spec.decode(bytes(f.raw.data), decode_choices=False)))
     return decoded, unknown
 
 
@@ -88,17 +94,19 @@ def _check_shared_layouts(decoded: dict[str, list[dict]], version: str) -> list[
 @pytest.mark.requirement("R156-integrity", "BMS-new-feature")
 def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can, load, bench_config, measure):
     db = can.db
-    added = new_messages(db, dut.version(), "2.0.0")
-    assert MSG_BALANCING in added, f"the DBC must mark {MSG_BALANCING} as introduced in 2.0.0: {added}"
-    outcome = flasher.update(images["2.0.0"])
+    new_version = images.version("major_update")
+    balancing_name = can.profile.can.dbc_message(MSG_BALANCING)
+    added = new_messages(db, dut.version(), new_version)
+    assert balancing_name in added, f"the DBC must mark {balancing_name} as introduced in {new_version}: {added}"
+    outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("2.0.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    check_final_state(dut, bench_config.timing, Expected(new_version, UpdateState.SUCCESS, Reason.NONE), measure)
     _hold_pack(load, can)
     frames = _record_all(can, WINDOW_S)
-    decoded, unknown = _decode_with_release(frames, db, dut.version())
-    assert not unknown, "frames release 2.0.0 does not define:\n" + "\n".join(unknown[:10])
+    decoded, unknown = _decode_with_release(frames, can, dut.version())
+    assert not unknown, f"frames release {new_version} does not define:\n" + "\n".join(unknown[:10])
     balancing = frames[MSG_BALANCING]
-    spec = db.get_message_by_name(MSG_BALANCING)
+    spec = db.get_message_by_name(balancing_name)
     period_ms = float(spec.cycle_time or 0)
     assert period_ms > 0, f"the DBC declares no GenMsgCycleTime for {MSG_BALANCING}"
     tol = bench_config.timing.period_tolerance_ms
@@ -119,13 +127,13 @@ def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can
 @pytest.mark.requirement("R156-recovery", "BMS-new-feature")
 def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load, bench_config, measure):
     baseline = dut.version()
-    assert MSG_BALANCING not in release_messages(can.db, baseline)
-    outcome = flasher.update(images["2.0.0-selftest-fail"])  # runs 2.0.0 for its trial boot, then rolls back
+    assert can.profile.can.dbc_message(MSG_BALANCING) not in release_messages(can.db, baseline)
+    outcome = flasher.update(images["major_update_selftest_fail"])  # runs 2.0.0 for its trial boot, then rolls back
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED), measure)
     _hold_pack(load, can)
     frames = _record_all(can, WINDOW_S)
-    decoded, unknown = _decode_with_release(frames, can.db, dut.version())
+    decoded, unknown = _decode_with_release(frames, can, dut.version())
     assert not unknown, f"after the rollback to {baseline} the board still sends:\n" + "\n".join(unknown[:10])
     problems = _check_shared_layouts(decoded, baseline)
     assert not problems, "\n".join(problems)
@@ -135,14 +143,15 @@ def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load,
 @pytest.mark.requirement("BMS-new-feature")
 def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can, load, bench_config, measure):
     _hold_pack(load, can)
-    before, unknown = _decode_with_release(_record_all(can, 2.0), can.db, dut.version())
+    before, unknown = _decode_with_release(_record_all(can, 2.0), can, dut.version())
     assert not unknown, "\n".join(unknown[:10])
     assert not _check_shared_layouts(before, dut.version()), "the baseline itself does not decode plausibly"
     load.set_pack_current(0.0)  # activation needs a resting pack
-    outcome = flasher.update(images["2.0.0"])
+    new_version = images.version("major_update")
+    outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     _hold_pack(load, can)
-    after, unknown = _decode_with_release(_record_all(can, 2.0), can.db, "2.0.0")
+    after, unknown = _decode_with_release(_record_all(can, 2.0), can, new_version)
     assert not unknown, "\n".join(unknown[:10])
-    problems = _check_shared_layouts(after, "2.0.0")
-    assert not problems, "2.0.0 changed the meaning of an existing message:\n" + "\n".join(problems)
+    problems = _check_shared_layouts(after, new_version)
+    assert not problems, f"{new_version} changed the meaning of an existing message:\n" + "\n".join(problems)

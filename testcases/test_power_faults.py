@@ -246,7 +246,7 @@ def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu
     import re
     import time
 
-    new, old = images["1.1.0"], images.baseline()
+    new, old = images["update"], images.baseline()
     boots = dut.boot_count()
     _stage_and_activate(flasher, console, new)
     # The DUT reports each sector as it starts it: time one sector from two consecutive lines.
@@ -276,7 +276,7 @@ def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu
     assert dut.boot_count() > boots, "boot counter did not advance"
     measure(Measurement("swap_cuts", float(len(cuts)), "cuts", 3.0, None))
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
     running, backup = dut.image_hash(), dut.backup_image_hash()
     assert running == hashlib.sha256(new).digest(), (
         f"the image that boots is not the image downloaded: FD07 {running.hex()}, expected {hashlib.sha256(new).hexdigest()}")

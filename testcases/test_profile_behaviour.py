@@ -61,7 +61,7 @@ def test_cold_charge_limit_survives_a_rollback(dut, can, load, profiles, flasher
     assert profiles.apply("winter-north").applied
     expected = float(profiles.values("winter-north")["cold_charge_A"])
     _measure_limit(can, measure, "cold_charge_limit_before_update", expected)
-    outcome = flasher.update(images["1.1.0-selftest-fail"])
+    outcome = flasher.update(images["selftest_fail"])
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     _measure_limit(can, measure, "cold_charge_limit_after_rollback", expected)
     assert dut.profile_status()["profile"] == "winter-north"

@@ -54,7 +54,7 @@ def _interrupt(how: str, dut, uds, psu, bench_config) -> None:
 @pytest.mark.parametrize("how", ["tester_vanishes", "ecu_reset", "power_cut"],
                          ids=["download-tester_vanishes", "download-ecu_reset", "download-power_cut"])
 def test_interrupted_download_resumes(how, dut, uds, psu, flasher, images, bench_config, measure):
-    image = images["1.1.0"]
+    image = images["update"]
     baseline = dut.version()
     _interrupted_download(flasher, image)
     _interrupt(how, dut, uds, psu, bench_config)
@@ -69,13 +69,13 @@ def test_interrupted_download_resumes(how, dut, uds, psu, flasher, images, bench
     flasher.activate()
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    check_final_state(dut, bench_config.timing, Expected("1.1.0", UpdateState.SUCCESS, Reason.NONE), measure)
+    check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
 
 
 @pytest.mark.fault(row=24, expect="a resumed image that does not verify is refused (HASH_MISMATCH); old image runs")
 @pytest.mark.requirement("BMS-resumable-download", "R156-integrity", "ISO24089-integrity")
 def test_resumed_image_that_does_not_verify_is_refused(dut, uds, psu, flasher, images, bench_config, measure):
-    image = images["1.1.0"]
+    image = images["update"]
     baseline = dut.version()
     _interrupted_download(flasher, image)
     _interrupt("tester_vanishes", dut, uds, psu, bench_config)

@@ -60,7 +60,7 @@ def test_soc_stays_right_across_an_update(dut, flasher, images, can, load, bench
     _hold_rested_pack(load, TRUTH_PCT)
     measure(Measurement("soc_settle_before", _settle(can, TRUTH_PCT, budgets), "s", 0.0, budgets.settle_s))
     with can.recorder(MSG_SOC_CORE) as frames:
-        outcome = flasher.update(images["1.1.0"])
+        outcome = flasher.update(images["update"])
         can.collect(MSG_SOC_CORE, 2.0)
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     _judge_across(frames, TRUTH_PCT, budgets, measure, "across_update")
@@ -73,7 +73,7 @@ def test_soc_stays_right_across_a_rollback(dut, flasher, images, can, load, benc
     _hold_rested_pack(load, TRUTH_PCT)
     measure(Measurement("soc_settle_before", _settle(can, TRUTH_PCT, budgets), "s", 0.0, budgets.settle_s))
     with can.recorder(MSG_SOC_CORE) as frames:
-        outcome = flasher.update(images["1.1.0-selftest-fail"])
+        outcome = flasher.update(images["selftest_fail"])
         can.collect(MSG_SOC_CORE, 2.0)
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     _judge_across(frames, TRUTH_PCT, budgets, measure, "across_rollback")
@@ -117,7 +117,7 @@ def test_improved_soc_algorithm_beats_the_baseline_in_the_cold(dut, flasher, ima
     except HilTimeout as exc:
         pytest.fail(f"baseline SOC never settled on the rested pack: {exc}")
     _hold_rested_pack(load, TRUTH_PCT)
-    outcome = flasher.update(images["1.1.0"])
+    outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     improved_error = _cold_profile_error(can, load, budgets, capacity_ah)
     print(f"\nSOC error on the cold profile ({COLD_C:g} degC, cells reading {SAGGED_PCT:g} % OCV, truth ~{TRUTH_PCT:g} %): "

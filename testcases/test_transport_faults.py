@@ -149,7 +149,7 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
 
     baseline = dut.version()
     config = dut.config()
-    image = images["1.1.0"]
+    image = images["update"]
     address, _slot, _sector = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))
     flasher.unlock()
     uds.routine(Routine.ERASE_MEMORY)

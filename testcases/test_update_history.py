@@ -27,19 +27,19 @@ def test_history_and_dtc_after_success_and_rollback(dut, flasher, images):
     baseline = dut.version()
     before = len(dut.update_history())
 
-    assert flasher.update(images["1.1.0"]).state is UpdateState.SUCCESS
+    assert flasher.update(images["update"]).state is UpdateState.SUCCESS
     history = dut.update_history()
     last = history[-1]
     assert (_version(last.from_version), _version(last.to_version), last.result, last.reason) == \
-        (baseline, "1.1.0", UpdateState.SUCCESS, Reason.NONE), [str(e) for e in history]
+        (baseline, images.version("update"), UpdateState.SUCCESS, Reason.NONE), [str(e) for e in history]
     assert last.boot_count == dut.boot_count(), f"{last} recorded at another boot than the current {dut.boot_count()}"
     assert dut.dtcs() == {}, "a successful update must not set a DTC"
 
-    assert flasher.update(images["1.1.0-selftest-fail"]).state is UpdateState.ROLLED_BACK
+    assert flasher.update(images["selftest_fail"]).state is UpdateState.ROLLED_BACK
     history = dut.update_history()
     last = history[-1]
     assert (last.result, last.reason, _version(last.from_version)) == \
-        (UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, "1.1.0"), [str(e) for e in history]
+        (UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, images.version("selftest_fail")), [str(e) for e in history]
     assert len(history) == min(before + 2, 8), [str(e) for e in history]
     assert dut.dtcs() == {int(Dtc.UPDATE_ROLLED_BACK): DTC_STATUS_FAILED}
 
@@ -53,7 +53,7 @@ def test_history_and_dtc_after_success_and_rollback(dut, flasher, images):
 def test_rejected_image_recorded_with_reason_and_dtc(dut, flasher, images):
     dut.clear_dtcs()
     with pytest.raises(UpdateFailed):
-        flasher.update(mutate.flip_bit(images["1.1.0"], "payload"))
+        flasher.update(mutate.flip_bit(images["update"], "payload"))
     last = dut.update_history()[-1]
-    assert (last.result, last.reason, _version(last.to_version)) == (UpdateState.REJECTED, Reason.HASH_MISMATCH, "1.1.0"), str(last)
+    assert (last.result, last.reason, _version(last.to_version)) == (UpdateState.REJECTED, Reason.HASH_MISMATCH, images.version("update")), str(last)
     assert dut.dtcs() == {int(Dtc.UPDATE_REJECTED): DTC_STATUS_FAILED}

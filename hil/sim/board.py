@@ -119,7 +119,7 @@ class _VehicleRx(can.Listener):
             signals: Any = board._vehicle_spec.decode(bytes(msg.data), decode_choices=False)
         except Exception:  # a malformed frame is ignored, as a CAN driver would
             return
-        board._vehicle = (dict(signals), time.monotonic())
+        board._vehicle = (board.profile.can.to_framework_signals(contract.MSG_VEHICLE_STATE, dict(signals)), time.monotonic())
 
 
 class Board:
@@ -180,7 +180,7 @@ class Board:
         # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
         self._vehicle: tuple[dict[str, Any], float] | None = None
         self.charge_inhibit = False  # activation asked the charger to stop
-        self._vehicle_spec: Any = self.db.get_message_by_name(contract.MSG_VEHICLE_STATE)  # type: ignore[union-attr]
+        self._vehicle_spec: Any = self.db.get_message_by_name(self.profile.can.dbc_message(contract.MSG_VEHICLE_STATE))
         notifier.add_listener(_VehicleRx(self))
         flash.interrupter = self._flash_gate
 
