@@ -418,7 +418,8 @@ def test_rack_run_spreads_over_benches_and_survives_a_lost_lease(tmp_path):
     benches = records["benches"]["benches"]
     assert set(benches) == {classic_name(classic), classic_name(fd)}
     assert "LeaseLost" in (benches[classic_name(classic)]["broken"] or "")
-    assert benches[classic_name(fd)]["broken"] is None
+    # the lost lease did not spread: the other bench is not broken by it (a loaded machine may still break it otherwise)
+    assert "LeaseLost" not in (benches[classic_name(fd)]["broken"] or "")
     assert benches[classic_name(classic)]["worker"] != benches[classic_name(fd)]["worker"]
     run_record = (reports / "run-record.md").read_text()
     assert "bench.benches." + classic_name(classic) + ".broken | LeaseLost" in run_record
