@@ -41,7 +41,8 @@ report:
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
 ## The framework's own tests (fast; in-process virtual benches, emulators on loopback), after mypy on hil/.
-test: $(VENV)/.installed
+## node_modules too: tests/test_report_html.py generates a report with Allure 3.
+test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m mypy hil
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 

@@ -164,3 +164,13 @@ def test_check_names_what_is_missing(synthetic_report, tmp_path):
     assert proc.returncode != 0
     assert "missing from the page: ['requirement tree', 'measurement with its limit', 'attachment']" in proc.stderr, \
         proc.stdout + proc.stderr
+
+
+def test_embedded_data_is_declared_before_the_app(synthetic_report):
+    """The app must find its embedded data even when it starts before Allure's data script is parsed."""
+    from hil.report_html import EARLY_DATA_SCRIPT
+
+    html = synthetic_report.read_text()
+    head_end = html.index("</head>")
+    assert html.index(EARLY_DATA_SCRIPT) < head_end < html.index("window.allureReportDataReady = false;\n")
+    assert html.count(EARLY_DATA_SCRIPT) == 1
