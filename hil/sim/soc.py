@@ -231,11 +231,16 @@ class SocCore:
                 mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0
                 frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
                                                         "MaxCellDelta": round(delta, 3)}))
+        # Encode everything first, then fill the mailboxes in one go (as an MCU's task does at the end of its
+        # cycle): the CAN controller is not kept waiting behind the encoding of the cycle's later frames.
+        encoded = []
         for name, signals in frames:
             msg = self.db.get_message_by_name(name)
-            data = msg.encode(signals, strict=False)
+            encoded.append((name, can.Message(arbitration_id=msg.frame_id, data=msg.encode(signals, strict=False),
+                                              is_extended_id=False)))
+        for name, message in encoded:
             if name == contract.MSG_SOC_CORE and self.trace is not None:
                 wall, mono = time.time(), time.monotonic()
                 deadline, start = self._release
                 self.trace.append(Release(n, wall - (mono - deadline), wall - (mono - start), wall))
-            self.transmit(can.Message(arbitration_id=msg.frame_id, data=data, is_extended_id=False))
+            self.transmit(message)
