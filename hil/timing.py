@@ -386,7 +386,9 @@ class TimingCase:
 
     `reset(label)` (called just before a reset, power-on or install is triggered) closes the current
     boot's segment and opens the next one at the new boot's first SOC frame, whose delay after the
-    reset is measured. Each segment is judged against the budgets on its own; the CSV and plots
+    reset is measured. The new boot shows by a silence of more than 1.5 periods before its first
+    frame, or - for a boot quick enough to leave none - by BMS_CycleDiag's cycles-since-boot counter
+    falling. Each segment is judged against the budgets on its own; the CSV and plots
     show the whole case with the resets marked.
     """
 
@@ -403,6 +405,8 @@ class TimingCase:
         self.plots: list[Path] = []
         self._lock = threading.Lock()
         self._last_soc: float | None = None
+        self._last_soc_frame: tuple[float, int | None] | None = None
+        self._last_diag: int | None = None
         self._stack = contextlib.ExitStack()
         self.whole: CycleTimingStream | None = None
         self.start_time = 0.0
@@ -476,14 +480,27 @@ class TimingCase:
                 if seg.open:
                     seg.stream.on_soc(ts, counter)
             self._last_soc = ts
+            self._last_soc_frame = (ts, counter)
 
     def _on_diag(self, frame: Any) -> None:
         s = frame.signals
-        args = (frame.timestamp, float(s["ExecTime"]), float(s["StartLatency"]), _num(s["CycleCounter"]))
+        counter = _num(s["CycleCounter"])
+        args = (frame.timestamp, float(s["ExecTime"]), float(s["StartLatency"]), counter)
         assert self.whole is not None
         self.whole.on_diag(*args)
         with self._lock:
+            # CycleCounter counts cycles since boot: when it falls, a new boot began, even one quick enough to
+            # leave no silence; its first SOC frame is the one just received (sent before this frame).
+            restarted = self._last_diag is not None and counter < self._last_diag
+            self._last_diag = counter
             for seg in self.segments:
+                if (restarted and not seg.open and seg.reset_time is not None and self._last_soc_frame is not None
+                        and self._last_soc_frame[0] > seg.reset_time):
+                    ts, soc_counter = self._last_soc_frame
+                    seg.open = True
+                    seg.first_frame_s = ts - seg.reset_time
+                    seg.stream.open_at(ts)
+                    seg.stream.on_soc(ts, soc_counter)
                 if seg.open and (seg.end is None or frame.timestamp <= seg.end):
                     seg.stream.on_diag(*args)
 

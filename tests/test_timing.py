@@ -174,3 +174,23 @@ def test_timing_case_splits_boots_and_measures_reset_to_first_frame(tmp_path, mo
     assert s2.period_mean == pytest.approx(100.0)
     assert tc.summary.missed >= 5  # the whole case sees the reset's silence
     assert (tmp_path / "timing.csv").is_file() and (tmp_path / "timing-period.png").is_file()
+
+
+def test_timing_case_finds_a_boot_too_quick_to_leave_a_silence(tmp_path, monkeypatch) -> None:
+    import hil.timing as timing
+    from hil.timing import TimingCase
+
+    clock = [1000.0]
+    monkeypatch.setattr(timing.time, "time", lambda: clock[0])
+    can = _FakeCan()
+    with TimingCase(can, TimingBudgets(), None, "unit") as tc:
+        for n in range(30):
+            can.emit(1000.1 + 0.1 * n, 40 + n)  # cycles since boot 40..69
+        clock[0] = 1003.03
+        tc.reset("ECUReset")
+        for n in range(20):  # the new boot's first frame 0.1 s after the old boot's last: no silence
+            can.emit(1003.1 + 0.1 * n, n)
+        clock[0] = 1005.05
+    (_, s1), (b2, s2) = tc.segment_summaries()
+    assert b2.first_frame_s == pytest.approx(0.07)
+    assert s2.frames == 20 and s2.missed == 0 and s1.frames == 30

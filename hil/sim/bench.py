@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
@@ -50,6 +51,10 @@ def _generated_dev_key(cfg: BenchConfig, path: Path) -> bool:
     return path.parent.resolve() == Path(cfg.images.keys_dir).resolve()
 
 
+#: GIL switch interval while a virtual board runs (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
+
 def _with_port(resource: str, port: int) -> str:
     return re.sub(r"::\d+::SOCKET$", f"::{port}::SOCKET", resource, flags=re.IGNORECASE)
 
@@ -73,10 +78,17 @@ class VirtualBench:
         self.flash: FlashModel | None = None
         self.board: Board | None = None
         self._stopped = threading.Event()
+        self._switch_interval: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> BenchConfig:
         """Bring up every endpoint; return the effective bench config (real ports)."""
+        # The board's tasks share one interpreter. At Python's default 5 ms GIL switch interval the SOC task
+        # and the CAN controller wait up to 5 ms behind the UDS and flash threads: hand the GIL over more
+        # often, as an RTOS preempts for its periodic task (measured: p99 period error 2.7 -> 0.2-0.6 ms
+        # under heavy host load, benchmarks/timing_fidelity.py). Restored by stop().
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         cfg = self.cfg
         sim = cfg.sim
         assert sim is not None
@@ -132,6 +144,8 @@ class VirtualBench:
             self.console.stop()
         if self.flash is not None:
             self.flash.close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
 
     def __enter__(self) -> "VirtualBench":
         self.start()
