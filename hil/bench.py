@@ -105,18 +105,6 @@ class SimProcess:
             self.proc.wait(5)
 
 
-def apply_endpoints(cfg: BenchConfig, endpoints: dict[str, Any]) -> BenchConfig:
-    """The bench config with the addresses a started simulator actually listens on."""
-    update: dict[str, Any] = {}
-    if "psu" in endpoints:
-        update["psu"] = cfg.psu.model_copy(update={"resource": endpoints["psu"]})
-    if "load" in endpoints and cfg.load is not None:
-        update["load"] = cfg.load.model_copy(update={"resource": endpoints["load"]})
-    if "console" in endpoints and cfg.console is not None:
-        update["console"] = cfg.console.model_copy(update={"url": endpoints["console"]})
-    return cfg.model_copy(update=update)
-
-
 @dataclass
 class Bench:
     """The drivers of one bench. Tests get them through fixtures; `hil doctor` and `hil flash` use them directly.
@@ -178,7 +166,7 @@ class Bench:
         log = self.evidence_dir / "virtual-bench.log" if self.evidence_dir else None
         sp = SimProcess(self.cfg.source, log)
         self.sim = sp
-        self.cfg = apply_endpoints(self.cfg, sp.start())
+        self.cfg = self.cfg.with_endpoints(sp.start())
         assert sp.proc is not None
         return f"started as process {sp.proc.pid} (hil sim)"
 

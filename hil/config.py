@@ -380,6 +380,18 @@ class BenchConfig(_Model):
             data = {**data, "dut": _fill_from_profile(dict(data["dut"]), profile)}
         return data
 
+    def with_endpoints(self, endpoints: dict[str, Any]) -> "BenchConfig":
+        """This config with the addresses a started virtual bench actually listens on
+        (`{"psu": resource, "load": resource, "console": url}`; other keys are ignored)."""
+        update: dict[str, Any] = {}
+        if "psu" in endpoints:
+            update["psu"] = self.psu.model_copy(update={"resource": endpoints["psu"]})
+        if "load" in endpoints and self.load is not None:
+            update["load"] = self.load.model_copy(update={"resource": endpoints["load"]})
+        if "console" in endpoints and self.console is not None:
+            update["console"] = self.console.model_copy(update={"url": endpoints["console"]})
+        return self.model_copy(update=update)
+
     @model_validator(mode="after")
     def _virtual_needs_sim(self) -> "BenchConfig":
         if self.virtual and self.sim is None:

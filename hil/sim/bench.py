@@ -103,18 +103,18 @@ class VirtualBench:
         psu_server = ScpiServer(self.supply, host=psu_host, port=psu_port)
         psu_port = _listen(psu_server, "psu.resource", psu_host, psu_port)
         self._servers.append(psu_server)
-        update: dict[str, object] = {"psu": cfg.psu.model_copy(update={"resource": _with_port(cfg.psu.resource, psu_port)})}
+        endpoints = {"psu": _with_port(cfg.psu.resource, psu_port)}
         if cfg.load is not None:
             host, port = socket_resource_address(cfg.load.resource)
             load_server = ScpiServer(self.battery, host=host, port=port)
             port = _listen(load_server, "load.resource", host, port)
             self._servers.append(load_server)
-            update["load"] = cfg.load.model_copy(update={"resource": _with_port(cfg.load.resource, port)})
+            endpoints["load"] = _with_port(cfg.load.resource, port)
         if cfg.console is not None:
             host, port = socket_url_address(cfg.console.url)
             self.console = ConsoleServer(host=host, port=port)
             port = _listen(self.console, "console.url", host, port)
-            update["console"] = cfg.console.model_copy(update={"url": f"socket://{host}:{port}"})
+            endpoints["console"] = f"socket://{host}:{port}"
         self.bus = open_bus(cfg.can, sender_stamps=True)  # frames keep the board's CAN controller stamps
         self.notifier = can.Notifier(self.bus, [], timeout=0.05)
         console_write: Callable[[str], None] = (lambda line: None)
@@ -124,7 +124,7 @@ class VirtualBench:
         self.board = Board(cfg, self.flash, trusted, self.bus, self.notifier, pack, console_write)
         self.supply.set_load(cfg.psu.channel, self.board.supply_current)
         self.supply.add_listener(cfg.psu.channel, self.board.supply_changed)
-        self.effective = cfg.model_copy(update=update)
+        self.effective = cfg.with_endpoints(endpoints)
         return self.effective
 
     def stop(self) -> None:
