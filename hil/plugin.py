@@ -323,11 +323,16 @@ def dut(bench: Bench) -> Dut:
 
 
 @pytest.fixture
-def profiles(bench: Bench) -> Any:
-    """Signed configuration packages by recipe name (`profiles["winter-north"]`), `apply(name or bytes)`, `values(name)`."""
+def profiles(bench: Bench, dut: Dut) -> Any:
+    """Signed configuration packages by recipe name (`profiles["winter-north"]`), `apply(name or bytes)`, `values(name)`.
+
+    The DUT starts without an active profile version (reset through the development restore path), so a
+    profile left by an earlier run cannot make the case's packages look like downgrades."""
     from hil.profiles.loader import ProfileStore
 
-    return ProfileStore(bench.cfg, bench.uds)
+    store = ProfileStore(bench.cfg, bench.uds)
+    store.reset_profile_version(dut)
+    return store
 
 
 @pytest.fixture(scope="session")

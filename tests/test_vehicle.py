@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_vehicle_state_is_sent_periodically_and_follows_changes():
     channel_name = f"vehicle-{uuid.uuid4().hex[:8]}"
     cfg = CanConfig(interface="virtual", channel=channel_name, dbc=ROOT / "benches/dbc/bms.dbc")
-    tester = CanChannel(cfg, bus=can.Bus(interface="virtual", channel=channel_name))
-    board_side = CanChannel(cfg, bus=can.Bus(interface="virtual", channel=channel_name))
+    buses = [can.Bus(interface="virtual", channel=channel_name) for _ in range(2)]
+    tester = CanChannel(cfg, bus=buses[0])
+    board_side = CanChannel(cfg, bus=buses[1])
     vehicle = Vehicle(tester)
     try:
         vehicle.start()
@@ -39,3 +40,5 @@ def test_vehicle_state_is_sent_periodically_and_follows_changes():
         vehicle.close()
         tester.close()
         board_side.close()
+        for bus in buses:
+            bus.shutdown()

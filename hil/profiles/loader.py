@@ -70,6 +70,12 @@ class ProfileStore:
 
         return dict(find_profile_recipe(name, self.cfg.images.profiles).values)
 
+    def reset_profile_version(self, dut: Any) -> None:
+        """Development restore path (bench level): no active profile version, so any package version is newer."""
+        config = dut.config()
+        if int(config.get("profile_version", 0)) != 0:
+            dut.write_config({**config, "profile": "default", "profile_version": 0})
+
     def apply(self, package: str | bytes) -> ProfileResult:
         """Apply a package (recipe name or bytes) through the programming security level."""
         data = self[package] if isinstance(package, str) else package
