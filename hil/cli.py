@@ -127,16 +127,16 @@ def doctor(bench_file: str) -> None:
 @click.option("--resume", is_flag=True, help="continue an interrupted download of the same image (DID FD0A) without erasing")
 @click.argument("image")
 def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
-    """Flash IMAGE (a recipe name or a .bin path) and print the outcome."""
+    """Flash IMAGE (an image role of the bench's catalogue, a recipe name or a .bin path) and print the outcome."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from hil.bench import Bench
     from hil.contract import ActivationMode
-    from hil.images.build import load_image
+    from hil.images.catalogue import resolve_image
 
     cfg = _load(bench_file)
     try:
-        data = load_image(image, cfg)
+        data = resolve_image(image, cfg)
     except (HilError, OSError, ValueError) as exc:
         raise click.ClickException(f"image {image!r}: {exc}") from None
     activation = {"test": ActivationMode.TEST, "permanent": ActivationMode.PERMANENT, "restore": ActivationMode.RESTORE}[mode]

@@ -449,25 +449,14 @@ class ImageStore:
 
     def get(self, name: str) -> bytes:
         """The image, or MissingImage naming the role and the reason (for callers outside a test)."""
-        from hil.images.build import load_image
-        from hil.images.catalogue import DERIVED, ROLES, MissingImage, catalogue_of, derive, prebuild
+        from hil.images.catalogue import DERIVED, catalogue_of, resolve_image
 
         self.used.append((time.time(), name))
-        if name in self._cache:
-            return self._cache[name]
-        if name in ROLES:
-            catalogue = catalogue_of(self.cfg)
-            if name in catalogue:
-                prebuild(self.cfg)
-                data = load_image(catalogue[name], self.cfg)
-            elif name in DERIVED:
-                data = derive(name, self.get("update"), self.cfg)
-            else:
-                raise MissingImage(name, f"the bench's images.catalogue has no {name!r} ({ROLES[name]})")
-        else:
-            data = load_image(name, self.cfg)
-        self._cache[name] = data
-        return data
+        if name not in self._cache:
+            derived = name in DERIVED and name not in catalogue_of(self.cfg)
+            update = self.get("update") if derived else None  # cached: derived roles re-sign the update
+            self._cache[name] = resolve_image(name, self.cfg, update)
+        return self._cache[name]
 
     def __getitem__(self, name: str) -> bytes:
         from hil.images.catalogue import MissingImage

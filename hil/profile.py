@@ -35,11 +35,8 @@ from hil.errors import BenchConfigError
 
 E = TypeVar("E", bound=enum.IntEnum)
 
-#: Framework message names (contract.MSG_*) the framework reads or the virtual board sends.
-FRAMEWORK_MESSAGES: tuple[str, ...] = (contract.MSG_SOC_CORE, contract.MSG_CYCLE_DIAG, contract.MSG_CELL_VOLTAGES,
-                                       contract.MSG_TEMPERATURES, contract.MSG_CHARGE_LIMITS,
-                                       contract.MSG_UPDATE_STATUS, contract.MSG_BALANCING,
-                                       contract.MSG_VEHICLE_STATE)
+#: Framework message names: every contract.MSG_* (adding one there adds it here and to the default profile).
+FRAMEWORK_MESSAGES: tuple[str, ...] = tuple(v for k, v in vars(contract).items() if k.startswith("MSG_") and isinstance(v, str))
 
 #: Encoding tables: profile key -> framework enum.
 ENCODED_ENUMS: dict[str, type[enum.IntEnum]] = {

@@ -137,7 +137,7 @@ class UdsClient:
 
     def unlock(self, security: Any) -> None:
         """SecurityAccess: requestSeed at `security.level`, key = `security.compute_key(seed)`, sendKey."""
-        level = int(security.level)
+        level = int(security.level if security.level is not None else self.profile.security.programming_level)
         with self._request(f"SecurityAccess level 0x{level:02X}") as c:
             seed = bytes(c.request_seed(level).service_data.seed)
             if any(seed):  # an all-zero seed means already unlocked

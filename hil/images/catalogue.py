@@ -144,3 +144,21 @@ def derive(role: str, update: bytes, cfg: "BenchConfig") -> bytes:
     except ImageBuildError as exc:
         raise MissingImage(role, f"re-signing the update failed: {exc}") from None
     raise MissingImage(role, f"no way to derive it; accepted roles to derive: {', '.join(DERIVED)}")
+
+
+def resolve_image(name: str, cfg: "BenchConfig", update: "bytes | None" = None) -> bytes:
+    """Image bytes for an image role (the bench's catalogue, or derived), a recipe name or a .bin path.
+
+    MissingImage names a role the bench lacks. `update`: the update image if the caller has it already.
+    """
+    from hil.images.build import load_image
+
+    if name not in ROLES:
+        return load_image(name, cfg)
+    catalogue = catalogue_of(cfg)
+    if name in catalogue:
+        prebuild(cfg)
+        return load_image(catalogue[name], cfg)
+    if name in DERIVED:
+        return derive(name, update if update is not None else resolve_image("update", cfg), cfg)
+    raise MissingImage(name, f"the bench's images.catalogue has no {name!r} ({ROLES[name]})")
