@@ -248,15 +248,15 @@ class CanChannel:
         """Collect every frame of `message` received until the block exits (the list grows live; a `Recording`)."""
         self._check_name(message)
         sink = Recording()
-        entry = (message, sink)
         with self._cond:
             sink.started = time.monotonic()
-            self._recorders.append(entry)
+            self._recorders.append((message, sink))
         try:
             yield sink
         finally:
             with self._cond:
-                self._recorders.remove(entry)
+                # By identity: two recorders of one message hold equal lists, and list equality is by value.
+                self._recorders = [e for e in self._recorders if e[1] is not sink]
                 sink.ended = time.monotonic()
 
     @contextlib.contextmanager
