@@ -8,6 +8,7 @@ defects show that the verdicts of the black-box power-cut cases cannot lie:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,10 +58,8 @@ def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str) -> subproc
     cmd = [sys.executable, "-m", "pytest", "testcases/test_power_faults.py", "-k", keyword, "--bench", str(bench),
            "-q", "-p", "no:cacheprovider", "--evidence-dir", str(tmp_path / "ev"), "--reports-dir",
            str(tmp_path / "rep"), *extra]
-    env = {"HIL_LOCK_DIR": str(tmp_path / "locks")}
-    import os
-
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_black_box_sweep_fails_when_the_supply_ignores_the_cut(tmp_path):

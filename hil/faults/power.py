@@ -124,8 +124,10 @@ def check_cut(ev: CutEvidence, *, max_off_v: float, console: Any = None, boot_co
     if console is not None and not POWER_UP_LINE.search(console.text[ev.console_mark:]):
         problems.append("the DUT never reported a power-on reset after the cut (console `BOOT: reset cause=POWER_ON`)")
     if dut is not None:
+        # Without a console, the DUT's own reset cause (FD00) is the proof; with one, the console line of the
+        # boot right after the cut is, since later boots (a revert, a self-reset) may have other causes.
         info = dut.boot_info()
-        if ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT) and console is None:
+        if console is None and ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT):
             problems.append(f"DUT reports reset cause {ResetCause(info.reset_cause).name} after a power cut")
         if boot_count_before is not None and dut.boot_count() <= boot_count_before:
             problems.append(f"boot counter did not advance past {boot_count_before} after the cut")
