@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import can
 import isotp
 import pytest
 import yaml
@@ -98,7 +99,17 @@ def fuzz_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzBoard]:
         while board.diag is None or board.soc is None:
             assert time.monotonic() < deadline, "fuzz board did not boot"
             time.sleep(0.01)
-        yield fb
+        # The vehicle side: plugged in and parked (the charging window), so activation's preconditions hold.
+        from hil.canbus import open_bus
+        vehicle_bus = open_bus(effective.can)
+        spec = board.db.get_message_by_name(effective.profile.can.dbc_message(contract.MSG_VEHICLE_STATE))
+        vehicle = vehicle_bus.send_periodic(can.Message(arbitration_id=spec.frame_id, is_extended_id=False, data=spec.encode(
+            {"ChargerConnected": 1, "IgnitionOn": 0, "DriveReady": 0, "VehicleSpeed": 0})), 0.1)
+        try:
+            yield fb
+        finally:
+            vehicle.stop()
+            vehicle_bus.shutdown()
     finally:
         bench.stop()
 
@@ -194,14 +205,20 @@ class ContractModel:
         if sid == 0x2E:
             if n < 4:
                 return {Nrc.INCORRECT_MESSAGE_LENGTH}
-            if int.from_bytes(req[1:3], "big") != Did.CONFIGURATION:
+            did = int.from_bytes(req[1:3], "big")
+            if did not in (Did.CONFIGURATION, Did.VEHICLE_GROUP):
                 return {Nrc.REQUEST_OUT_OF_RANGE}
             if self.recovery:
                 return {Nrc.CONDITIONS_NOT_CORRECT}
             if default:
                 return {Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION}
-            if not self.unlocked:
+            # Unsigned configuration writes are the development restore path only (bench level).
+            if self.unlocked != contract.SA_LEVEL_BENCH:
                 return {Nrc.SECURITY_ACCESS_DENIED}
+            if did == Did.VEHICLE_GROUP:
+                group = req[3:]
+                ok_group = 1 <= len(group) <= 16 and all(0x21 <= b <= 0x7E for b in group)
+                return {POSITIVE} if ok_group else {Nrc.REQUEST_OUT_OF_RANGE}
             return {POSITIVE} if _json_object(req[3:]) is not None else {Nrc.REQUEST_OUT_OF_RANGE}
         if sid == 0x31:
             return self._expect_routine(req, update_state)

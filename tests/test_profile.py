@@ -83,7 +83,8 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     ({"security": {"programming_level": 2}}, r"security.programming_level: got 2 - .*odd"),
     ({"restore": {"method": "jtag"}}, r"restore.method: got 'jtag' - .*'uds_restore', 'pyocd' or 'command'"),
     ({"restore": {"method": "command"}}, r"restore: .*method command needs command"),
-    ({"routines": {"ERASE_MEMORY": 0xFF00, "CHECK_PROGRAMMING_DEPENDENCIES": 0xFF00, "ACTIVATE_UPDATE": 0x0301}},
+    ({"routines": {"ERASE_MEMORY": 0xFF00, "CHECK_PROGRAMMING_DEPENDENCIES": 0xFF00, "ACTIVATE_UPDATE": 0x0301,
+                   "APPLY_PROFILE": 0xFF02}},
      r"routines: .*share the identifier 0xFF00"),
 ])
 def test_bad_profile_names_file_field_value_and_accepted(tmp_path, data, message):

@@ -209,7 +209,7 @@ def test_traceability_csv_and_html_list_every_requirement_with_the_reason(tmp_pa
              measurements=[{"name": "gap", "value": 12.0, "unit": "ms", "low": 0.0, "high": 115.0, "passed": True}]),
         _rec("testcases/test_a.py::test_skip", "skipped", reqs=["R156-rxswin"]),
     ]
-    records[1].detail = "Skipped: sim_only: bench rack-3 is real"
+    records[1].reason = "Skipped: sim_only: bench rack-3 is real"
     report.write_traceability(records, tmp_path)
     rows = list(csv.DictReader((tmp_path / "traceability.csv").open()))
     by_req: dict[str, list[dict]] = {}

@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: What the virtual board may import from the framework: the contract and the DUT profile (the
 #: board's meanings and numbers), the image format (its bootloader verifies images), the bench
-#: description it is configured by, the framework's base errors and the bus factory (python-can).
+#: description it is configured by, the framework's base errors, the bus factory (python-can) and the
+#: configuration package format (its board verifies packages like images).
 ALLOWED = ("hil.contract", "hil.profile", "hil.images", "hil.config", "hil.errors", "hil.canbus", "hil.sim",
-           "hil.seedkeys")
+           "hil.seedkeys", "hil.profiles.package")
 
 
 def _framework_imports(path: Path) -> list[tuple[int, str]]:

@@ -175,7 +175,7 @@ class Board:
         self.soc_trace = new_release_trace()
         #: sim_only: (wall time, rolling counter) of each BMS_SocCore frame as the CAN controller put it on the bus.
         self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
-        soc_msg = self.db.get_message_by_name(contract.MSG_SOC_CORE)
+        soc_msg = self.db.get_message_by_name(self.profile.can.dbc_message(contract.MSG_SOC_CORE))
         self._soc_id = soc_msg.frame_id
         # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
         self._vehicle: tuple[dict[str, Any], float] | None = None
