@@ -310,7 +310,7 @@ class Board:
     def _start_diag(self, recovery: bool) -> None:
         self.diag = DiagServer(self, recovery=recovery)
         self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
-                                             fd=self.cfg.can.fd, handler=self.diag.handle)
+                                             fd=self.cfg.can.fd, handler=self.diag.handle, activity=self.diag.touch)
         self._transport.start()
 
     def _boot(self, cpu: Cpu, cause: ResetCause) -> None:

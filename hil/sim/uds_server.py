@@ -39,8 +39,11 @@ class UdsServerTransport:
     def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int = contract.UDS_PHYS_REQUEST_ID,
                  txid: int = contract.UDS_PHYS_RESPONSE_ID, fd: bool = False, handler: Handler,
                  p2_ms: float = contract.P2_SERVER_MS, functional_id: int | None = contract.UDS_FUNC_REQUEST_ID,
-                 bitrate_switch: bool | None = None) -> None:
+                 bitrate_switch: bool | None = None, activity: Callable[[], None] | None = None) -> None:
         self.bus = bus
+        #: Called for every frame of a request as it arrives (the server's S3 timer restarts on reception,
+        #: not when a long request has finally been reassembled by a host thread).
+        self.activity = activity
         self.notifier = notifier
         self.rxid = rxid
         self.txid = txid
@@ -70,6 +73,7 @@ class UdsServerTransport:
             address=isotp.Address(isotp.AddressingMode.Normal_11bits, txid=self.txid, rxid=self.rxid),
             params=self._params, error_handler=self._isotp_error)
         self._stack.start()
+        self.notifier.add_listener(self._on_request_frame)
         if self.functional_id is not None:
             self.notifier.add_listener(self._on_functional_frame)
         self._threads = [threading.Thread(target=target, name=f"uds-server-{name}", daemon=True)
@@ -87,9 +91,9 @@ class UdsServerTransport:
         with self._cond:
             self._pending_sid = None
             self._cond.notify_all()
-        if self.functional_id is not None:
+        for listener in (self._on_request_frame, self._on_functional_frame):
             try:
-                self.notifier.remove_listener(self._on_functional_frame)
+                self.notifier.remove_listener(listener)
             except ValueError:
                 pass
         self._functional.put(b"")  # wake the functional worker
@@ -103,6 +107,11 @@ class UdsServerTransport:
     # ------------------------------------------------------------------ receive
     def _isotp_error(self, error: Exception) -> None:
         log.debug("UDS server ISO-TP: %s", error)
+
+    def _on_request_frame(self, msg: can.Message) -> None:
+        """Notifier listener: any frame addressed to this server is tester activity."""
+        if self.activity is not None and msg.arbitration_id in (self.rxid, self.functional_id) and not msg.is_error_frame:
+            self.activity()
 
     def _on_functional_frame(self, msg: can.Message) -> None:
         """Notifier listener: single-frame requests on the functional ID (runs in the notifier thread)."""
