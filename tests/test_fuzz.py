@@ -789,7 +789,9 @@ def _check_scpi(instrument: SupplyModel | BatteryEmulatorModel, line: str) -> No
 
 
 def _unknown_header(line: str) -> bool:
-    return "XYZ" in line or "VOLTX" in line
+    """The line has a header no instrument knows, and nothing after it empties the error queue (*CLS, SYST:ERR?)."""
+    up = line.upper()
+    return ("XYZ" in up or "VOLTX" in up) and "*CLS" not in up and not ("SYST" in up and "ERR" in up)
 
 
 @scaled(1.0)
@@ -808,6 +810,7 @@ def test_scpi_supply_never_crashes_and_queues_an_error(line) -> None:
 @scaled(0.5)
 @given(line=scpi_line())
 @example(line="CELL:VOLT 1,(@1:99999999999)")
+@example(line="VOLT;XYZ;*CLS")  # the fuzzer's own bug: *CLS empties the queue after the unknown header
 def test_scpi_battery_emulator_never_crashes_and_queues_an_error(line) -> None:
     emu = BatteryEmulatorModel()
     _check_scpi(emu, line)

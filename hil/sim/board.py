@@ -435,7 +435,8 @@ class Board:
     def _start_diag(self, recovery: bool) -> None:
         self.diag = DiagServer(self, recovery=recovery)
         self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
-                                             fd=self.cfg.can.fd, handler=self.diag.handle, profile=self.profile)
+                                             fd=self.cfg.can.fd, handler=self.diag.handle, profile=self.profile,
+                                             activity=self.diag.touch)
         self._transport.start()
 
     def _boot(self, cpu: Cpu, cause: ResetCause) -> None:
@@ -499,11 +500,19 @@ class Board:
                 self.nv_update(soc=last)
 
     def _watchdog(self, cpu: Cpu) -> None:
+        """The independent watchdog: counts its own ticks since the last kick, so a host that runs this
+        board's threads late (a loaded machine) cannot make it bite a firmware that kicks on time."""
         if self.defects.has("watchdog_never_fires"):
             return
         period = self.sim.watchdog_ms / 1000.0
-        while not cpu.wait(min(0.05, period / 4)):
-            if time.monotonic() - self._kick > period:
+        tick = min(0.05, period / 4)
+        last_kick, unkicked = self._kick, 0.0
+        while not cpu.wait(tick):
+            if self._kick != last_kick:
+                last_kick, unkicked = self._kick, 0.0
+                continue
+            unkicked += tick
+            if unkicked > period:
                 self.log("WDG: watchdog expired, resetting")
                 cpu.reset(ResetCause.WATCHDOG)
                 return

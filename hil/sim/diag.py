@@ -150,6 +150,10 @@ class DiagServer:
         except PowerLoss:
             return None
 
+    def touch(self) -> None:
+        """A frame of a request arrived: the S3 timer restarts (ISO 14229-2), however long reassembly takes."""
+        self._last_request = time.monotonic()
+
     def _handlers(self) -> dict[int, Callable[[bytes], bytes | None]]:
         return {0x10: self._session_control, 0x11: self._ecu_reset, 0x22: self._read_did, 0x27: self._security_access,
                 0x2E: self._write_did, 0x31: self._routine_control, 0x34: self._request_download,

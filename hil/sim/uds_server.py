@@ -38,11 +38,14 @@ class UdsServerTransport:
 
     def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int | None = None, txid: int | None = None,
                  fd: bool = False, handler: Handler, profile: DutProfile | None = None,
-                 bitrate_switch: bool | None = None) -> None:
+                 bitrate_switch: bool | None = None, activity: Callable[[], None] | None = None) -> None:
         """Addressing, padding, P2 and the functional id come from the DUT profile; rxid/txid override it."""
         self.profile = profile if profile is not None else DutProfile()
         uds = self.profile.uds
         self.bus = bus
+        #: Called for every frame of a request as it arrives (the server's S3 timer restarts on reception,
+        #: not when a long request has finally been reassembled by a host thread).
+        self.activity = activity
         self.notifier = notifier
         self.rxid = uds.phys_request_id if rxid is None else rxid
         self.txid = uds.phys_response_id if txid is None else txid
@@ -73,6 +76,7 @@ class UdsServerTransport:
             address=isotp.Address(self._mode, txid=self.txid, rxid=self.rxid),
             params=self._params, error_handler=self._isotp_error)
         self._stack.start()
+        self.notifier.add_listener(self._on_request_frame)
         if self.functional_id is not None:
             self.notifier.add_listener(self._on_functional_frame)
         self._threads = [threading.Thread(target=target, name=f"uds-server-{name}", daemon=True)
@@ -90,9 +94,9 @@ class UdsServerTransport:
         with self._cond:
             self._pending_sid = None
             self._cond.notify_all()
-        if self.functional_id is not None:
+        for listener in (self._on_request_frame, self._on_functional_frame):
             try:
-                self.notifier.remove_listener(self._on_functional_frame)
+                self.notifier.remove_listener(listener)
             except ValueError:
                 pass
         self._functional.put(b"")  # wake the functional worker
@@ -106,6 +110,11 @@ class UdsServerTransport:
     # ------------------------------------------------------------------ receive
     def _isotp_error(self, error: Exception) -> None:
         log.debug("UDS server ISO-TP: %s", error)
+
+    def _on_request_frame(self, msg: can.Message) -> None:
+        """Notifier listener: any frame addressed to this server is tester activity."""
+        if self.activity is not None and msg.arbitration_id in (self.rxid, self.functional_id) and not msg.is_error_frame:
+            self.activity()
 
     def _on_functional_frame(self, msg: can.Message) -> None:
         """Notifier listener: single-frame requests on the functional ID (runs in the notifier thread)."""
