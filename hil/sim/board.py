@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import can
 
@@ -171,12 +171,13 @@ class Board:
         self.sa_lockout_until = 0.0
         self.tx_dropped = 0  # frames lost to a full TX mailbox (visible as missed cycles on the bus)
         self.cpu_stall = CpuStall()
+        self._nv_ram: dict[str, Any] = {}  # the application's RAM copies of NV values (nv_ram)
         #: sim_only: true SOC releases across boots (hil.sim.soc.Release), for the measurement fidelity test.
         self.soc_trace = new_release_trace()
         #: sim_only: (wall time, rolling counter) of each BMS_SocCore frame as the CAN controller put it on the bus.
         self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
-        soc_msg = self.db.get_message_by_name(self.profile.can.dbc_message(contract.MSG_SOC_CORE))
-        self._soc_id = soc_msg.frame_id
+        self._soc_msg = self.db.get_message_by_name(self.profile.can.dbc_message(contract.MSG_SOC_CORE))
+        self._soc_id = self._soc_msg.frame_id
         # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
         self._vehicle: tuple[dict[str, Any], float] | None = None
         self.charge_inhibit = False  # activation asked the charger to stop
@@ -258,8 +259,18 @@ class Board:
     def clear_dtcs(self) -> None:
         self.nv_update(dtcs={})
 
-    def update_record(self, progress: int) -> contract.UpdateStatusRecord:
-        upd = self.nv_get("update", {})
+    def nv_ram(self, key: str, default: Any = None) -> Any:
+        """An NV value as the application keeps it in RAM: refreshed when the NV store is free, never waited
+        for. The SOC task reads this, so a flash write or erase of the NV store never holds it up."""
+        if self._nv_lock.acquire(blocking=False):
+            try:
+                self._nv_ram[key] = self.nv.get(key, default)
+            finally:
+                self._nv_lock.release()
+        return self._nv_ram.get(key, default)
+
+    def update_record(self, progress: int, *, from_ram: bool = False) -> contract.UpdateStatusRecord:
+        upd = self.nv_ram("update", {}) if from_ram else self.nv_get("update", {})
         target = tuple(upd.get("target", [0, 0, 0]))[:3]
         state = UpdateState(int(upd.get("state", UpdateState.IDLE)))
         if state is not UpdateState.DOWNLOADING:
@@ -553,6 +564,8 @@ class Board:
 
     def _start_soc(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         config = self.nv_get("config", DEFAULT_CONFIG[1])
+        # The application loads its RAM copies at start-up (a blocking read, before the SOC task runs).
+        self._nv_ram.update(update=self.nv_get("update", {}), boot_count=self.nv_get("boot_count", 0), config=config)
         stored = self.nv_get("soc", None)
         if stored is None or self.defects.has("soc_jumps_at_reset"):
             # No stored SOC (a new board), or the defective board that forgets it: estimate from the rested OCV.
@@ -623,11 +636,11 @@ class Board:
                 msg.timestamp = free
             self.bus.send(msg)
             if msg.arbitration_id == self._soc_id:
-                decoded: Any = self.db.decode_message(self._soc_id, bytes(msg.data))
+                decoded: Any = self._soc_msg.decode(bytes(msg.data), decode_choices=False)
                 self.soc_sent.append((time.time(), int(decoded[contract.SIG_SOC_COUNTER])))
 
     def _charge_limits(self) -> dict[str, float]:
-        cfg = self.nv_get("config", DEFAULT_CONFIG[1])
+        cfg = self.nv_ram("config", DEFAULT_CONFIG[1])
         temps = self.battery.temperatures()
         hot = max(temps) if temps else 25.0
         cold = min(temps) if temps else 25.0
@@ -645,9 +658,9 @@ class Board:
                 "MinDischargeVoltage": contract.N_CELLS * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}
 
     def _update_status_signals(self) -> dict[str, int]:
-        rec = self.update_record(self.diag.progress if self.diag is not None else 0)
+        rec = self.update_record(self.diag.progress if self.diag is not None else 0, from_ram=True)
         version = self.running_image.version_tuple if self.running_image is not None else (0, 0, 0)
         p = self.profile
         return {"State": p.encode(rec.state), "Reason": p.encode(rec.reason), "Progress": rec.progress,
-                "BootMode": p.encode(BootMode.APPLICATION), "BootCount": int(self.nv_get("boot_count", 0)) % 65536,
+                "BootMode": p.encode(BootMode.APPLICATION), "BootCount": int(self.nv_ram("boot_count", 0)) % 65536,
                 "SwMajor": version[0], "SwMinor": version[1]}
