@@ -58,12 +58,16 @@ class ModelLock:
     def __init__(self) -> None:
         self._lock = threading.RLock()
 
-    def acquire(self) -> None:
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; a wait for it is charged to the waiter. `blocking=False`: only if it is free now."""
         if self._lock.acquire(blocking=False):
-            return
+            return True
+        if not blocking:
+            return False
         t0 = time.monotonic()
         self._lock.acquire()
         charge(time.monotonic() - t0)
+        return True
 
     def release(self) -> None:
         self._lock.release()
