@@ -146,7 +146,8 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
         # relative paths in the copied file resolve against the copy's folder: make them absolute
         data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys" / Path(k).name) for k in data["sim"]["trusted_keys"]]
         data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"),
-                          "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys")}
+                          "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys"),
+                          "profiles": str(ROOT / "firmware_images/profiles")}
         data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
         bench.write_text(yaml.safe_dump(data))
     result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)

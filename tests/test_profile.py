@@ -126,7 +126,7 @@ def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     data["sim"]["flash_timing"] = "fast"
     data["sim"]["trusted_keys"] = [str((ROOT / "benches" / k).resolve()) for k in data["sim"]["trusted_keys"]]
     data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys")}
+                      "keys_dir": str(ROOT / "firmware_images/keys"), "profiles": str(ROOT / "firmware_images/profiles")}
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
