@@ -74,14 +74,14 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
 @click.argument("outfile", type=click.Path(dir_okay=False, writable=True))
 def sign(bench_file: str, key: str | None, recipe: str, outfile: str) -> None:
     """Build the package of profile RECIPE (a YAML file) and sign it into OUTFILE."""
-    from hil.profiles.recipes import build_profile, load_profile_recipe
+    from hil.profiles.recipes import board_key, build_profile, load_profile_recipe
 
     cfg = _bench(bench_file)
     try:
         r = load_profile_recipe(Path(recipe))
         if key is not None:
             r = r.model_copy(update={"key": key})
-        Path(outfile).write_bytes(build_profile(r, cfg.images.keys_dir))
+        Path(outfile).write_bytes(build_profile(r, cfg.images.keys_dir, board_key(cfg)))
     except HilError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"signed {outfile}")

@@ -24,6 +24,10 @@ SUFFIX = ".yaml"
 _ASCII = r"^[\x21-\x7e]{1,16}$"
 
 
+#: A recipe's `key` that means "the key the bench's board trusts" (images.signing_key), else DEFAULT_KEY.
+BOARD_KEY = "board"
+DEFAULT_KEY = "dev-ecdsa-p256"
+
 class ProfileRecipe(BaseModel):
     """One configuration profile."""
 
@@ -36,7 +40,8 @@ class ProfileRecipe(BaseModel):
     hardware: str = Field("BMS-HW-A2", pattern=r"^[\x20-\x7e]{1,32}$")
     schema_version: int = Field(1, ge=1, le=255, alias="schema")
     version: int = Field(ge=1, le=0xFFFFFFFF, description="profile version; the board refuses anything not newer")
-    key: str | None = Field("dev-ecdsa-p256", description="signing key name or .pem path; null builds an unsigned package")
+    key: str | None = Field(BOARD_KEY, description="signing key name or .pem path; `board` (default): the bench's "
+                            "development signing key (images.signing_key, else dev-ecdsa-p256); null: unsigned")
     values: dict[str, int | float | str] = Field(min_length=1, description="configuration values the profile sets")
 
     @property
@@ -82,9 +87,12 @@ def find_profile_recipe(name: str, directory: Path) -> ProfileRecipe:
     return load_profile_recipe(path)
 
 
-def build_profile(recipe: ProfileRecipe, keys_dir: Path) -> bytes:
-    """The signed package of `recipe` (signing is fast: no cache)."""
-    key_path = resolve_key(recipe.key, keys_dir) if recipe.key is not None else None
+def build_profile(recipe: ProfileRecipe, keys_dir: Path, board_key: Path | None = None) -> bytes:
+    """The signed package of `recipe` (signing is fast: no cache). `board_key`: the board's signing key."""
+    key = recipe.key
+    if key == BOARD_KEY:
+        key = str(board_key) if board_key is not None else DEFAULT_KEY
+    key_path = resolve_key(key, keys_dir) if key is not None else None
     return build_package(name=recipe.package_name, vehicle_group=recipe.vehicle_group, hardware=recipe.hardware,
                          schema=recipe.schema_version, version=recipe.version, values=recipe.values, key_path=key_path)
 
@@ -99,7 +107,7 @@ def build_profiles(cfg: BenchConfig, names: list[str] | None = None) -> dict[str
     for recipe in recipes:
         path = out / f"{recipe.name}.prf"
         tmp = path.with_suffix(".prf.tmp")
-        tmp.write_bytes(build_profile(recipe, cfg.images.keys_dir))
+        tmp.write_bytes(build_profile(recipe, cfg.images.keys_dir, board_key(cfg)))
         tmp.replace(path)
         built[recipe.name] = path
     return built
@@ -110,7 +118,14 @@ def load_profile(name_or_path: str, cfg: BenchConfig) -> bytes:
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate.read_bytes()
-    return build_profile(find_profile_recipe(str(name_or_path), cfg.images.profiles), cfg.images.keys_dir)
+    return build_profile(find_profile_recipe(str(name_or_path), cfg.images.profiles), cfg.images.keys_dir, board_key(cfg))
+
+
+def board_key(cfg: BenchConfig) -> Path | None:
+    """The board's development signing key as the bench names it (None: the default development key)."""
+    from hil.images.catalogue import signing_key
+
+    return signing_key(cfg)
 
 
 def describe(values: dict[str, Any]) -> str:
