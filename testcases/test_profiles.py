@@ -121,10 +121,12 @@ def test_power_cut_while_profile_applied_leaves_old_or_new(dut, uds, psu, profil
         uds.request_download(contract.PROFILE_DOWNLOAD_ADDRESS, len(package))
         uds.transfer_data(1, package)
         uds.request_transfer_exit()
-        cut = cut_after(psu, delay, 0.5)
+        cutter, cut = cut_after(psu, delay, 0.5)
         applier = threading.Thread(target=_quietly, args=(uds.routine, Routine.APPLY_PROFILE), daemon=True)
         applier.start()
-        cut.join(10)
+        cutter.join(10)
+        assert not cut.error and cut.off_volts is not None and cut.off_volts <= 1.0, \
+            f"the supply cut {delay * 1000:.0f} ms after the apply request did not take effect: {cut}"
         applier.join(10)
         wait_dut_up(dut, bench_config.dut.boot_timeout_s * 2)
         config = dut.config()
