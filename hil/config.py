@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hil import contract
+from hil.validation import format_validation_error  # noqa: F401  (bench, recipe and rack loaders use it from here)
 from hil.errors import BenchConfigError
 from hil.profile import BUILTIN_ALGORITHMS, DutProfile, ProfileError, check_against_dbc, compute_key, load_profile
 
@@ -445,40 +446,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             images.setdefault(key, str((base / default).resolve()))
 
 
-def _accepted(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """Field names accepted at `loc` (for unknown-key errors)."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return ""
-    return ", ".join(n for n in current.model_fields if n != "source")
-
-
-def format_validation_error(source: str, exc: ValidationError, model: type[BaseModel] = BenchConfig) -> str:
-    """One line per problem: file, field path, value, what is accepted."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: {path}: unknown key; accepted here: {_accepted(model, loc)}")
-        elif err["type"] == "missing":
-            lines.append(f"{source}: {path}: required field is missing")
-        else:
-            value = err.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            lines.append(f"{source}: {path}: got {shown} - {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
     """Load and validate a bench YAML and its DUT profile. Raises BenchConfigError naming what is wrong."""
     p = Path(path)
@@ -506,7 +473,7 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
     try:
         cfg = BenchConfig.model_validate({**data, "profile": profile})
     except ValidationError as exc:
-        raise BenchConfigError(format_validation_error(str(p), exc)) from None
+        raise BenchConfigError(format_validation_error(str(p), exc, BenchConfig)) from None
     if cfg.can.dbc is not None and cfg.can.dbc.is_file():
         check_against_dbc(profile, cfg.can.dbc)
     return cfg.model_copy(update={"source": p.resolve()})

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hil import contract
+from hil.validation import format_validation_error
 from hil.errors import BenchConfigError
 
 E = TypeVar("E", bound=enum.IntEnum)
@@ -392,37 +393,6 @@ def _table_of(enum_type: type[enum.IntEnum]) -> str:
 
 
 # --------------------------------------------------------------------------- loading
-def _accepted(loc: tuple[Any, ...]) -> str:
-    current: Any = DutProfile
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return ""
-    return ", ".join(n for n in current.model_fields if n != "source")
-
-
-def format_profile_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: file, field path, value, what is accepted."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: {path}: unknown key; accepted here: {_accepted(loc)}")
-        elif err["type"] == "missing":
-            lines.append(f"{source}: {path}: required field is missing")
-        else:
-            value = err.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            lines.append(f"{source}: {path}: got {shown} - {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_profile(path: str | os.PathLike[str]) -> DutProfile:
     """Load and validate a DUT profile YAML. Relative paths (the DBC) resolve against its directory."""
     p = Path(path)
@@ -440,7 +410,7 @@ def load_profile(path: str | os.PathLike[str]) -> DutProfile:
     try:
         profile = DutProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(format_profile_error(str(p), exc)) from None
+        raise ProfileError(format_validation_error(str(p), exc, DutProfile)) from None
     return profile.model_copy(update={"source": p.resolve()})
 
 
