@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hil.canbus import isotp_ceiling_kib_s
-from hil.contract import MAX_BLOCK_LENGTH, Routine, UpdateState
+from hil.contract import Routine, UpdateState
 from hil.flasher import Phase
 from hil.measure import Measurement
 from hil.timing import TimingCase, TimingSummary, measurement_names
@@ -75,7 +75,7 @@ def _downloads(flasher, image: bytes, min_s: float, bench_config, measure, prefi
         if time.monotonic() >= end:
             break
     c = bench_config.can
-    ceiling = isotp_ceiling_kib_s(MAX_BLOCK_LENGTH, fd=c.fd, bitrate=c.bitrate, data_bitrate=c.data_bitrate)
+    ceiling = isotp_ceiling_kib_s(bench_config.profile.uds.max_block_length, fd=c.fd, bitrate=c.bitrate, data_bitrate=c.data_bitrate)
     m = measure(Measurement(f"{prefix}download_during_timing", size / 1024 / seconds, "KiB/s", ceiling / 2, None))
     assert m.passed, f"the download did not load the bus (the case's premise): {m}"
 

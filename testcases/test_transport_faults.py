@@ -145,7 +145,7 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
     """Announce the whole image, send all but its last block, then ask to exit: the DUT must refuse."""
     import struct
 
-    from hil.contract import SESSION_DEFAULT, TRANSFER_DATA_PER_BLOCK, Did, Routine
+    from hil.contract import SESSION_DEFAULT, Did, Routine
 
     baseline = dut.version()
     config = dut.config()
@@ -153,8 +153,8 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
     address, _slot, _sector = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))
     flasher.unlock()
     uds.routine(Routine.ERASE_MEMORY)
-    uds.request_download(address, len(image))
-    blocks = [image[i:i + TRANSFER_DATA_PER_BLOCK] for i in range(0, len(image), TRANSFER_DATA_PER_BLOCK)]
+    per_block = uds.request_download(address, len(image)) - 2  # the DUT's maxNumberOfBlockLength, less SID and counter
+    blocks = [image[i:i + per_block] for i in range(0, len(image), per_block)]
     for n, block in enumerate(blocks[:-1], start=1):  # the last block never leaves the tester
         uds.transfer_data(n & 0xFF, block)
     with pytest.raises(UdsError) as refused:
