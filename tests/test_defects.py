@@ -3,7 +3,8 @@
 The full kill matrix is `benchmarks/mutation_score.py` (minutes, not part of `make test`); here two
 defects show that the verdicts of the black-box power-cut cases cannot lie:
 - a supply that acknowledges OUTP OFF but keeps its output live fails the black-box sweep;
-- a board that resumes an interrupted swap from the wrong step fails the multi-cut swap case.
+- a board that resumes an interrupted swap from the wrong step fails the multi-cut swap case;
+- a board that keeps sending the new release's CAN message after a rollback fails the new-feature case.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def test_catalogue_has_a_defect_for_every_covered_fault_row():
         Defects(["hash_check_skipped"]).has("hash_check_skiped")
 
 
-def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str) -> subprocess.CompletedProcess:
+def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str,
+              case_file: str = "testcases/test_power_faults.py") -> subprocess.CompletedProcess:
     bench = _sim_bench(tmp_path)
     data = yaml.safe_load(bench.read_text())
     data["sim"]["defects"] = [defect]
     bench.write_text(yaml.safe_dump(data))
-    cmd = [sys.executable, "-m", "pytest", "testcases/test_power_faults.py", "-k", keyword, "--bench", str(bench),
+    cmd = [sys.executable, "-m", "pytest", case_file, "-k", keyword, "--bench", str(bench),
            "-q", "-p", "no:cacheprovider", "--evidence-dir", str(tmp_path / "ev"), "--reports-dir",
            str(tmp_path / "rep"), *extra]
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
@@ -75,3 +77,11 @@ def test_multi_cut_swap_case_fails_on_a_board_that_resumes_from_the_wrong_step(t
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "1 failed" in out, out
+
+
+def test_new_message_case_fails_on_a_board_that_keeps_sending_it_after_a_rollback(tmp_path):
+    result = _run_case(tmp_path, "new_message_after_rollback", "gone_after_rollback",
+                       case_file="testcases/test_new_features.py")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "1 failed" in out and "the board still sends" in out, out
