@@ -11,18 +11,12 @@ import click
 from rich.console import Console as RichConsole
 from rich.table import Table
 
-from hil.config import BenchConfig, load_bench
-from hil.errors import BenchConfigError, HilError
+from hil.config import BenchConfig
+from hil.cli_common import bench_option, load_bench_config
+from hil.errors import HilError
 
 out = RichConsole()
-DEFAULT_BENCH = "benches/sim.yaml"
 
-
-def _load(bench: str) -> BenchConfig:
-    try:
-        return load_bench(bench)
-    except BenchConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,8 +26,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="bench YAML with virtual: true")
+@bench_option("bench YAML with virtual: true")
 @click.option("--power-on", is_flag=True, help="switch the emulated supply on at start (else the board stays unpowered "
                                                  "until a client switches the supply on)")
 @click.option("--ready-line", is_flag=True, hidden=True, help="print a machine-readable READY line (for the plugin)")
@@ -44,7 +37,7 @@ def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> N
     from hil.lock import BenchLock
     from hil.sim.bench import VirtualBench
 
-    cfg = _load(bench_file)
+    cfg = load_bench_config(bench_file)
     if not cfg.virtual:
         raise click.ClickException(f"{bench_file}: virtual is false; `hil sim` runs virtual benches only")
     if cfg.can.interface == "virtual":
@@ -101,12 +94,12 @@ def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> N
 
 
 @main.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
+@bench_option()
 def doctor(bench_file: str) -> None:
     """Check every part of a bench; exit 0 only when it is healthy."""
     from hil.doctor import run_doctor
 
-    cfg = _load(bench_file)
+    cfg = load_bench_config(bench_file)
     report = run_doctor(cfg)
     table = Table(title=f"bench {cfg.bench} ({'virtual' if cfg.virtual else 'real'})")
     for col in ("check", "result", "detail"):
@@ -121,7 +114,7 @@ def doctor(bench_file: str) -> None:
 
 
 @main.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False))
+@bench_option()
 @click.option("--mode", type=click.Choice(["test", "permanent", "restore"]), default="test", show_default=True,
               help="test: revertible until the image confirms itself; restore: bench level, allows older images")
 @click.option("--resume", is_flag=True, help="continue an interrupted download of the same image (DID FD0A) without erasing")
@@ -134,7 +127,7 @@ def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
     from hil.contract import ActivationMode
     from hil.images.catalogue import resolve_image
 
-    cfg = _load(bench_file)
+    cfg = load_bench_config(bench_file)
     try:
         data = resolve_image(image, cfg)
     except (HilError, OSError, ValueError) as exc:

@@ -90,6 +90,9 @@ class DutConfig(_Model):
 #: Interfaces the framework itself knows how to open without a real adapter (virtual benches).
 VIRTUAL_INTERFACES = ("udp_multicast", "virtual")
 
+#: The bench every command and the pytest plugin use when none is given: the virtual bench.
+DEFAULT_BENCH = "benches/sim.yaml"
+
 
 class CanTiming(_Model):
     """Bit timing from sample points (python-can `BitTiming` / `BitTimingFd.from_sample_point`).

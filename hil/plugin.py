@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import pytest
 from hil import allure_audit
 from hil.bench import Bench
-from hil.config import BenchConfig, load_bench
+from hil.config import DEFAULT_BENCH, BenchConfig, load_bench
 from hil.contract import BootMode, Reason, UpdateState
 from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol, PowerSupply
 from hil.dut import Dut
@@ -154,7 +154,7 @@ class HilSession:
     @property
     def bench_file(self) -> Path:
         """`--bench`, else $HIL_BENCH, else benches/sim.yaml - relative to the current directory."""
-        given = self.config.getoption("--bench") or os.environ.get("HIL_BENCH") or "benches/sim.yaml"
+        given = self.config.getoption("--bench") or os.environ.get("HIL_BENCH") or DEFAULT_BENCH
         path = Path(given)
         return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
 

@@ -10,19 +10,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from hil.config import BenchConfig, FlashLayout, load_bench
+from hil.config import BenchConfig, FlashLayout
 from hil.contract import Reason
-from hil.errors import BenchConfigError, HilError, ImageError
+from hil.cli_common import bench_option, file_or_recipe, load_bench_config
+from hil.errors import HilError, ImageError
 
-DEFAULT_BENCH = "benches/sim.yaml"
 _VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}$")
 
-
-def _bench(path: str) -> BenchConfig:
-    try:
-        return load_bench(path)
-    except BenchConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _version(_ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
@@ -36,17 +30,9 @@ def _version(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def _image_bytes(image: str, cfg: BenchConfig | None) -> tuple[bytes, str]:
     """Bytes of IMAGE, a .bin path or (with a bench) a recipe name."""
-    path = Path(image)
-    if path.is_file():
-        return path.read_bytes(), str(path)
-    if cfg is None:
-        raise click.BadParameter(f"{image!r} is not a file", param_hint="IMAGE")
     from hil.images.build import load_image
 
-    try:
-        return load_image(image, cfg), f"recipe {image}"
-    except HilError as exc:
-        raise click.BadParameter(f"{exc}", param_hint="IMAGE") from None
+    return file_or_recipe(image, cfg, load_image, "IMAGE")
 
 
 @click.group("images", context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,14 +41,13 @@ def images() -> None:
 
 
 @images.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="bench whose recipes, keys and build directories and flash layout are used")
+@bench_option("bench whose recipes, keys and build directories and flash layout are used")
 @click.argument("names", nargs=-1)
 def build(bench_file: str, names: tuple[str, ...]) -> None:
     """Build and sign NAMES (recipe names; all recipes when none are given)."""
     from hil.images.build import build_all, read_manifest
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     try:
         built = build_all(cfg.images.recipes, cfg.images.keys_dir, cfg.images.build_dir, names=names or None,
                           layout=cfg.flash_layout)
@@ -80,8 +65,7 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
 
 
 @images.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="supplies the keys dir, slot size and default hardware number")
+@bench_option("supplies the keys dir, slot size and default hardware number")
 @click.option("-k", "--key", "key", required=True, help="key name in the bench's keys dir (dev-ecdsa-p256, ...) or a .pem path")
 @click.option("-v", "--version", "version", required=True, callback=_version, help="image version MAJOR.MINOR.REVISION")
 @click.option("-s", "--security-counter", type=click.IntRange(0, 0xFFFFFFFF), default=1, show_default=True)
@@ -97,7 +81,7 @@ def sign(bench_file: str, key: str, version: tuple[int, int, int], security_coun
     from hil.images.build import run_imgtool, sign_args
     from hil.images.keys import resolve_key
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     if config_compat[0] > config_compat[1]:
         raise click.BadParameter(f"{list(config_compat)}: lowest must not exceed highest", param_hint="--config-compat")
     try:
@@ -114,8 +98,7 @@ def sign(bench_file: str, key: str, version: tuple[int, int, int], security_coun
 
 
 @images.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="trusted keys (sim.trusted_keys), hardware number and slot size come from here")
+@bench_option("trusted keys (sim.trusted_keys), hardware number and slot size come from here")
 @click.option("-k", "--key", "keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="trusted PEM key (repeatable); replaces the bench's trusted keys")
 @click.option("--current-version", callback=_version, default=None, help="refuse older images (MAJOR.MINOR.REVISION)")
@@ -127,7 +110,7 @@ def verify(bench_file: str, keys: tuple[str, ...], current_version: tuple[int, i
     """Verify IMAGE (a .bin or a recipe name) with our verifier; exit 1 printing the Reason name if it fails."""
     from hil.images.mcuboot import load_trusted_keys, verify_image
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     key_paths = [Path(k) for k in keys] or (list(cfg.sim.trusted_keys) if cfg.sim else [])
     if not key_paths:
         raise click.UsageError(f"{bench_file} has no sim.trusted_keys (a real bench); give the trusted keys with -k/--key")
@@ -148,15 +131,14 @@ def verify(bench_file: str, keys: tuple[str, ...], current_version: tuple[int, i
 
 
 @images.command()
-@click.option("--bench", "bench_file", default=None, type=click.Path(dir_okay=False),
-              help="only needed when IMAGE is a recipe name")
+@bench_option("only needed when IMAGE is a recipe name", required=False)
 @click.argument("image")
 def info(bench_file: str | None, image: str) -> None:
     """Show IMAGE's header and TLVs as our parser reads them, then imgtool dumpinfo."""
     from hil.images.build import dumpinfo
     from hil.images.mcuboot import parse_image, tlv_name
 
-    cfg = _bench(bench_file) if bench_file else None
+    cfg = load_bench_config(bench_file) if bench_file else None
     data, shown = _image_bytes(image, cfg)
     try:
         img = parse_image(data)

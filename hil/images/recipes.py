@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,7 +22,16 @@ from hil.images.payload import FirmwareDescriptor, FirmwareTiming
 RECIPE_SUFFIX = ".yaml"
 
 
-class Recipe(BaseModel):
+class NamedRecipe(BaseModel):
+    """A recipe is named after its file."""
+
+    name: str
+
+
+RecipeT = TypeVar("RecipeT", bound=NamedRecipe)
+
+
+class Recipe(NamedRecipe):
     """One firmware build."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,39 +89,67 @@ class Recipe(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+class RecipeFiles(Generic[RecipeT]):
+    """One folder of YAML recipes of one kind (firmware builds, configuration profiles).
+
+    Loading, listing and finding by name are the same for every kind; errors name the file, the
+    field and what is accepted, and call the recipe by its kind (`what`).
+    """
+
+    def __init__(self, model: type[RecipeT], what: str) -> None:
+        self.model = model
+        self.what = what
+
+    def load(self, path: Path) -> RecipeT:
+        """Load and validate one recipe file; ImageBuildError names the file, the field and what is accepted."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ImageBuildError(f"{path}: cannot read {self.what} ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ImageBuildError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ImageBuildError(f"{path}: a {self.what} must be a mapping of fields, got {type(data).__name__}")
+        data.setdefault("name", path.stem)
+        try:
+            recipe = self.model.model_validate(data)
+        except ValidationError as exc:
+            raise ImageBuildError(format_validation_error(str(path), exc, model=self.model)) from None
+        if recipe.name != path.stem:
+            raise ImageBuildError(f"{path}: name: got {recipe.name!r} - must equal the file name {path.stem!r}")
+        return recipe
+
+    def load_all(self, directory: Path) -> dict[str, RecipeT]:
+        """Every recipe in `directory`, by name (sorted)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ImageBuildError(f"{self.what}s directory {directory} does not exist")
+        return {p.stem: self.load(p) for p in sorted(directory.glob(f"*{RECIPE_SUFFIX}"))}
+
+    def find(self, name: str, directory: Path) -> RecipeT:
+        """The recipe called `name`; the error lists the recipes there are."""
+        path = Path(directory) / f"{name}{RECIPE_SUFFIX}"
+        if not path.is_file():
+            available = sorted(p.stem for p in Path(directory).glob(f"*{RECIPE_SUFFIX}")) \
+                if Path(directory).is_dir() else []
+            raise ImageBuildError(f"no {self.what} {name!r} in {directory}; available: {', '.join(available) or 'none'}")
+        return self.load(path)
+
+
+FIRMWARE_RECIPES = RecipeFiles(Recipe, "recipe")
+
+
 def load_recipe(path: Path) -> Recipe:
-    """Load and validate one recipe file; ImageBuildError names the file, the field and what is accepted."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ImageBuildError(f"{path}: cannot read recipe ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ImageBuildError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ImageBuildError(f"{path}: a recipe must be a mapping of fields, got {type(data).__name__}")
-    data.setdefault("name", path.stem)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise ImageBuildError(format_validation_error(str(path), exc, model=Recipe)) from None
-    if recipe.name != path.stem:
-        raise ImageBuildError(f"{path}: name: got {recipe.name!r} - must equal the file name {path.stem!r}")
-    return recipe
+    """Load and validate one firmware recipe file."""
+    return FIRMWARE_RECIPES.load(path)
 
 
 def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
-    """Every recipe in `recipes_dir`, by name (sorted)."""
-    recipes_dir = Path(recipes_dir)
-    if not recipes_dir.is_dir():
-        raise ImageBuildError(f"recipes directory {recipes_dir} does not exist")
-    return {p.stem: load_recipe(p) for p in sorted(recipes_dir.glob(f"*{RECIPE_SUFFIX}"))}
+    """Every firmware recipe in `recipes_dir`, by name (sorted)."""
+    return FIRMWARE_RECIPES.load_all(recipes_dir)
 
 
 def find_recipe(name: str, recipes_dir: Path) -> Recipe:
-    """The recipe called `name`; the error lists the recipes there are."""
-    path = Path(recipes_dir) / f"{name}{RECIPE_SUFFIX}"
-    if not path.is_file():
-        available = sorted(p.stem for p in Path(recipes_dir).glob(f"*{RECIPE_SUFFIX}")) if Path(recipes_dir).is_dir() else []
-        raise ImageBuildError(f"no recipe {name!r} in {recipes_dir}; available: {', '.join(available) or 'none'}")
-    return load_recipe(path)
+    """The firmware recipe called `name`; the error lists the recipes there are."""
+    return FIRMWARE_RECIPES.find(name, recipes_dir)

@@ -9,32 +9,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from hil.config import BenchConfig, load_bench
+from hil.config import BenchConfig
 from hil.contract import Reason
-from hil.errors import BenchConfigError, HilError, ImageError
+from hil.cli_common import bench_option, file_or_recipe, load_bench_config
+from hil.errors import HilError, ImageError
 
-DEFAULT_BENCH = "benches/sim.yaml"
 
-
-def _bench(path: str) -> BenchConfig:
-    try:
-        return load_bench(path)
-    except BenchConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _package_bytes(package: str, cfg: BenchConfig | None) -> tuple[bytes, str]:
-    path = Path(package)
-    if path.is_file():
-        return path.read_bytes(), str(path)
-    if cfg is None:
-        raise click.BadParameter(f"{package!r} is not a file (give --bench to build a recipe by name)", param_hint="PACKAGE")
+    """Bytes of PACKAGE, a package file or (with a bench) a profile recipe name."""
     from hil.profiles.recipes import load_profile
 
-    try:
-        return load_profile(package, cfg), f"recipe {package}"
-    except HilError as exc:
-        raise click.BadParameter(str(exc), param_hint="PACKAGE") from None
+    return file_or_recipe(package, cfg, load_profile, "PACKAGE")
 
 
 @click.group("profiles", context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,15 +30,14 @@ def profiles() -> None:
 
 
 @profiles.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="bench whose profile recipes (images.profiles), keys and build directory are used")
+@bench_option("bench whose profile recipes (images.profiles), keys and build directory are used")
 @click.argument("names", nargs=-1)
 def build(bench_file: str, names: tuple[str, ...]) -> None:
     """Build and sign NAMES (profile recipe names; all recipes when none are given) into <build_dir>/profiles/."""
     from hil.profiles.package import parse_package
     from hil.profiles.recipes import build_profiles
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     try:
         built = build_profiles(cfg, list(names) or None)
     except HilError as exc:
@@ -67,8 +53,7 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
 
 
 @profiles.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="supplies the keys directory")
+@bench_option("supplies the keys directory")
 @click.option("-k", "--key", "key", default=None, help="signing key name or .pem path [default: the recipe's key]")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.argument("outfile", type=click.Path(dir_okay=False, writable=True))
@@ -76,7 +61,7 @@ def sign(bench_file: str, key: str | None, recipe: str, outfile: str) -> None:
     """Build the package of profile RECIPE (a YAML file) and sign it into OUTFILE."""
     from hil.profiles.recipes import board_key, build_profile, load_profile_recipe
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     try:
         r = load_profile_recipe(Path(recipe))
         if key is not None:
@@ -88,15 +73,14 @@ def sign(bench_file: str, key: str | None, recipe: str, outfile: str) -> None:
 
 
 @profiles.command()
-@click.option("--bench", "bench_file", default=None, type=click.Path(dir_okay=False),
-              help="only needed when PACKAGE is a recipe name")
+@bench_option("only needed when PACKAGE is a recipe name", required=False)
 @click.argument("package")
 def info(bench_file: str | None, package: str) -> None:
     """Show PACKAGE's fields and trailer as the parser reads them (no trust implied)."""
     from hil.images.mcuboot import tlv_name
     from hil.profiles.package import parse_package
 
-    data, shown = _package_bytes(package, _bench(bench_file) if bench_file else None)
+    data, shown = _package_bytes(package, load_bench_config(bench_file) if bench_file else None)
     try:
         pkg = parse_package(data)
     except ImageError as exc:
@@ -113,8 +97,7 @@ def info(bench_file: str | None, package: str) -> None:
 
 
 @profiles.command()
-@click.option("--bench", "bench_file", default=DEFAULT_BENCH, show_default=True, type=click.Path(dir_okay=False),
-              help="trusted keys (sim.trusted_keys) and hardware number come from here")
+@bench_option("trusted keys (sim.trusted_keys) and hardware number come from here")
 @click.option("-k", "--key", "keys", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="trusted PEM key (repeatable); replaces the bench's trusted keys")
 @click.option("--vehicle-group", default=None, help="refuse a package for another vehicle group")
@@ -127,7 +110,7 @@ def verify(bench_file: str, keys: tuple[str, ...], vehicle_group: str | None, pa
     from hil.images.mcuboot import load_trusted_keys
     from hil.profiles.package import verify_package
 
-    cfg = _bench(bench_file)
+    cfg = load_bench_config(bench_file)
     key_paths = [Path(k) for k in keys] or (list(cfg.sim.trusted_keys) if cfg.sim else [])
     if not key_paths:
         raise click.UsageError(f"{bench_file} has no sim.trusted_keys (a real bench); give the trusted keys with -k/--key")

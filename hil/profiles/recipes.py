@@ -12,15 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
-from hil.config import BenchConfig, format_validation_error
+from hil.config import BenchConfig
 from hil.errors import ImageBuildError
 from hil.images.keys import resolve_key
+from hil.images.recipes import NamedRecipe, RecipeFiles
 from hil.profiles.package import build_package
 
-SUFFIX = ".yaml"
 _ASCII = r"^[\x21-\x7e]{1,16}$"
 
 
@@ -28,7 +27,7 @@ _ASCII = r"^[\x21-\x7e]{1,16}$"
 BOARD_KEY = "board"
 DEFAULT_KEY = "dev-ecdsa-p256"
 
-class ProfileRecipe(BaseModel):
+class ProfileRecipe(NamedRecipe):
     """One configuration profile."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,42 +48,22 @@ class ProfileRecipe(BaseModel):
         return self.profile or self.name
 
 
+PROFILE_RECIPES = RecipeFiles(ProfileRecipe, "profile recipe")
+
+
 def load_profile_recipe(path: Path) -> ProfileRecipe:
-    """Load and validate one recipe; ImageBuildError names the file, the field and what is accepted."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ImageBuildError(f"{path}: cannot read profile recipe ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ImageBuildError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ImageBuildError(f"{path}: a profile recipe must be a mapping of fields, got {type(data).__name__}")
-    data.setdefault("name", path.stem)
-    try:
-        recipe = ProfileRecipe.model_validate(data)
-    except ValidationError as exc:
-        raise ImageBuildError(format_validation_error(str(path), exc, model=ProfileRecipe)) from None
-    if recipe.name != path.stem:
-        raise ImageBuildError(f"{path}: name: got {recipe.name!r} - must equal the file name {path.stem!r}")
-    return recipe
+    """Load and validate one profile recipe; ImageBuildError names the file, the field and what is accepted."""
+    return PROFILE_RECIPES.load(path)
 
 
 def load_profile_recipes(directory: Path) -> dict[str, ProfileRecipe]:
-    """Every recipe in `directory`, by name."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ImageBuildError(f"profile recipes directory {directory} does not exist")
-    return {p.stem: load_profile_recipe(p) for p in sorted(directory.glob(f"*{SUFFIX}"))}
+    """Every profile recipe in `directory`, by name."""
+    return PROFILE_RECIPES.load_all(directory)
 
 
 def find_profile_recipe(name: str, directory: Path) -> ProfileRecipe:
-    """The recipe called `name`; the error lists the ones there are."""
-    path = Path(directory) / f"{name}{SUFFIX}"
-    if not path.is_file():
-        available = sorted(p.stem for p in Path(directory).glob(f"*{SUFFIX}")) if Path(directory).is_dir() else []
-        raise ImageBuildError(f"no profile recipe {name!r} in {directory}; available: {', '.join(available) or 'none'}")
-    return load_profile_recipe(path)
+    """The profile recipe called `name`; the error lists the ones there are."""
+    return PROFILE_RECIPES.find(name, directory)
 
 
 def build_profile(recipe: ProfileRecipe, keys_dir: Path, board_key: Path | None = None) -> bytes:
