@@ -107,7 +107,33 @@ def isotp_ceiling_kib_s(block_len: int, *, fd: bool, bitrate: int, data_bitrate:
     return (block_len - 2) / seconds / 1024.0
 
 
-class PacedBus(can.BusABC):
+class _BusWrapper(can.BusABC):
+    """A python-can bus wrapping another: filters, fileno and shutdown go to the inner bus."""
+
+    def __init__(self, inner: can.BusABC, channel_info: str) -> None:
+        self._inner = inner
+        self.channel_info = channel_info
+        self._can_protocol = inner.protocol
+        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
+
+    @property
+    def inner(self) -> can.BusABC:
+        """The wrapped bus."""
+        return self._inner
+
+    def _apply_filters(self, filters: Any) -> None:
+        self._inner.set_filters(filters)
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def shutdown(self) -> None:
+        """Shut the inner bus down too."""
+        super().shutdown()
+        self._inner.shutdown()
+
+
+class PacedBus(_BusWrapper):
     """Wraps a (virtual) bus so `send()` returns only once the frame would have crossed a real bus.
 
     Bus time is kept as `free_at` on the monotonic clock: a frame starts when the bus is free (or now,
@@ -121,7 +147,7 @@ class PacedBus(can.BusABC):
     def __init__(self, inner: can.BusABC, *, bitrate: int, data_bitrate: int | None = None,
                  stuffing: Stuffing = "worst", echoes_own: bool = False,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._inner = inner
+        super().__init__(inner, f"paced {getattr(inner, 'channel_info', inner)}")
         self.bitrate = bitrate
         self.data_bitrate = data_bitrate
         self.stuffing: Stuffing = stuffing
@@ -136,14 +162,6 @@ class PacedBus(can.BusABC):
         self._after_rx = False  # free_at was last set by a received frame, not by our own schedule
         # udp_multicast hands every socket its own frames back: those must not count as foreign traffic.
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
-        self.channel_info = f"paced {getattr(inner, 'channel_info', inner)}"
-        self._can_protocol = inner.protocol
-        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
-
-    @property
-    def inner(self) -> can.BusABC:
-        """The wrapped bus."""
-        return self._inner
 
     def frame_time(self, msg: can.Message) -> float:
         """Bus time of `msg` at this bus's bit rates."""
@@ -193,19 +211,8 @@ class PacedBus(can.BusABC):
                 self.free_at = now
                 self._after_rx = True
 
-    def _apply_filters(self, filters: Any) -> None:
-        self._inner.set_filters(filters)
 
-    def fileno(self) -> int:
-        return self._inner.fileno()
-
-    def shutdown(self) -> None:
-        """Shut the inner bus down too."""
-        super().shutdown()
-        self._inner.shutdown()
-
-
-class TxTap(can.BusABC):
+class TxTap(_BusWrapper):
     """Wraps the tester's bus so every frame it transmits is also handed to `on_sent` (for the trace).
 
     python-can interfaces differ: `virtual` never echoes a sender's own frames, `udp_multicast`
@@ -215,18 +222,10 @@ class TxTap(can.BusABC):
     """
 
     def __init__(self, inner: can.BusABC, on_sent: Callable[[can.Message], None], *, echoes_own: bool) -> None:
-        self._inner = inner
+        super().__init__(inner, getattr(inner, "channel_info", str(inner)))
         self._on_sent = on_sent
         self._echoes: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
         self._echo_lock = threading.Lock()
-        self.channel_info = getattr(inner, "channel_info", str(inner))
-        self._can_protocol = inner.protocol
-        super().__init__(channel=getattr(inner, "channel", None))  # type: ignore[arg-type]
-
-    @property
-    def inner(self) -> can.BusABC:
-        """The wrapped bus."""
-        return self._inner
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
         """Send on the inner bus, then report the frame as transmitted (`is_rx=False`, send time)."""
@@ -254,17 +253,6 @@ class TxTap(can.BusABC):
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
         return self._inner.recv(timeout), True  # the inner bus applies the filters
-
-    def _apply_filters(self, filters: Any) -> None:
-        self._inner.set_filters(filters)
-
-    def fileno(self) -> int:
-        return self._inner.fileno()
-
-    def shutdown(self) -> None:
-        """Shut the inner bus down too."""
-        super().shutdown()
-        self._inner.shutdown()
 
 
 def echoes_own_frames(cfg: CanConfig) -> bool:

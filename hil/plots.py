@@ -74,12 +74,7 @@ def plot_timing(csv_path: Path, out_dir: Path, budgets: Any, title: str,
     ax.set_xlabel("time since the recording started (s)")
     ax.set_ylabel("SOC period (ms)")
     ax.set_title(f"{title}: SOC period over time")
-    ax.legend(loc="upper right", fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out_dir / f"{stem}-period.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    paths.append(_save(fig, ax, out_dir / f"{stem}-period.png"))
 
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
     if periods:
@@ -89,13 +84,18 @@ def plot_timing(csv_path: Path, out_dir: Path, budgets: Any, title: str,
     ax.set_xlabel("SOC period (ms)")
     ax.set_ylabel("cycles")
     ax.set_title(f"{title}: period histogram")
+    paths.append(_save(fig, ax, out_dir / f"{stem}-histogram.png"))
+    return paths
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend and grid, then write the figure to `path` and free it."""
     ax.legend(loc="upper right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    paths.append(out_dir / f"{stem}-histogram.png")
-    fig.savefig(paths[-1])
+    fig.savefig(path)
     plt.close(fig)
-    return paths
+    return path
 
 
 def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[tuple[str, float]] = (),

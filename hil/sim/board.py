@@ -47,6 +47,8 @@ DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
 
 #: Frames the CAN controller holds for transmission (hardware mailboxes plus the driver's queue).
 TX_MAILBOX_DEPTH = 32
+#: Defect bms_offline_too_long_during_install: silent start-up after an install, beyond a 5 s offline budget.
+OFFLINE_DEFECT_S = 6.5
 
 
 class CpuReset(Exception):
@@ -231,6 +233,8 @@ class Board:
             attempt = self.nv.get("attempt", {}) or {}
             state = UpdateState(int(upd.get("state", UpdateState.IDLE)))
             if state not in terminal or not attempt or attempt.get("id") == self.nv.get("history_done"):
+                return
+            if state is UpdateState.ROLLED_BACK and self.defects.has("rollback_not_recorded"):
                 return
             entry = {"from": list(attempt.get("from", [0, 0, 0])), "to": list(upd.get("target", [0, 0, 0])),
                      "result": int(state), "reason": int(upd.get("reason", 0)),
@@ -472,6 +476,8 @@ class Board:
             raise CpuReset(ResetCause.FAULT) from None
         self.descriptor = desc
         self.log(f"APP: BMS firmware {desc.version} ({desc.build}) starting{' (trial boot)' if result.trial else ''}")
+        if result.trial and self.defects.has("bms_offline_too_long_during_install"):
+            cpu.sleep(OFFLINE_DEFECT_S)  # rebuilds its models from scratch before it sends anything
         self._kick = time.monotonic()
         self._spawn("watchdog", lambda: self._watchdog(cpu))
         if desc.self_test == "crash":
@@ -648,7 +654,8 @@ class Board:
         charge = float(cfg.get("max_charge_A", 100)) * derate
         if cold < float(cfg.get("cold_charge_below_C", 10)):
             # Cold cells plate lithium when charged hard: the active profile sets how hard.
-            charge = min(charge, float(cfg.get("cold_charge_A", charge)))
+            source = DEFAULT_CONFIG[1] if self.defects.has("cold_charge_limit_ignores_profile") else cfg
+            charge = min(charge, float(source.get("cold_charge_A", charge)))
         if self.charge_inhibit or self.update_state() in (UpdateState.ACTIVATION_PENDING, UpdateState.INSTALLING,
                                                           UpdateState.TESTING):
             charge = 0.0  # no charging while an update installs; resumed once the new image confirms

@@ -120,6 +120,30 @@ DEFECTS: dict[str, DefectInfo] = {
     "soc_jumps_at_reset": DefectInfo(
         "SOC survives a reset without a jump (kept in NV, not re-estimated from scratch)", (22,),
         "soc", ("test_soc_across_updates.py",)),
+    # ---- configuration profiles (rows 18, 19, 20)
+    "profile_signature_not_checked": DefectInfo(
+        "a configuration profile that is unsigned or signed with an unknown key is refused", (18,),
+        "profile-unsigned or profile-signed_with_an_unknown_key", ("test_profiles.py",)),
+    "profile_written_value_by_value": DefectInfo(
+        "a power cut while a profile is applied leaves the old or the new profile, whole", (19,),
+        "power_cut_while_profile_applied", ("test_profiles.py",)),
+    "cold_charge_limit_ignores_profile": DefectInfo(
+        "the cold-charge limit on CAN follows the active profile", (20,),
+        "cold_charge_limit_follows_the_profile", ("test_profile_behaviour.py",)),
+    # ---- charging window and downtime (rows 23, 26)
+    "install_outside_charging_window": DefectInfo(
+        "an install is refused while the vehicle is driving or unplugged", (23,),
+        "install_refused_outside_the_charging_window", ("test_charging_window.py",)),
+    "bms_offline_too_long_during_install": DefectInfo(
+        "the BMS is offline for an install no longer than its budget", (26,),
+        "charging_paused_for_the_install", ("test_charging_window.py",)),
+    # ---- resumable download and update history (rows 24, 25)
+    "download_progress_forgotten": DefectInfo(
+        "an interrupted download resumes from the last stored block", (24,),
+        "interrupted_download_resumes", ("test_resume_download.py",)),
+    "rollback_not_recorded": DefectInfo(
+        "every rolled-back update leaves a history entry and a DTC", (25,),
+        "history_and_dtc_after_success_and_rollback", ("test_update_history.py",)),
     # ---- the bench itself: a supply that acknowledges OUTP OFF and keeps the output on
     "supply_ignores_output_off": DefectInfo(
         "a power cut takes effect (reset cause, boot counter, supply read-back prove it)", (4,),

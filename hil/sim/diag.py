@@ -483,7 +483,7 @@ class DiagServer:
         ecu = self.ecu
         plugged, idle, said = ecu.vehicle_window()
         refusal = Reason.VEHICLE_NOT_IDLE if not idle else Reason.NOT_PLUGGED_IN if not plugged else None
-        if refusal is not None:
+        if refusal is not None and not ecu.defects.has("install_outside_charging_window"):
             ecu.log(f"UPD: activation refused, not in the charging window ({said})")
             ecu.set_update(UpdateState.VERIFIED, refusal)
             raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
@@ -574,7 +574,7 @@ class DiagServer:
 
         def record(_end: int) -> None:
             blocks[0] += 1
-            if blocks[0] % RESUME_RECORD_EVERY:
+            if blocks[0] % RESUME_RECORD_EVERY or self.ecu.defects.has("download_progress_forgotten"):
                 return  # a resume resends these blocks; the board skips what it already programmed
             bootloader = self.ecu.bootloader
             extent = bootloader.programmed_extent()
