@@ -53,6 +53,13 @@ def test_catalogue_has_a_defect_for_every_fault_row():
         Defects(["hash_check_skipped"]).has("hash_check_skiped")
 
 
+def test_every_defect_is_wired_into_the_virtual_board():
+    """A defect whose name the board's code never consults would be a board with no defect (a merge can lose one)."""
+    sources = "\n".join(p.read_text() for p in (ROOT / "hil" / "sim").glob("*.py") if p.name != "defects.py")
+    unwired = [name for name in DEFECTS if f'"{name}"' not in sources]
+    assert not unwired, f"defects no code of hil/sim consults: {unwired}"
+
+
 def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str,
               case_file: str = "testcases/test_power_faults.py") -> subprocess.CompletedProcess:
     bench = _sim_bench(tmp_path)

@@ -150,7 +150,6 @@ class Board:
         self.defects = Defects(self.sim.defects)
         self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log,
                                      defects=self.defects)
-        self.erasing = False  # a flash erase is in flight (the soc_stalls_during_erase defect waits on it)
         self._nv_lock = ModelLock()  # a task waiting for an NV write is stalled in model time too
         self._power_lock = threading.Lock()
         self._powered = False
@@ -333,9 +332,11 @@ class Board:
 
     def erase_secondary(self) -> None:
         """The application's erase of the inactive slot. A build for a single-bank part (`stall_on_erase`)
-        erases from the bank its code runs from: the SOC task cannot run until the erase ends."""
+        erases from the bank its code runs from: the SOC task cannot run until the erase ends. The defect
+        soc_stalls_during_erase does the same on any build."""
         desc = self.descriptor
-        stall = self.cpu_stall.held() if desc is not None and desc.timing.stall_on_erase else contextlib.nullcontext()
+        stalls = (desc is not None and desc.timing.stall_on_erase) or self.defects.has("soc_stalls_during_erase")
+        stall = self.cpu_stall.held() if stalls else contextlib.nullcontext()
         with stall:
             self.bootloader.erase_secondary()
 
@@ -394,12 +395,8 @@ class Board:
         if duration_s <= 0:
             return None
         start = time.monotonic()
-        self.erasing = op.kind == "erase"
-        try:
-            if cpu.wait(duration_s):
-                return Cut(torn=True, fraction=min(1.0, (time.monotonic() - start) / duration_s))
-        finally:
-            self.erasing = False
+        if cpu.wait(duration_s):
+            return Cut(torn=True, fraction=min(1.0, (time.monotonic() - start) / duration_s))
         return None
 
     # ------------------------------------------------------------------ boot loop
@@ -598,14 +595,10 @@ class Board:
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=extra, charge_limits=self._charge_limits,
                        update_status=self._update_status_signals, names=self.profile.can,
-                       flash_stall=self.cpu_stall, trace=self.soc_trace, stall=self._soc_stalled, mute=self._soc_muted,
+                       flash_stall=self.cpu_stall, trace=self.soc_trace, mute=self._soc_muted,
                        layout_changed=self.defects.has("existing_signal_layout_changed") and desc.config_schema >= 2)
         self.soc = core
         self._spawn("soc-core", core.run)
-
-    def _soc_stalled(self) -> bool:
-        """Defect only: the SOC core waits for a flash erase (code fetched from the bank being erased)."""
-        return self.erasing and self.defects.has("soc_stalls_during_erase")
 
     def _soc_muted(self) -> bool:
         """Defect only: the SOC core's frames are not sent while an image downloads."""

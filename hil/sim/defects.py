@@ -116,7 +116,7 @@ DEFECTS: dict[str, DefectInfo] = {
         "update_succeeds_and_is_confirmed or during_download", ("test_update.py", "test_soc_timing.py")),
     "soc_stalls_during_erase": DefectInfo(
         "the SOC core keeps its cycle while the flash is erased", (17,),
-        "during_download", ("test_soc_timing.py",)),
+        "during_erase", ("test_soc_timing.py",)),
     "soc_jumps_at_reset": DefectInfo(
         "SOC survives a reset without a jump (kept in NV, not re-estimated from scratch)", (22,),
         "soc", ("test_soc_across_updates.py",)),

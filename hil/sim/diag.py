@@ -494,7 +494,7 @@ class DiagServer:
         while current > limit and time.monotonic() < deadline:
             ecu.pause(0.05)
             current = abs(ecu.battery.pack_current())
-        if current > limit:
+        if current > limit and not ecu.defects.has("pack_current_precondition_ignored"):
             ecu.charge_inhibit = False
             ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
             ecu.set_update(UpdateState.VERIFIED, Reason.CURRENT_FLOWING)

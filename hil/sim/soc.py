@@ -147,8 +147,7 @@ class SocCore:
     charge_limits: Callable[[], dict[str, float]] = lambda: {}
     update_status: Callable[[], dict[str, int]] = lambda: {}
     names: CanProfile = field(default_factory=CanProfile)  # framework names -> the board's DBC (DUT profile)
-    #: Defective boards only (hil/sim/defects.py): the cycle waits while `stall()`, frames are dropped while `mute()`.
-    stall: Callable[[], bool] = lambda: False
+    #: Defective boards only (hil/sim/defects.py): frames are dropped while `mute()`.
     mute: Callable[[], bool] = lambda: False
     #: Defective 2.0.0 only: BMS_SocCore's PackCurrent sent in A/10 instead of the DBC's scaling.
     layout_changed: bool = False
@@ -183,10 +182,6 @@ class SocCore:
             if self.flash_stall is not None and not self.flash_stall.is_clear():
                 # Single-bank part: no code fetch while the bank is erased; the task starts after it.
                 self.flash_stall.wait_clear(self.sleep)
-                start = max(start, time.monotonic())
-            if self.stall():  # defective board: the task waits while flash is erased
-                while self.stall():
-                    self.sleep(0.005)
                 start = max(start, time.monotonic())
             if start - deadline >= self.period_s:
                 # Overran one or more whole periods: those cycles are lost, as on an RTOS.
