@@ -179,7 +179,8 @@ class Bench:
             ev = self.evidence_dir
             self.console = Console(self.cfg.console.url, self.cfg.console.baudrate,
                                    log_path=ev / "console.log" if ev else None,
-                                   host_margin_s=self.cfg.tester.host_margin_ms / 1000.0)
+                                   host_margin_s=self.cfg.tester.host_margin_ms / 1000.0,
+                                   patterns=self.cfg.profile.console.patterns)
         return self.console
 
     def open_psu(self) -> PowerSupply:

@@ -393,10 +393,12 @@ CONSOLE_BAUD = 115200
 #: Console lines cases wait for, by name (regular expressions; the default profile's).
 CONSOLE_PATTERNS: dict[str, str] = {
     "swap_start": r"BOOT: swap start",
-    "swap_progress": r"BOOT: swap sector \d+/",
+    "swap_progress": r"BOOT: swap sector (?P<sector>\d+)/(?P<total>\d+)",
+    "swap_resume": r"BOOT: resuming swap",
     "swap_done": r"BOOT: swap done",
     "revert": r"BOOT: revert",
     "app_starting": r"APP: BMS firmware .* starting",
     "selftest_running": r"APP: self-test running",
     "selftest_passed": r"APP: self-test passed, image confirmed",
+    "power_up": r"BOOT: reset cause=(POWER_ON|BROWN_OUT)",
 }

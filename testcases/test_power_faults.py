@@ -8,12 +8,13 @@ DUT reports a power-on reset on its console afterwards, and its boot counter adv
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 
 from hil.checks import Expected, check_evidence, check_final_state, wait_dut_up
-from hil.contract import ActivationMode, Reason, Routine, UpdateState
+from hil.contract import ActivationMode, Reason, ResetCause, Routine, UpdateState
 from hil.errors import HilError
 from hil.faults.power import CutEvidence, check_cut, proven_dropout
 from hil.measure import Measurement
@@ -49,6 +50,15 @@ def _stage_and_activate(flasher, console, image: bytes) -> None:
     assert staged.accepted, f"a valid image must stage: {staged.reason.name}"
     console.mark()
     flasher.activate()
+
+
+def _swap_sector(m) -> tuple[int, int]:
+    """Sector and sector count from a `swap_progress` console line (the pattern's groups `sector` and `total`)."""
+    try:
+        return int(m.group("sector")), int(m.group("total"))
+    except (IndexError, ValueError):
+        raise HilError(f"console pattern swap_progress must have the named groups sector and total; matched {m.group(0)!r}") \
+            from None
 
 
 #: A supply output that is off reads back below this (the DUT's brown-out level is far above it).
@@ -181,8 +191,10 @@ def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench
     mark = console.mark()
     psu.dip(bench_config.psu.brownout_voltage, 0.3)
     outcome = flasher.wait_outcome()
-    assert "BOOT: reset cause=BROWN_OUT" in console.text[mark:], "the DUT never reported the brown-out reset"
+    assert re.search(console_pattern("power_up"), console.text[mark:], re.MULTILINE), \
+        "the DUT never reported a reset after the brown-out"
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
+    assert ResetCause(dut.boot_info().reset_cause) is ResetCause.BROWN_OUT, dut.boot_info()
     check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, config=config), measure)
 
 
@@ -239,33 +251,35 @@ def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, 
 @pytest.mark.fault(row=3, expect="cuts in every step of the swap, one after another: the image that boots and the backup are intact byte for byte")
 @pytest.mark.requirement("R156-recovery", "R156-integrity", "ISO24089-recovery")
 def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu, console, images, bench_config,
-                                                               measure, evidence):
+                                                               measure, evidence, console_pattern):
     """Cut the swap several times in a row, at the start, a third and two thirds into a sector (its copy steps),
     as the DUT's console reports the sectors; then read both images' hashes back over UDS (FD07, FD08)."""
     import hashlib
-    import re
     import time
 
+    progress, resume, done = console_pattern("swap_progress"), console_pattern("swap_resume"), console_pattern("swap_done")
     new, old = images["update"], images.baseline()
     boots = dut.boot_count()
     _stage_and_activate(flasher, console, new)
     # The DUT reports each sector as it starts it: time one sector from two consecutive lines.
-    m = console.expect(r"BOOT: swap sector (\d+)/(\d+)", timeout=30)
-    first_seen, total = time.monotonic(), int(m.group(2))
+    _sector, total = _swap_sector(console.expect(progress, timeout=30))
+    first_seen = time.monotonic()
     assert total >= 6, f"the swap covers {total} sectors; the case needs 6 to cut three different sectors"
-    console.expect(r"BOOT: swap sector \d+/", timeout=10)
+    console.expect(progress, timeout=10)
     sector_s = time.monotonic() - first_seen
     cuts: list[tuple[str, CutEvidence]] = []
     plans = [(0.0, "copy to scratch"), (1 / 3, "copy of the old sector"), (2 / 3, "copy of the new sector")]
     next_sector = 3
     for fraction, step in plans:
         since = console.mark()
-        m = console.expect(rf"BOOT: swap sector ({next_sector}|{next_sector + 1})/", timeout=30)
+        sector = 0
+        while sector < next_sector:
+            sector, _total = _swap_sector(console.expect(progress, timeout=30))
         threading.Event().wait(sector_s * fraction)  # into the sector's copy steps, measured above
-        cuts.append((f"sector {m.group(1)}, {step}", proven_dropout(psu, OFF_S, console, since)))
-        resumed = console.expect(r"BOOT: (resuming swap|swap done)", timeout=30)
-        assert resumed.group(1) == "resuming swap", f"cut in sector {m.group(1)} did not interrupt the swap"
-        next_sector = int(m.group(1)) + 2
+        cuts.append((f"sector {sector}, {step}", proven_dropout(psu, OFF_S, console, since)))
+        resumed = console.expect(f"(?P<resume>{resume})|(?P<done>{done})", timeout=30)
+        assert resumed.group("resume"), f"cut in sector {sector} did not interrupt the swap"
+        next_sector = sector + 2
         if next_sector > total - 1:
             break
     outcome = flasher.wait_outcome()
@@ -282,5 +296,4 @@ def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu
         f"the image that boots is not the image downloaded: FD07 {running.hex()}, expected {hashlib.sha256(new).hexdigest()}")
     assert backup == hashlib.sha256(old).digest(), (
         f"the backup is not the old image: FD08 {backup.hex()}, expected {hashlib.sha256(old).hexdigest()}")
-    assert re.search(r"resume=\d+", console.text), "the DUT never said where it resumed"
     check_evidence(evidence, console)

@@ -17,7 +17,7 @@ import select
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 import serial
 
@@ -38,8 +38,11 @@ class Console:
     """DUT console (`ConsoleProtocol`): buffer, cursor, `expect`, log file; survives a server restart."""
 
     def __init__(self, url: str, baudrate: int = contract.CONSOLE_BAUD, log_path: Path | None = None, *,
-                 reconnect_timeout: float = 30.0, host_margin_s: float = 0.0) -> None:
+                 reconnect_timeout: float = 30.0, host_margin_s: float = 0.0,
+                 patterns: Mapping[str, str] | None = None) -> None:
         self.url = url
+        #: The DUT profile's console patterns by name (what a line means on this board).
+        self.patterns: Mapping[str, str] = dict(patterns if patterns is not None else contract.CONSOLE_PATTERNS)
         #: Added to every `expect` timeout: the host's share of a wait (bench file `tester.host_margin_ms`).
         self.host_margin_s = host_margin_s
         self.baudrate = baudrate

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from typing import Any, ContextManager, Mapping, Protocol, runtime_checkable
 
 from hil import contract
 
@@ -114,6 +114,9 @@ class BatteryEmulator(Protocol):
 @runtime_checkable
 class ConsoleProtocol(Protocol):
     """The DUT's debug console: a growing text buffer searched with a moving cursor."""
+
+    #: The DUT profile's console patterns by name (regular expressions).
+    patterns: Mapping[str, str]
 
     @property
     def text(self) -> str:

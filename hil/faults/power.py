@@ -36,26 +36,27 @@ END_PATTERN = "selftest_passed"
 #: Every console pattern the sweep needs (a profile lacking one cannot run it).
 PATTERNS_NEEDED = tuple(p for _, p in PHASE_MARKERS) + (END_PATTERN,)
 
-#: The default profile's line of a confirmed image (the landing markers below are the default profile's lines).
-END_MARKER = contract.CONSOLE_PATTERNS[END_PATTERN]
-#: Console lines that tell where an install is (bench contract), latest wins; "before_swap" if none.
-LANDING_MARKERS: list[tuple[str, str]] = [
-    ("swap", r"BOOT: (swap start|swap sector|resuming swap)"),
-    ("trailer_update", r"BOOT: swap done"),
-    ("first_boot", r"APP: BMS firmware .* starting"),
-    ("confirmed", END_MARKER),
+#: Install phases a cut can land in, and the console patterns (by name, from the DUT profile) that show
+#: the DUT is in each; the latest line wins, "before_swap" if none. A profile lacking a pattern only
+#: loses that evidence.
+LANDING_PATTERNS: list[tuple[str, tuple[str, ...]]] = [
+    ("swap", ("swap_start", "swap_progress", "swap_resume")),
+    ("trailer_update", ("swap_done",)),
+    ("first_boot", ("app_starting",)),
+    ("confirmed", (END_PATTERN,)),
 ]
-#: The console line a boot after a real power loss starts with (bench contract, section 10).
-POWER_UP_LINE = re.compile(r"BOOT: reset cause=(POWER_ON|BROWN_OUT)")
+#: The console pattern of the first line after a power-on or brown-out reset (bench contract, section 10).
+POWER_UP_PATTERN = "power_up"
 
 
-def landed_phase(console_text: str) -> str:
-    """The install phase the DUT had shown on its console when the supply went off."""
+def landed_phase(console_text: str, patterns: Mapping[str, str]) -> str:
+    """The install phase the DUT had shown on its console (`patterns`: the profile's) when the supply went off."""
     best, where = "before_swap", -1
-    for name, pattern in LANDING_MARKERS:
-        for m in re.finditer(pattern, console_text):
-            if m.start() > where:
-                best, where = name, m.start()
+    for name, names in LANDING_PATTERNS:
+        for pattern in (patterns[n] for n in names if n in patterns):
+            for m in re.finditer(pattern, console_text, re.MULTILINE):
+                if m.start() > where:
+                    best, where = name, m.start()
     return best
 
 
@@ -70,12 +71,13 @@ class CutEvidence:
     off_volts: float | None = None
     console_before: str = ""
     console_mark: int = 0
+    patterns: Mapping[str, str] = field(default_factory=dict)  # the console's (DUT profile's) patterns
     error: str = ""
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def landed(self) -> str:
-        return landed_phase(self.console_before)
+        return landed_phase(self.console_before, self.patterns)
 
     @property
     def timing_error_s(self) -> float:
@@ -96,6 +98,7 @@ def proven_dropout(psu: Any, off_s: float, console: Any = None, since: int = 0,
             text = console.text
             ev.console_before = text[since:]
             ev.console_mark = len(text)
+            ev.patterns = console.patterns
         ev.at = time.monotonic()
         psu.output(False)
         ev.latency_s = time.monotonic() - ev.at
@@ -121,13 +124,15 @@ def check_cut(ev: CutEvidence, *, max_off_v: float, console: Any = None, boot_co
         problems.append(f"supply error during the cut: {ev.error}")
     if ev.off_volts is None or ev.off_volts > max_off_v:
         problems.append(f"supply read back {ev.off_volts} V with its output off (cut needs <= {max_off_v:g} V)")
-    if console is not None and not POWER_UP_LINE.search(console.text[ev.console_mark:]):
-        problems.append("the DUT never reported a power-on reset after the cut (console `BOOT: reset cause=POWER_ON`)")
+    power_up = console.patterns.get(POWER_UP_PATTERN) if console is not None else None
+    if power_up is not None and not re.search(power_up, console.text[ev.console_mark:], re.MULTILINE):
+        problems.append(f"the DUT never reported a power-on reset after the cut (console pattern {POWER_UP_PATTERN} "
+                        f"{power_up!r})")
     if dut is not None:
-        # Without a console, the DUT's own reset cause (FD00) is the proof; with one, the console line of the
-        # boot right after the cut is, since later boots (a revert, a self-reset) may have other causes.
+        # Without a power-on console line, the DUT's own reset cause (FD00) is the proof; with one, that line of
+        # the boot right after the cut is, since later boots (a revert, a self-reset) may have other causes.
         info = dut.boot_info()
-        if console is None and ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT):
+        if power_up is None and ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT):
             problems.append(f"DUT reports reset cause {ResetCause(info.reset_cause).name} after a power cut")
         if boot_count_before is not None and dut.boot_count() <= boot_count_before:
             problems.append(f"boot counter did not advance past {boot_count_before} after the cut")
