@@ -114,7 +114,10 @@ class _FakeEcu:
     def __init__(self, trusted, cut_at_write: int | None = None) -> None:
         from hil.sim.board import DEFAULT_CONFIG
 
+        from hil.sim.defects import Defects
+
         self.trusted = trusted
+        self.defects = Defects()
         self.hardware_number = "BMS-HW-A2"
         self.nv: dict = {"config": dict(DEFAULT_CONFIG[1]), "config_schema": 1, "vehicle_group": "north"}
         self.lines: list[str] = []
