@@ -74,8 +74,13 @@ class BenchLock:
         try:
             self._lock.acquire(timeout=wait)
         except Timeout:
+            hint = ""
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                # -n N with --bench: N workers, one bench. Each worker needs its own bench: a rack.
+                hint = ("; pytest -n N shares one bench between its workers: give a rack instead "
+                        "(--rack FILE; README, 'A rack of benches')")
             raise BenchBusy(f"bench {self.bench} is locked by another run: {self.describe_holder()} "
-                            f"(lock file {self.path})") from None
+                            f"(lock file {self.path}){hint}") from None
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
         tmp = self.holder_path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record))

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench_ports import private_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 HIL = [sys.executable, "-m", "hil"]
 
@@ -24,14 +26,13 @@ def _run(args: list[str], timeout: float = 240, **kw) -> subprocess.CompletedPro
 def _sim_bench(tmp_path: Path, **changes) -> Path:
     """benches/sim.yaml with its own multicast group, ports and flash file (runs beside other benches)."""
     data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
-    n = uuid.uuid4().int
-    data["bench"] = f"test-{n % 10**8}"
-    data["can"]["channel"] = f"239.74.{n % 250 + 1}.{(n >> 8) % 250 + 1}"
-    data["can"]["args"] = {"port": 40000 + n % 20000}
-    base = 20000 + (n >> 16) % 20000
-    data["psu"]["resource"] = f"TCPIP0::127.0.0.1::{base}::SOCKET"
-    data["load"]["resource"] = f"TCPIP0::127.0.0.1::{base + 1}::SOCKET"
-    data["console"]["url"] = f"socket://127.0.0.1:{base + 2}"
+    ports = private_ports()
+    data["bench"] = f"test-{uuid.uuid4().int % 10**8}"
+    data["can"]["channel"] = ports.group
+    data["can"]["args"] = {"port": ports.udp_port}
+    data["psu"]["resource"] = ports.psu
+    data["load"]["resource"] = ports.load
+    data["console"]["url"] = ports.console
     data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
     data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem"),
                                    str(ROOT / "firmware_images/keys/dev-ed25519.pem")]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import cantools
@@ -25,6 +24,8 @@ from hil.sim.bench import running_bench
 from hil.sim.soc import CpuStall, SocCore, SocEstimator, new_release_trace
 from hil.timing import CycleTimingStream
 
+from bench_ports import private_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The acceptance figure (issue 12): p99 of |measured period - true period|.
 FIDELITY_P99_MS = 0.2
@@ -35,9 +36,9 @@ def _udp_bench(tmp_path: Path) -> BenchConfig:
     """The in-process bench on the default bench's transport: udp_multicast on loopback, own group and port."""
     cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
     assert cfg.sim is not None
-    n = uuid.uuid4().int
-    can = cfg.can.model_copy(update={"interface": "udp_multicast", "channel": f"239.74.{n % 250 + 1}.{(n >> 8) % 250 + 1}",
-                                     "args": {"port": 40000 + n % 20000}, "pacing": True})
+    ports = private_ports()
+    can = cfg.can.model_copy(update={"interface": "udp_multicast", "channel": ports.group,
+                                     "args": {"port": ports.udp_port}, "pacing": True})
     sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash", "flash_timing": "fast"})
     return cfg.model_copy(update={"can": can, "sim": sim})
 

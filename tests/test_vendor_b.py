@@ -13,19 +13,20 @@ from pathlib import Path
 
 import yaml
 
+from bench_ports import private_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _vendor_b_bench(tmp_path: Path) -> Path:
     data = yaml.safe_load((ROOT / "benches/sim-vendor-b.yaml").read_text())
-    n = uuid.uuid4().int
-    data["bench"] = f"vb-{n % 10**8}"
+    ports = private_ports()
+    data["bench"] = f"vb-{uuid.uuid4().int % 10**8}"
     data["dut"]["profile"] = str(ROOT / "benches/profiles/vendor-b.yaml")
-    data["can"]["channel"] = f"239.74.{n % 250 + 1}.{(n >> 8) % 250 + 1}"
-    data["can"]["args"] = {"port": 40000 + n % 20000}
-    base = 20000 + (n >> 16) % 20000
-    data["psu"]["resource"] = f"TCPIP0::127.0.0.1::{base}::SOCKET"
-    data["load"]["resource"] = f"TCPIP0::127.0.0.1::{base + 1}::SOCKET"
+    data["can"]["channel"] = ports.group
+    data["can"]["args"] = {"port": ports.udp_port}
+    data["psu"]["resource"] = ports.psu
+    data["load"]["resource"] = ports.load
     data["sim"]["flash_file"] = str(tmp_path / "vb.flash")
     keys = ROOT / "firmware_images/keys"
     data["sim"]["trusted_keys"] = [str(keys / "vendor-b-release-ecdsa-p256.pem")]
