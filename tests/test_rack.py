@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from hil.errors import BenchBusy, BenchConfigError
 from hil.lease import FileLeases, LeaseKeeper, LeaseLost, acquire_one
@@ -187,7 +188,9 @@ def test_heartbeat_notices_a_lease_taken_over(tmp_path):
     assert not lost  # renewing keeps it
     heartbeat = json.loads((tmp_path / "b1.lease").read_text())["heartbeat"]
     assert time.time() - heartbeat < 1
-    (tmp_path / "b1.lease").write_text(json.dumps({"token": "other", "owner": "someone else", "heartbeat": time.time()}))
+    # Taken over under the lease's guard, as FileLeases.try_acquire does (else a renewal in flight undoes it).
+    with FileLock(str(tmp_path / "b1.lease") + ".guard").acquire(timeout=5):
+        (tmp_path / "b1.lease").write_text(json.dumps({"token": "other", "owner": "someone else", "heartbeat": time.time()}))
     assert got.wait(5), "the heartbeat did not notice"
     keeper.stop()
     assert "now held by someone else" in lost[0]
@@ -374,9 +377,13 @@ def test_unservable(dut):
 @pytest.mark.bench(can="classic")
 def test_lease_taken_over_mid_test(bench_config, dut):
     """Someone takes the lease over while this test runs: the heartbeat stops it."""
+    from filelock import FileLock
+
     lease = Path(os.environ["HIL_LOCK_DIR"]) / (bench_config.bench + ".lease")
-    data = json.loads(lease.read_text())
-    lease.write_text(json.dumps({**data, "token": "thief", "owner": "another host"}))
+    # Under the lease's guard, as another host's takeover: else a renewal in flight writes the old token back.
+    with FileLock(str(lease) + ".guard").acquire(timeout=10):
+        data = json.loads(lease.read_text())
+        lease.write_text(json.dumps({**data, "token": "thief", "owner": "another host"}))
     threading.Event().wait(60)  # interrupted by LeaseLost long before
     raise AssertionError("the lost lease did not stop this test")
 '''
