@@ -196,6 +196,19 @@ class ContractModel:
             return {Nrc.SUBFUNCTION_NOT_SUPPORTED} if sub not in (1, 2) else ok
         if sid == 0x27:
             return self._expect_security(req)
+        if sid == 0x19:  # ReadDTCInformation 01 / 02 (with a status mask) and 0A; every session, no suppress bit
+            if n < 2:
+                return {Nrc.INCORRECT_MESSAGE_LENGTH}
+            if sub in (0x01, 0x02):
+                return {POSITIVE} if n == 3 else {Nrc.INCORRECT_MESSAGE_LENGTH}
+            if sub == 0x0A:
+                return {POSITIVE} if n == 2 else {Nrc.INCORRECT_MESSAGE_LENGTH}
+            return {Nrc.SUBFUNCTION_NOT_SUPPORTED}
+        if sid == 0x14:  # ClearDiagnosticInformation: all (FFFFFF) or one DTC of the contract; every session
+            if n != 4:
+                return {Nrc.INCORRECT_MESSAGE_LENGTH}
+            group = int.from_bytes(req[1:4], "big")
+            return {POSITIVE} if group == 0xFFFFFF or group in {int(d) for d in contract.Dtc} else {Nrc.REQUEST_OUT_OF_RANGE}
         if sid == 0x22:
             if n < 3 or n % 2 == 0:
                 return {Nrc.INCORRECT_MESSAGE_LENGTH}
@@ -466,7 +479,7 @@ def _u(n: int, value: int) -> bytes:
     return value.to_bytes(n, "big")
 
 
-SIDS = st.sampled_from([0x10, 0x11, 0x22, 0x27, 0x28, 0x2E, 0x31, 0x34, 0x36, 0x37, 0x3E, 0x85])
+SIDS = st.sampled_from([0x10, 0x11, 0x14, 0x19, 0x22, 0x27, 0x28, 0x2E, 0x31, 0x34, 0x36, 0x37, 0x3E, 0x85])
 random_request = st.one_of(
     st.binary(min_size=0, max_size=12),
     st.tuples(SIDS, st.binary(max_size=10)).map(lambda t: bytes([t[0]]) + t[1]),
