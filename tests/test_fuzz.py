@@ -156,6 +156,10 @@ class ContractModel:
     seed_level: int | None = None
     erased: bool = False
     download: list[int] | None = None  # [size, received, next counter, last counter or -1]
+    download_is_profile: bool = False  # the open download is a configuration package (PROFILE_DOWNLOAD_ADDRESS)
+    #: A configuration package waits for routine APPLY_PROFILE: True, False, or None when the model cannot know
+    #: (after an ECUReset).
+    profile_staged: bool | None = False
 
     # ------------------------------------------------------------------ expectations
     def expect(self, req: bytes, update_state: UpdateState) -> set[Any]:
@@ -304,6 +308,15 @@ class ContractModel:
             if n != 4:
                 return {Nrc.INCORRECT_MESSAGE_LENGTH}
             return {Nrc.CONDITIONS_NOT_CORRECT} if self.download is not None else {POSITIVE}
+        if rid == Routine.APPLY_PROFILE:
+            if n != 4:
+                return {Nrc.INCORRECT_MESSAGE_LENGTH}
+            if self.recovery:
+                return {Nrc.CONDITIONS_NOT_CORRECT}
+            if self.profile_staged is None:
+                return {POSITIVE, Nrc.REQUEST_SEQUENCE_ERROR}
+            # A staged package is verified by the board: a fuzzed one is refused, and that is a positive answer.
+            return {POSITIVE} if self.profile_staged else {Nrc.REQUEST_SEQUENCE_ERROR}
         if rid == Routine.CHECK_PROGRAMMING_DEPENDENCIES:
             if n != 4:
                 return {Nrc.INCORRECT_MESSAGE_LENGTH}
@@ -341,6 +354,10 @@ class ContractModel:
             return {Nrc.CONDITIONS_NOT_CORRECT}
         address = int.from_bytes(req[3:3 + n_addr], "big")
         size = int.from_bytes(req[3 + n_addr:], "big")
+        if address == contract.PROFILE_DOWNLOAD_ADDRESS:
+            if self.recovery:
+                return {Nrc.CONDITIONS_NOT_CORRECT}
+            return {POSITIVE} if 0 < size <= contract.PROFILE_MAX_SIZE else {Nrc.REQUEST_OUT_OF_RANGE}
         if address != self.secondary_offset or size == 0 or size > self.slot_size:
             return {Nrc.REQUEST_OUT_OF_RANGE}
         return {POSITIVE} if self.erased else {Nrc.UPLOAD_DOWNLOAD_NOT_ACCEPTED}
@@ -358,6 +375,7 @@ class ContractModel:
             self.session = req[1] & 0x7F
         elif sid == 0x11 and len(req) == 2 and req[1] & 0x7F in (1, 2, 3):
             self.download = None  # answered or suppressed: a reset abandons the download
+            self.profile_staged = None
         elif sid == 0x27 and len(req) >= 2:
             sub = req[1]
             level = sub if sub % 2 else sub - 1
@@ -374,14 +392,23 @@ class ContractModel:
                     self.sa_lockout_until = time.monotonic() + SA_LOCKOUT_S
         elif sid == 0x31 and positive and req[2:4] == struct.pack(">H", Routine.ERASE_MEMORY):
             self.erased = True
+        elif sid == 0x31 and positive and req[2:4] == struct.pack(">H", Routine.APPLY_PROFILE):
+            self.profile_staged = False  # one package, one attempt
         elif sid == 0x34 and positive:
             size = int.from_bytes(req[3 + (req[2] & 0x0F):], "big")
-            self.download, self.erased = [size, 0, 1, -1], False
+            address = int.from_bytes(req[3:3 + (req[2] & 0x0F)], "big")
+            self.download, self.download_is_profile = [size, 0, 1, -1], address == contract.PROFILE_DOWNLOAD_ADDRESS
+            if self.download_is_profile:
+                self.profile_staged = False
+            else:
+                self.erased = False
         elif sid == 0x36 and positive and self.download is not None and req[1] != self.download[3]:
             self.download[1] += len(req) - 2
             self.download[2] = (req[1] + 1) & 0xFF
             self.download[3] = req[1]
         elif sid == 0x37 and resp is not None and (positive or nrc == Nrc.GENERAL_PROGRAMMING_FAILURE):
+            if positive and self.download_is_profile:
+                self.profile_staged = True
             self.download = None
 
     def key_verdict(self, req: bytes, resp: bytes | None, seed: bytes | None) -> set[Any]:
@@ -508,7 +535,7 @@ def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
         ops[0] = ("prepare", draw(st.integers(1, 9000)))
     for _ in range(draw(st.integers(1, 12))):
         kind = draw(st.sampled_from(["raw", "raw", "raw", "session", "unlock", "erase", "download", "block",
-                                     "exit", "check", "activate", "stage_valid"]))
+                                     "exit", "check", "activate", "stage_valid", "profile_download", "apply_profile"]))
         if kind == "raw":
             ops.append((kind, draw(random_request)))
         elif kind == "session":
@@ -517,6 +544,8 @@ def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
             ops.append((kind, draw(st.sampled_from([1, 1, 0x61]))))
         elif kind == "download":
             ops.append((kind, draw(st.integers(1, 9000))))
+        elif kind == "profile_download":
+            ops.append((kind, draw(st.integers(0, contract.PROFILE_MAX_SIZE + 1))))
         elif kind == "block":
             ops.append((kind, (draw(st.integers(-2, 2)), draw(st.integers(0, 4096)))))
         elif kind == "activate":
@@ -553,6 +582,10 @@ def run_ops(session: UdsSession, ops: list[tuple[str, Any]]) -> None:
             session.send(b"\x31\x01" + _u(2, Routine.CHECK_PROGRAMMING_DEPENDENCIES))
         elif kind == "activate":
             session.send(b"\x31\x01" + _u(2, Routine.ACTIVATE_UPDATE) + bytes([arg]))
+        elif kind == "profile_download":
+            session.send(b"\x34\x00\x44" + _u(4, contract.PROFILE_DOWNLOAD_ADDRESS) + _u(4, arg))
+        elif kind == "apply_profile":
+            session.send(b"\x31\x01" + _u(2, Routine.APPLY_PROFILE))
         elif kind == "prepare":
             run_ops(session, [("session", 2), ("unlock", 1)])
             if arg != "unlocked":
