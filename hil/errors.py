@@ -62,11 +62,3 @@ class UpdateFailed(HilError):
 class ImageBuildError(HilError):
     """A firmware recipe, signing key or imgtool step failed; the message names the file, field or command."""
 
-
-def __getattr__(name: str) -> type:
-    """FlashError and PowerLoss moved to hil.sim.errors (simulator-only); old imports keep working."""
-    if name in ("FlashError", "PowerLoss"):
-        from hil.sim import errors
-
-        return getattr(errors, name)  # type: ignore[no-any-return]
-    raise AttributeError(f"module 'hil.errors' has no attribute {name!r}")

@@ -129,7 +129,7 @@ class _FakeEcu:
         return copy.deepcopy(self.nv.get(key, default))
 
     def nv_update(self, **changes):
-        from hil.errors import PowerLoss
+        from hil.sim.errors import PowerLoss
         self._writes += 1
         if self._cut_at is not None and self._writes == self._cut_at:
             raise PowerLoss("cut")  # the journaled record is not written: the old state stays
@@ -164,7 +164,7 @@ def test_board_applies_a_good_package_and_refuses_a_replay(keys):
 @pytest.mark.parametrize("cut_at_write, outcome", [(1, "old"), (2, "old"), (3, "new")])
 def test_power_cut_during_apply_resolves_to_old_or_new(keys, cut_at_write, outcome):
     from hil.contract import ProfileState
-    from hil.errors import PowerLoss
+    from hil.sim.errors import PowerLoss
     from hil.sim.profiles import apply_package, resolve_after_boot
 
     ecu = _FakeEcu(load_trusted_keys([keys["dev-ecdsa-p256"]]), cut_at_write=cut_at_write)
