@@ -61,4 +61,3 @@ class UpdateFailed(HilError):
 
 class ImageBuildError(HilError):
     """A firmware recipe, signing key or imgtool step failed; the message names the file, field or command."""
-
