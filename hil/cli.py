@@ -18,7 +18,6 @@ from hil.errors import HilError
 out = RichConsole()
 
 
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bms-ota-hil")
 def main() -> None:

@@ -18,7 +18,6 @@ from hil.errors import HilError, ImageError
 _VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}$")
 
 
-
 def _version(_ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
     if value is None:
         return None

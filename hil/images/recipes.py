@@ -138,18 +138,7 @@ class RecipeFiles(Generic[RecipeT]):
 
 
 FIRMWARE_RECIPES = RecipeFiles(Recipe, "recipe")
-
-
-def load_recipe(path: Path) -> Recipe:
-    """Load and validate one firmware recipe file."""
-    return FIRMWARE_RECIPES.load(path)
-
-
-def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
-    """Every firmware recipe in `recipes_dir`, by name (sorted)."""
-    return FIRMWARE_RECIPES.load_all(recipes_dir)
-
-
-def find_recipe(name: str, recipes_dir: Path) -> Recipe:
-    """The firmware recipe called `name`; the error lists the recipes there are."""
-    return FIRMWARE_RECIPES.find(name, recipes_dir)
+#: The firmware recipes: one file, every file of a folder by name, one by name (the error lists the others).
+load_recipe = FIRMWARE_RECIPES.load
+load_recipes = FIRMWARE_RECIPES.load_all
+find_recipe = FIRMWARE_RECIPES.find

@@ -15,8 +15,6 @@ from hil.cli_common import bench_option, file_or_recipe, load_bench_config
 from hil.errors import HilError, ImageError
 
 
-
-
 def _package_bytes(package: str, cfg: BenchConfig | None) -> tuple[bytes, str]:
     """Bytes of PACKAGE, a package file or (with a bench) a profile recipe name."""
     from hil.profiles.recipes import load_profile

@@ -49,21 +49,10 @@ class ProfileRecipe(NamedRecipe):
 
 
 PROFILE_RECIPES = RecipeFiles(ProfileRecipe, "profile recipe")
-
-
-def load_profile_recipe(path: Path) -> ProfileRecipe:
-    """Load and validate one profile recipe; ImageBuildError names the file, the field and what is accepted."""
-    return PROFILE_RECIPES.load(path)
-
-
-def load_profile_recipes(directory: Path) -> dict[str, ProfileRecipe]:
-    """Every profile recipe in `directory`, by name."""
-    return PROFILE_RECIPES.load_all(directory)
-
-
-def find_profile_recipe(name: str, directory: Path) -> ProfileRecipe:
-    """The profile recipe called `name`; the error lists the ones there are."""
-    return PROFILE_RECIPES.find(name, directory)
+#: The profile recipes: one file, every file of a folder by name, one by name (the error lists the others).
+load_profile_recipe = PROFILE_RECIPES.load
+load_profile_recipes = PROFILE_RECIPES.load_all
+find_profile_recipe = PROFILE_RECIPES.find
 
 
 def build_profile(recipe: ProfileRecipe, keys_dir: Path, board_key: Path | None = None) -> bytes:
