@@ -330,3 +330,21 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     missing = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "--bench=benches/nope.yaml"],
                              cwd=work, capture_output=True, text=True, timeout=120, env=env)
     assert missing.returncode != 0 and "nope.yaml: bench file not found" in missing.stdout + missing.stderr
+
+
+def test_bench_lock_held_under_xdist_names_the_rack(tmp_path, monkeypatch):
+    from hil.errors import BenchBusy
+    from hil.lock import BenchLock
+
+    first = BenchLock("one-bench", tmp_path)
+    first.acquire(timeout=0)
+    try:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+        with pytest.raises(BenchBusy, match=r"give a rack instead \(--rack FILE"):
+            BenchLock("one-bench", tmp_path).acquire(timeout=0)
+        monkeypatch.delenv("PYTEST_XDIST_WORKER")
+        with pytest.raises(BenchBusy) as plain:
+            BenchLock("one-bench", tmp_path).acquire(timeout=0)
+        assert "--rack" not in str(plain.value)
+    finally:
+        first.release()

@@ -94,3 +94,26 @@ def test_new_message_case_fails_on_a_board_that_keeps_sending_it_after_a_rollbac
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "1 failed" in out and "the board still sends" in out, out
+
+
+def _mutation_score():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutation_score", ROOT / "benchmarks" / "mutation_score.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_score"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kill_matrix_counts_a_kill_only_when_the_clean_board_passes_that_case():
+    ms = _mutation_score()
+    case = "test_preconditions::test_activation_refused_while_pack_current_flows"
+    run = ms.Run("pack_current_precondition_ignored", keyword="pack_current", red=[case], failed_checks=[case])
+    assert run.caught and run.named_red == [case]
+    run.red_on_clean = frozenset({case})  # red on the clean board too (a broken environment, say)
+    assert not run.caught and run.named_red == []
+    other = ms.Run("pack_current_precondition_ignored", keyword="pack_current",
+                   red=["test_update::test_update_succeeds"], failed_checks=["test_update::test_update_succeeds"])
+    assert not other.caught, "a red case not named for the promise is no kill"
