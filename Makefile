@@ -34,7 +34,7 @@ suite: setup
 	$(PY) -m hil report check reports/html/index.html --screenshot reports/html/requirements.png || status=1; \
 	exit $$status
 
-## The single-file HTML from reports/allure-results: Allure 3, then its analytics script stripped (hil/report_html.py).
+## The single-file HTML from reports/allure-results: Allure 3, then its analytics script stripped (hil/report/html.py).
 ## The nightly trend lives in reports/history.jsonl (kept across runs; see reports/README.md).
 report:
 	$(PY) -m hil report html --results reports/allure-results --output reports/html --config reports/allurerc.mjs

@@ -2,7 +2,7 @@
 
 A sender process floods the bus with 8-byte BMS_CycleDiag frames back to back at the highest frame
 rate a 500 kbit/s classic CAN bus can carry (the frame length without stuff bits, from
-`hil.canbus.frame_bits`: 111 bits, 4,505 frames/s; with worst-case stuffing a frame takes 135 bits,
+`hil.drivers.canbus.frame_bits`: 111 bits, 4,505 frames/s; with worst-case stuffing a frame takes 135 bits,
 3,704 frames/s). Each frame's CycleCounter is a sequence number. The receiving side is the bench's own
 `CanChannel`, as the pytest plugin runs it: one python-can notifier, DBC decoding with cantools, and
 the .blf and .asc trace loggers. The script prints frames sent, decoded, logged to each trace and
@@ -34,9 +34,9 @@ import cantools
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hil import contract  # noqa: E402
-from hil.canbus import frame_bits, open_bus  # noqa: E402
-from hil.config import CanConfig  # noqa: E402
+from hil.bench import contract  # noqa: E402
+from hil.drivers.canbus import frame_bits, open_bus  # noqa: E402
+from hil.bench.config import CanConfig  # noqa: E402
 from hil.drivers.can import CanChannel  # noqa: E402
 
 DBC = ROOT / "benches" / "dbc" / "bms.dbc"

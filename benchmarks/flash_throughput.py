@@ -31,9 +31,9 @@ from typing import Callable, ContextManager, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hil import contract  # noqa: E402
-from hil.canbus import isotp_ceiling_kib_s, open_bus  # noqa: E402
-from hil.config import CanConfig, DutConfig, SecurityConfig, load_bench  # noqa: E402
+from hil.bench import contract  # noqa: E402
+from hil.drivers.canbus import isotp_ceiling_kib_s, open_bus  # noqa: E402
+from hil.bench.config import CanConfig, DutConfig, SecurityConfig, load_bench  # noqa: E402
 from hil.errors import HilError  # noqa: E402
 
 DBC = ROOT / "benches/dbc/bms.dbc"
@@ -144,7 +144,7 @@ BENCH_FILES = {False: ROOT / "benches/sim.yaml", True: ROOT / "benches/sim-fd.ya
 def bench_target(spec: BusSpec, bench_file: Path | None = None) -> Iterator[Session]:
     """The virtual bench (classic: benches/sim.yaml, FD: benches/sim-fd.yaml): programming session, unlock,
     erase; then the measured download into the secondary slot, with the board programming its flash."""
-    from hil.bench import Bench
+    from hil.bench.bench import Bench
 
     bench_file = bench_file or BENCH_FILES[spec.fd]
     cfg = load_bench(bench_file)

@@ -100,7 +100,7 @@ def bench_copy(base: Path, workdir: Path, slot: int, defect: str | None) -> Path
     sim["defects"] = [defect] if defect else []
     images = data.setdefault("images", {})
     for key, default in (("recipes", "../firmware_images/recipes"), ("build_dir", "../firmware_images/build"),
-                         ("keys_dir", "../firmware_images/keys"), ("profiles", "../firmware_images/profiles")):
+                         ("keys_dir", "../firmware_images/keys"), ("packages", "../firmware_images/packages")):
         images[key] = str((base.parent / images.get(key, default)).resolve())
     data["can"]["dbc"] = str((base.parent / data["can"].get("dbc", "dbc/bms.dbc")).resolve())
     out = workdir / "bench.yaml"

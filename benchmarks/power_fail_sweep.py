@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hil.config import FlashLayout
+from hil.bench.config import FlashLayout
 from hil.images.mcuboot import load_trusted_keys
 from hil.sim.sweep import sweep
 

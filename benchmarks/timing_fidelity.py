@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hil.bench import Bench  # noqa: E402
-from hil.config import load_bench  # noqa: E402
-from hil.contract import MSG_SOC_CORE, SIG_SOC_COUNTER  # noqa: E402
+from hil.bench.bench import Bench  # noqa: E402
+from hil.bench.config import load_bench  # noqa: E402
+from hil.bench.contract import MSG_SOC_CORE, SIG_SOC_COUNTER  # noqa: E402
 from hil.sim.bench import running_bench  # noqa: E402
 
 

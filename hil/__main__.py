@@ -1,5 +1,5 @@
 """`python -m hil` runs the hil command."""
 
-from hil.cli import main
+from hil.cli.main import main
 
 main()

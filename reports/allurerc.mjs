@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { defineConfig } from "allure";
 
 // Categories (DUT failure / bench error / timeout) are derived from the exception types in
-// hil/errors.py by hil.allure_audit.categories(); the plugin and `hil report html` write them here.
+// hil/errors.py by hil.report.allure.categories(); the plugin and `hil report html` write them here.
 const categoriesFile = process.env.HIL_ALLURE_CATEGORIES ?? "reports/categories.json";
 const categories = existsSync(categoriesFile) ? JSON.parse(readFileSync(categoriesFile, "utf8")) : undefined;
 
@@ -17,7 +17,7 @@ export default defineConfig({
   historyPath: process.env.HIL_ALLURE_HISTORY ?? "reports/history.jsonl",
   historyLimit: 100,
   categories,
-  // The session-level evidence hil.report writes next to the results: shown as global
+  // The session-level evidence hil.report.records writes next to the results: shown as global
   // attachments of the report, so the HTML alone carries the whole audit trail.
   // Glob patterns, resolved against the current directory (the repository root).
   globalAttachments: [

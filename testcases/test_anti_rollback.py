@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_final_state
-from hil.contract import Reason, UpdateState
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import Reason, UpdateState
 
 pytestmark = [pytest.mark.destructive]
 

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from hil import contract
-from hil.checks import Expected, check_final_state
-from hil.contract import Nrc, Reason, UpdateState
+from hil.bench import contract
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import Nrc, Reason, UpdateState
 from hil.errors import UdsError
-from hil.measure import Measurement
-from hil.vehicle import ChargerEmulation
+from hil.timing.measure import Measurement
+from hil.drivers.vehicle import ChargerEmulation
 
 pytestmark = [pytest.mark.destructive]
 

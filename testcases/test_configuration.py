@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_final_state
-from hil.contract import Reason, UpdateState
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import Reason, UpdateState
 
 pytestmark = [pytest.mark.destructive]
 
-def _customise(dut, profiles) -> dict:
+def _customise(dut, config_packages) -> dict:
     """Customer configuration as the field gets it: the signed winter profile of the board's vehicle group."""
     group = dut.vehicle_group()
-    result = profiles.apply(f"winter-{group}")
+    result = config_packages.apply(f"winter-{group}")
     assert result.applied, f"winter-{group}: {result}"
     config = dut.config()
     assert config["profile"] == f"winter-{group}", "profile did not become active"
@@ -24,8 +24,8 @@ def _customise(dut, profiles) -> dict:
 
 @pytest.mark.fault(row=15, expect="configuration preserved across a successful update")
 @pytest.mark.requirement("BMS-config-preserved")
-def test_configuration_preserved_on_success(dut, profiles, flasher, images, bench_config, measure):
-    config = _customise(dut, profiles)
+def test_configuration_preserved_on_success(dut, config_packages, flasher, images, bench_config, measure):
+    config = _customise(dut, config_packages)
     outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
@@ -33,8 +33,8 @@ def test_configuration_preserved_on_success(dut, profiles, flasher, images, benc
 
 @pytest.mark.fault(row=15, expect="configuration migrated to the new schema, customer values kept")
 @pytest.mark.requirement("BMS-config-preserved")
-def test_configuration_migrated_by_new_major_version(dut, profiles, flasher, images, bench_config, measure):
-    config = _customise(dut, profiles)
+def test_configuration_migrated_by_new_major_version(dut, config_packages, flasher, images, bench_config, measure):
+    config = _customise(dut, config_packages)
     schema_before, _crc = dut.config_version()
     outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
@@ -47,9 +47,9 @@ def test_configuration_migrated_by_new_major_version(dut, profiles, flasher, ima
 
 @pytest.mark.fault(row=15, expect="configuration restored from its backup when the update rolls back")
 @pytest.mark.requirement("BMS-config-preserved", "R156-recovery")
-def test_configuration_restored_on_rollback(dut, profiles, flasher, images, bench_config, measure):
+def test_configuration_restored_on_rollback(dut, config_packages, flasher, images, bench_config, measure):
     baseline = dut.version()
-    config = _customise(dut, profiles)
+    config = _customise(dut, config_packages)
     before = dut.config_version()
     outcome = flasher.update(images["major_update_selftest_fail"])
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_final_state, wait_dut_up
-from hil.contract import SESSION_DEFAULT, SESSION_EXTENDED, Did, Reason, UpdateState
+from hil.dut.checks import Expected, check_final_state, wait_dut_up
+from hil.bench.contract import SESSION_DEFAULT, SESSION_EXTENDED, Did, Reason, UpdateState
 from hil.errors import UdsError
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_evidence, check_final_state
-from hil.contract import Nrc, Reason, UpdateState
+from hil.dut.checks import Expected, check_evidence, check_final_state
+from hil.bench.contract import Nrc, Reason, UpdateState
 from hil.errors import UdsError
 from hil.images import mutate
 
@@ -69,7 +69,7 @@ def test_bad_image_is_rejected(request, make_image, reason, dut, flasher, images
 def test_oversized_image_is_refused_before_download(dut, flasher, uds, images, bench_config, measure):
     import struct
 
-    from hil.contract import Did, Routine
+    from hil.bench.contract import Did, Routine
 
     baseline = dut.version()
     address, slot_size, _ = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))

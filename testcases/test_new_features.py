@@ -1,7 +1,7 @@
 """New features reach the vehicle with an update and leave with a rollback (white paper: a new CAN message format).
 
 Fault-matrix row 21. The tester decodes every frame with the DBC of the release the board runs
-(benches/dbc/bms.dbc marks each message with the release that introduced it; `hil.releases`):
+(benches/dbc/bms.dbc marks each message with the release that introduced it; `hil.images.releases`):
 a frame the release does not define is a finding, and the signals of the messages every release
 shares must still mean what they meant (checked against the battery emulator's pack state).
 """
@@ -13,10 +13,10 @@ import statistics
 
 import pytest
 
-from hil.checks import Expected, check_final_state
-from hil.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, N_CELLS, Reason, UpdateState
-from hil.measure import Measurement
-from hil.releases import new_messages, release_database, release_messages
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, N_CELLS, Reason, UpdateState
+from hil.timing.measure import Measurement
+from hil.images.releases import new_messages, release_database, release_messages
 
 pytestmark = [pytest.mark.destructive]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 
 @pytest.mark.sim_only
@@ -43,7 +43,7 @@ def test_exhaustive_power_fail_sweep(request, scenario, torn, multi, row, images
                    bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row,
                    make_bootloader=make)
     (evidence / "sweep.txt").write_text("\n".join(str(p) for p in report.points))
-    from hil.plots import plot_outcome_strip
+    from hil.report.plots import plot_outcome_strip
 
     plot_outcome_strip([(p.op_index, p.outcome) for p in report.points], evidence / "sweep-outcomes.png",
                        f"{scenario}{' (torn)' if torn else ''}{f', {multi} cuts in a row' if multi else ''}: "

@@ -13,11 +13,11 @@ import threading
 
 import pytest
 
-from hil.checks import Expected, check_evidence, check_final_state, wait_dut_up
-from hil.contract import ActivationMode, Reason, ResetCause, Routine, UpdateState
+from hil.dut.checks import Expected, check_evidence, check_final_state, wait_dut_up
+from hil.bench.contract import ActivationMode, Reason, ResetCause, Routine, UpdateState
 from hil.errors import HilError
 from hil.faults.power import CutEvidence, check_cut, proven_dropout
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 pytestmark = [pytest.mark.destructive]
 OFF_S = 0.5
@@ -27,7 +27,7 @@ OFF_S = 0.5
 def supply_around_the_cut(psu, evidence, bench_config):
     """Sample the supply's measured voltage and current through the whole case; plot it, and zoom on the first cut."""
     from hil.faults.power import SupplyMonitor
-    from hil.plots import plot_supply
+    from hil.report.plots import plot_supply
 
     monitor = SupplyMonitor(psu, evidence / "supply-samples.csv")
     with monitor:

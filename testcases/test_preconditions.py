@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_final_state
-from hil.contract import Nrc, Reason, UpdateState
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import Nrc, Reason, UpdateState
 from hil.errors import UdsError
 
 pytestmark = [pytest.mark.destructive]

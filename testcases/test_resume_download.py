@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from hil import contract
-from hil.checks import Expected, check_final_state, wait_dut_up
-from hil.contract import Reason, UpdateState
-from hil.measure import Measurement
+from hil.bench import contract
+from hil.dut.checks import Expected, check_final_state, wait_dut_up
+from hil.bench.contract import Reason, UpdateState
+from hil.timing.measure import Measurement
 
 pytestmark = [pytest.mark.destructive]
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hil.contract import SESSION_PROGRAMMING, Nrc
+from hil.bench.contract import SESSION_PROGRAMMING, Nrc
 from hil.errors import UdsError
 
 

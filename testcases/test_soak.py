@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from hil.contract import MSG_CYCLE_DIAG, MSG_SOC_CORE
-from hil.measure import CycleTiming
+from hil.bench.contract import MSG_CYCLE_DIAG, MSG_SOC_CORE
+from hil.timing.measure import CycleTiming
 
 
 @pytest.mark.nightly

@@ -2,7 +2,7 @@
 
 Fault-matrix row 22 (white paper: SOC algorithm improvements reaching every vehicle). The battery
 emulator holds the truth: rested cells at the open-circuit voltage of a known SOC (the pack's OCV
-curve is part of the bench contract, `hil.contract.CELL_OCV_CURVE`), and charge moved by the
+curve is part of the bench contract, `hil.bench.contract.CELL_OCV_CURVE`), and charge moved by the
 emulator's current is counted by the tester. Accuracy and the largest step are declared in the
 bench YAML (`soc:`).
 """
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from hil.contract import MSG_SOC_CORE, UpdateState, ocv_for_soc
+from hil.bench.contract import MSG_SOC_CORE, UpdateState, ocv_for_soc
 from hil.errors import HilTimeout
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 pytestmark = [pytest.mark.destructive]
 

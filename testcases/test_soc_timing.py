@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from hil.canbus import isotp_ceiling_kib_s
-from hil.contract import Routine, UpdateState
-from hil.flasher import Phase
-from hil.measure import Measurement
-from hil.timing import TimingCase, TimingSummary, measurement_names
+from hil.drivers.canbus import isotp_ceiling_kib_s
+from hil.bench.contract import Routine, UpdateState
+from hil.dut.flasher import Phase
+from hil.timing.measure import Measurement
+from hil.timing.soc_timing import TimingCase, TimingSummary, measurement_names
 
 IDLE_S = 5.0
 AFTER_BOOT_S = 3.0

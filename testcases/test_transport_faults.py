@@ -10,8 +10,8 @@ from typing import Callable, Iterable
 
 import pytest
 
-from hil.checks import Expected, check_final_state
-from hil.contract import MSG_SOC_CORE, Nrc, UpdateState
+from hil.dut.checks import Expected, check_final_state
+from hil.bench.contract import MSG_SOC_CORE, Nrc, UpdateState
 from hil.errors import UdsError
 
 Filter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
@@ -82,11 +82,11 @@ def test_repeated_block_is_acknowledged_not_written_twice(dut, flasher, images, 
 
 @pytest.mark.fault(row=12, expect="NRC 0x71 on data beyond the announced size, nothing overwritten")
 @pytest.mark.requirement("ISO24089-integrity")
-def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, measure, uds, profile):
+def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, measure, uds, dut_profile):
     baseline = dut.version()
     config = dut.config()
     image = images["update"]
-    per_block = profile.uds.max_block_length - 2  # SID and block counter
+    per_block = dut_profile.uds.max_block_length - 2  # SID and block counter
     blocks = -(-len(image) // per_block)
     flasher.block_filter = endless(blocks)
     with pytest.raises(UdsError) as refused:
@@ -145,7 +145,7 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
     """Announce the whole image, send all but its last block, then ask to exit: the DUT must refuse."""
     import struct
 
-    from hil.contract import SESSION_DEFAULT, Did, Routine
+    from hil.bench.contract import SESSION_DEFAULT, Did, Routine
 
     baseline = dut.version()
     config = dut.config()

@@ -7,23 +7,23 @@ from __future__ import annotations
 
 import pytest
 
-from hil.checks import Expected, check_evidence, check_final_state
-from hil.contract import MSG_SOC_CORE, Reason, UpdateState
+from hil.dut.checks import Expected, check_evidence, check_final_state
+from hil.bench.contract import MSG_SOC_CORE, Reason, UpdateState
 
 pytestmark = [pytest.mark.destructive]
 
 
 @pytest.mark.requirement("R156-integrity", "R156-inform-result", "ISO24089-reporting", "BMS-config-preserved")
-def _console_shows(console, profile, name: str, timeout: float = 5.0) -> None:
+def _console_shows(console, dut_profile, name: str, timeout: float = 5.0) -> None:
     """Where the bench has a console and the profile a pattern for `name`, the console must show it."""
-    pattern = profile.console_pattern(name)
+    pattern = dut_profile.console_pattern(name)
     if console is not None and pattern is not None:
         console.expect(pattern, timeout=timeout)
 
 
 def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_config, measure, evidence, console_if_any,
-                                          profile):
-    from hil.measure import Measurement, max_gap_ms
+                                          dut_profile):
+    from hil.timing.measure import Measurement, max_gap_ms
 
     baseline = dut.version()
     config = dut.config()
@@ -44,7 +44,7 @@ def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_confi
     assert outcome.state is UpdateState.SUCCESS, f"update ended {outcome.state.name}/{outcome.reason.name}: {outcome.states_seen}"
     check_final_state(dut, budgets, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE, config), measure)
     assert dut.backup_version() == baseline, "the previous image must survive as the backup"
-    _console_shows(console_if_any, profile, "selftest_passed")
+    _console_shows(console_if_any, dut_profile, "selftest_passed")
     check_evidence(evidence, console_if_any)
 
 
@@ -59,7 +59,7 @@ def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_confi
     ],
 )
 def test_failed_update_is_rolled_back(recipe, reason, dut, flasher, images, bench_config, measure, evidence,
-                                      console_if_any, profile):
+                                      console_if_any, dut_profile):
     baseline = dut.version()
     config = dut.config()
     staged = flasher.stage(images[recipe])
@@ -69,5 +69,5 @@ def test_failed_update_is_rolled_back(recipe, reason, dut, flasher, images, benc
     assert outcome.state is UpdateState.ROLLED_BACK, f"{recipe}: ended {outcome.state.name}: {outcome.states_seen}"
     assert outcome.reason is reason, f"{recipe}: reason {outcome.reason.name}, expected {reason.name}"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, reason, config), measure)
-    _console_shows(console_if_any, profile, "revert")
+    _console_shows(console_if_any, dut_profile, "revert")
     check_evidence(evidence, console_if_any)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil.contract import DTC_STATUS_FAILED, Dtc, Reason, UpdateState
+from hil.bench.contract import DTC_STATUS_FAILED, Dtc, Reason, UpdateState
 from hil.errors import UpdateFailed
 from hil.images import mutate
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hil import allure_audit, errors
-from hil.requirements import CATALOGUE
+from hil import errors
+from hil.report import allure as allure_audit
+from hil.report.requirements import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_labels_follow_the_catalogue(tmp_path):
     ("hil.errors.LimitViolation: supply voltage 30 V above max_voltage 16 V", "Bench error"),
     ("hil.errors.ReadbackMismatch: output commanded ON, instrument reports OFF", "Bench error"),
     ("AssertionError: update ended ROLLED_BACK\nassert False", "DUT failure"),
-    ("hil.checks.VerdictError: DUT not in the expected final state:\n- F189 = '1.0.0'", "DUT failure"),
+    ("hil.dut.checks.VerdictError: DUT not in the expected final state:\n- F189 = '1.0.0'", "DUT failure"),
     ("hil.errors.UdsError: ReadDataByIdentifier F1A0: NRC 0x31", "DUT failure"),
     ("hil.errors.UpdateFailed: the DUT rejected the staged image: HASH_MISMATCH", "DUT failure"),
 ])
@@ -76,7 +77,7 @@ def test_every_framework_exception_has_a_category():
     placed = {n for names in allure_audit.error_types().values() for n in names}
     for name, obj in vars(errors).items():
         if isinstance(obj, type) and issubclass(obj, errors.HilError) and obj is not errors.HilError:
-            assert f"hil.errors.{name}" in placed, f"{name} is in no category (hil/allure_audit.py)"
+            assert f"hil.errors.{name}" in placed, f"{name} is in no category (hil/report/allure.py)"
 
 
 def test_environment_properties(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.config import FlashLayout
-from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
+from hil.bench.config import FlashLayout
+from hil.bench.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
 from hil.errors import ImageError
 from hil.sim.errors import FlashError, PowerLoss
 from hil.images.mcuboot import TrustedKey, load_trusted_keys

@@ -9,9 +9,9 @@ from pathlib import Path
 import can
 import pytest
 
-from hil import contract
-from hil.canbus import (PacedBus, fd_length, frame_bits, frame_time_s, isotp_ceiling_kib_s, isotp_frames, open_bus)
-from hil.config import CanConfig
+from hil.bench import contract
+from hil.drivers.canbus import (PacedBus, fd_length, frame_bits, frame_time_s, isotp_ceiling_kib_s, isotp_frames, open_bus)
+from hil.bench.config import CanConfig
 from hil.drivers.can import CanChannel
 from hil.errors import BenchBroken, HilTimeout
 
@@ -328,8 +328,8 @@ def test_trace_has_each_tester_frame_once_on_an_interface_that_echoes(tmp_path: 
 
 def test_fd_bit_timing_reaches_python_can(monkeypatch: pytest.MonkeyPatch) -> None:
     """A PCAN/Kvaser FD bench from YAML alone: open_bus hands python-can the BitTimingFd of the sample points."""
-    from hil import canbus
-    from hil.config import CanTiming
+    from hil.drivers import canbus
+    from hil.bench.config import CanTiming
 
     seen: dict[str, object] = {}
     real_bus = can.Bus

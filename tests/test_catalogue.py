@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hil import report
-from hil.config import load_bench
-from hil.contract import Reason
+from hil.report import records as report
+from hil.bench.config import load_bench
+from hil.bench.contract import Reason
 from hil.errors import BenchConfigError, ImageError
 from hil.images.catalogue import MissingImage, derive
 from hil.images.keys import ensure_key

@@ -37,7 +37,7 @@ def _sim_bench(tmp_path: Path, **changes) -> Path:
     data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem"),
                                    str(ROOT / "firmware_images/keys/dev-ed25519.pem")]
     data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys"), "profiles": str(ROOT / "firmware_images/profiles")}
+                      "keys_dir": str(ROOT / "firmware_images/keys"), "packages": str(ROOT / "firmware_images/packages")}
     data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
     for key, value in changes.items():
         section, _, field = key.partition(".")
@@ -148,7 +148,7 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
         data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys" / Path(k).name) for k in data["sim"]["trusted_keys"]]
         data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"),
                           "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys"),
-                          "profiles": str(ROOT / "firmware_images/profiles")}
+                          "packages": str(ROOT / "firmware_images/packages")}
         data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
         bench.write_text(yaml.safe_dump(data))
     result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)
@@ -169,9 +169,9 @@ def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
 
 def test_two_virtual_benches_run_side_by_side(tmp_path):
     """Each bench has its own multicast group, ports and flash file: cutting one's power leaves the other running."""
-    from hil.bench import Bench
-    from hil.config import load_bench
-    from hil.contract import MSG_SOC_CORE
+    from hil.bench.bench import Bench
+    from hil.bench.config import load_bench
+    from hil.bench.contract import MSG_SOC_CORE
     from hil.errors import HilTimeout
 
     (tmp_path / "a").mkdir()
@@ -334,7 +334,7 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
 
 def test_bench_lock_held_under_xdist_names_the_rack(tmp_path, monkeypatch):
     from hil.errors import BenchBusy
-    from hil.lock import BenchLock
+    from hil.bench.lock import BenchLock
 
     first = BenchLock("one-bench", tmp_path)
     first.acquire(timeout=0)

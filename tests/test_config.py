@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hil.config import load_bench, socket_resource_address
+from hil.bench.config import load_bench, socket_resource_address
 from hil.errors import BenchConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def _write(tmp_path: Path, mutate) -> Path:
 def test_shipped_bench_files_load():
     for f in sorted((ROOT / "benches").rglob("*.yaml")):
         if "profiles" in f.parts:
-            continue  # DUT profiles: tests/test_profile.py
+            continue  # DUT profiles: tests/test_dut_profile.py
         if f.parent == ROOT / "benches/racks":
             continue  # rack files (their bench files below them are bench files): tests/test_rack.py
         cfg = load_bench(f)

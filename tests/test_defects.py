@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hil.config import load_bench
+from hil.bench.config import load_bench
 from hil.errors import BenchConfigError
-from hil.report import FAULT_MATRIX
+from hil.report.records import FAULT_MATRIX
 from hil.sim.defects import DEFECTS, Defects
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil.config import FlashLayout
+from hil.bench.config import FlashLayout
 from hil.sim.errors import FlashError, PowerLoss
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.nvstore import NvStore

@@ -32,10 +32,10 @@ from hypothesis import HealthCheck, assume, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from hil import contract
-from hil.config import BenchConfig, compute_key, load_bench
-from hil.contract import Did, Nrc, Routine, UpdateState
-from hil.profile import DutProfile
+from hil.bench import contract
+from hil.bench.config import BenchConfig, compute_key, load_bench
+from hil.bench.contract import Did, Nrc, Routine, UpdateState
+from hil.bench.dut_profile import DutProfile
 from hil.errors import BenchConfigError, ImageError
 from hil.images.build import load_image
 from hil.images.keys import ensure_dev_keys
@@ -100,7 +100,7 @@ def fuzz_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzBoard]:
             assert time.monotonic() < deadline, "fuzz board did not boot"
             time.sleep(0.01)
         # The vehicle side: plugged in and parked (the charging window), so activation's preconditions hold.
-        from hil.canbus import open_bus
+        from hil.drivers.canbus import open_bus
         vehicle_bus = open_bus(effective.can)
         spec = board.db.get_message_by_name(effective.profile.can.dbc_message(contract.MSG_VEHICLE_STATE))
         vehicle = vehicle_bus.send_periodic(can.Message(arbitration_id=spec.frame_id, is_extended_id=False, data=spec.encode(
@@ -653,7 +653,7 @@ def test_uds_fuzz_reaches_the_deep_states(uds_session) -> None:
 def isotp_tester(fuzz_board: FuzzBoard) -> Iterator[isotp.NotifierBasedCanStack]:
     bench = fuzz_board.bench
     assert bench.bus is not None and bench.notifier is not None
-    from hil.canbus import open_bus
+    from hil.drivers.canbus import open_bus
     import can
     bus = open_bus(fuzz_board.cfg.can)
     notifier = can.Notifier(bus, [], timeout=0.05)

@@ -22,10 +22,10 @@ import cantools
 import pytest
 import yaml
 
-from hil import contract
-from hil.canbus import open_bus
-from hil.config import CanConfig, DutConfig, SecurityConfig, load_bench
-from hil import config as hil_config  # (TesterConfig imported by name would be collected as a test class)
+from hil.bench import contract
+from hil.drivers.canbus import open_bus
+from hil.bench.config import CanConfig, DutConfig, SecurityConfig, load_bench
+from hil.bench import config as hil_config  # (TesterConfig imported by name would be collected as a test class)
 from hil.drivers.can import CanChannel
 from hil.drivers.uds import UdsClient
 from hil.errors import BenchBroken, BenchConfigError

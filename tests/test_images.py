@@ -15,13 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hil import contract
-from hil.config import load_bench
-from hil.contract import Reason
+from hil.bench import contract
+from hil.bench.config import load_bench
+from hil.bench.contract import Reason
 from hil.errors import BenchConfigError, ImageBuildError, ImageError
 from hil.images import mutate
 from hil.images.build import build_all, build_image, load_image, read_manifest
-from hil.images.cli import images as images_cli
+from hil.cli.images import images as images_cli
 from hil.images.keys import ensure_dev_keys
 from hil.images.mcuboot import (
     TLV_ECDSA_SIG,

@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 import pyvisa
 
-from hil import contract
-from hil.config import LoadConfig, PsuConfig, PsuLimits
+from hil.bench import contract
+from hil.bench.config import LoadConfig, PsuConfig, PsuLimits
 from hil.drivers.load import ScpiBatteryEmulator
 from hil.drivers.protocols import BatteryEmulator, PowerSupply
 from hil.drivers.psu import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 from hil.plugin import measurement_verdict
 
 pytest_plugins = ["pytester"]
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CASES = '''
 import pytest
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 
 def test_throughput_below_its_limit(measure):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from hil.config import TimingBudgets
-from hil.plots import plot_outcome_strip, plot_supply, plot_timing
-from hil.timing import CycleTimingStream
+from hil.bench.config import TimingBudgets
+from hil.report.plots import plot_outcome_strip, plot_supply, plot_timing
+from hil.timing.soc_timing import CycleTimingStream
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -20,9 +20,9 @@ import yaml
 from filelock import FileLock
 
 from hil.errors import BenchBusy, BenchConfigError
-from hil.lease import FileLeases, LeaseKeeper, LeaseLost, acquire_one
-from hil.rack import BenchNeed, BenchTags, load_rack, need_from_marks
-from hil.rackrun import RackScheduling
+from hil.rack.lease import FileLeases, LeaseKeeper, LeaseLost, acquire_one
+from hil.rack.inventory import BenchNeed, BenchTags, load_rack, need_from_marks
+from hil.rack.scheduling import RackScheduling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,7 +241,7 @@ def _labgrid_client(address: str, user: str, *args: str) -> subprocess.Completed
 
 
 def test_labgrid_coordinator_leases_tags_and_releases(coordinator):
-    from hil.lease_labgrid import LabgridLeases
+    from hil.rack.lease_labgrid import LabgridLeases
 
     leases = LabgridLeases(coordinator, user="worker-a")
     lease = leases.try_acquire("bench-1", {"variant": "BMS-HW-A2", "can": "fd", "console": "yes"})
@@ -262,7 +262,7 @@ def test_labgrid_coordinator_leases_tags_and_releases(coordinator):
 
 
 def test_labgrid_lease_kicked_by_an_operator_is_lost(coordinator):
-    from hil.lease_labgrid import LabgridLeases
+    from hil.rack.lease_labgrid import LabgridLeases
 
     lease = LabgridLeases(coordinator, user="worker-a").try_acquire("bench-2", {"can": "classic"})
     kicked = _labgrid_client(coordinator, "operator", "-p", "hil-bench-2", "release", "--kick")
@@ -463,7 +463,7 @@ def test_rack_without_workers_skips_what_its_one_bench_cannot_serve(tmp_path):
 
 # ---------------------------------------------------------------------- hil report merge
 def _host_results(base: Path, host: str, bench: str, outcome: str) -> Path:
-    from hil.report_merge import write_all
+    from hil.report.merge import write_all
 
     d = base / host
     ev = d / "evidence" / "test_update"

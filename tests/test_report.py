@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hil import report
-from hil.report import FAIL, FAULT_MATRIX, NOT_COVERED, PASS, TestRecord
-from hil.requirements import CATALOGUE, lookup, unknown_ids
+from hil.report import records as report
+from hil.report.records import FAIL, FAULT_MATRIX, NOT_COVERED, PASS, TestRecord
+from hil.report.requirements import CATALOGUE, lookup, unknown_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 

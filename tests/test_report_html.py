@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.report_html import ReportError, external_references, sanitize_report, strip_analytics
+from hil.report.html import ReportError, external_references, sanitize_report, strip_analytics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ import allure
 import pytest
 
 from hil.errors import BenchBroken
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 
 @pytest.mark.requirement("R156-integrity", "ISO24089-integrity")
@@ -84,7 +84,7 @@ def test_bench_error_is_its_own_category():
 
 
 def _chromium_or_skip() -> None:
-    from hil.report_browser import find_chromium
+    from hil.report.browser import find_chromium
 
     if find_chromium() is None:
         if os.environ.get("CI"):
@@ -143,7 +143,7 @@ def test_report_in_headless_chromium(synthetic_report, tmp_path):
 def test_browser_check_catches_the_unstripped_report(synthetic_results, tmp_path):
     """The same results through plain `allure generate`: Chromium records the request to the tracker."""
     _chromium_or_skip()
-    from hil.report_html import check_in_browser
+    from hil.report.html import check_in_browser
 
     out = tmp_path / "raw"
     env = {**os.environ, "HIL_ALLURE_HISTORY": str(tmp_path / "history.jsonl")}
@@ -168,7 +168,7 @@ def test_check_names_what_is_missing(synthetic_report, tmp_path):
 
 def test_embedded_data_is_declared_before_the_app(synthetic_report):
     """The app must find its embedded data even when it starts before Allure's data script is parsed."""
-    from hil.report_html import EARLY_DATA_SCRIPT
+    from hil.report.html import EARLY_DATA_SCRIPT
 
     html = synthetic_report.read_text()
     head_end = html.index("</head>")

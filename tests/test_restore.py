@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hil.errors import BenchBroken, BenchConfigError
-from hil.profile import RestoreProfile
-from hil.restore import CommandRestore, PyOcdRestore, UdsRestore, restore_strategy
+from hil.bench.dut_profile import RestoreProfile
+from hil.dut.restore import CommandRestore, PyOcdRestore, UdsRestore, restore_strategy
 
 
 def test_profile_chooses_the_strategy():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hil.config import TimingBudgets
-from hil.measure import Measurement
-from hil.timing import CycleTimingStream, FixedHistogram, RunningStats, reset_to_first_frame_s
+from hil.bench.config import TimingBudgets
+from hil.timing.measure import Measurement
+from hil.timing.soc_timing import CycleTimingStream, FixedHistogram, RunningStats, reset_to_first_frame_s
 
 
 def _feed(stream: CycleTimingStream, times: list[float], counters: list[int] | None = None) -> None:
@@ -113,7 +113,7 @@ def test_reset_to_first_frame_skips_frames_of_the_old_boot() -> None:
 
 
 def test_measurement_names_list_every_statistic_recorded() -> None:
-    from hil.timing import measurement_names
+    from hil.timing.soc_timing import measurement_names
 
     summary = CycleTimingStream(100.0, start_time=0.0).finish(1.0)
     assert tuple(m.name for m in summary.measurements(TimingBudgets(), "x")) == measurement_names("x")
@@ -152,8 +152,8 @@ class _FakeCan:
 
 
 def test_timing_case_splits_boots_and_measures_reset_to_first_frame(tmp_path, monkeypatch) -> None:
-    import hil.timing as timing
-    from hil.timing import TimingCase
+    import hil.timing.soc_timing as timing
+    from hil.timing.soc_timing import TimingCase
 
     clock = [1000.0]
     monkeypatch.setattr(timing.time, "time", lambda: clock[0])
@@ -177,8 +177,8 @@ def test_timing_case_splits_boots_and_measures_reset_to_first_frame(tmp_path, mo
 
 
 def test_timing_case_finds_a_boot_too_quick_to_leave_a_silence(tmp_path, monkeypatch) -> None:
-    import hil.timing as timing
-    from hil.timing import TimingCase
+    import hil.timing.soc_timing as timing
+    from hil.timing.soc_timing import TimingCase
 
     clock = [1000.0]
     monkeypatch.setattr(timing.time, "time", lambda: clock[0])

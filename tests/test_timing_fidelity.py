@@ -17,12 +17,12 @@ from pathlib import Path
 import cantools
 import pytest
 
-from hil.bench import Bench
-from hil.config import BenchConfig, load_bench
-from hil.contract import MSG_SOC_CORE
+from hil.bench.bench import Bench
+from hil.bench.config import BenchConfig, load_bench
+from hil.bench.contract import MSG_SOC_CORE
 from hil.sim.bench import running_bench
 from hil.sim.soc import CpuStall, SocCore, SocEstimator, new_release_trace
-from hil.timing import CycleTimingStream
+from hil.timing.soc_timing import CycleTimingStream
 
 from bench_ports import private_ports
 

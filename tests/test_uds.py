@@ -11,8 +11,8 @@ from typing import Iterator
 import can
 import pytest
 
-from hil import contract
-from hil.config import CanConfig, DutConfig, SecurityConfig
+from hil.bench import contract
+from hil.bench.config import CanConfig, DutConfig, SecurityConfig
 from hil.drivers.can import CanChannel
 from hil.drivers.uds import UdsClient
 from hil.errors import HilTimeout, UdsError

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import can
 
-from hil import contract
-from hil.config import CanConfig
+from hil.bench import contract
+from hil.bench.config import CanConfig
 from hil.drivers.can import CanChannel
-from hil.vehicle import Vehicle
+from hil.drivers.vehicle import Vehicle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ def _vendor_b_bench(tmp_path: Path) -> Path:
     images["catalogue"] = {role: str((ROOT / "benches" / v).resolve()) for role, v in images["catalogue"].items()}
     images["signing_key"] = str(keys / "vendor-b-release-ecdsa-p256.pem")
     images.update({"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                   "keys_dir": str(keys), "profiles": str(ROOT / "firmware_images/profiles")})
+                   "keys_dir": str(keys), "packages": str(ROOT / "firmware_images/packages")})
     path = tmp_path / "vendor-b.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -19,9 +19,9 @@ import udsoncan
 from udsoncan.client import Client
 from udsoncan.connections import PythonIsoTpConnection
 
-from hil.bench import Bench
-from hil.config import BenchConfig, load_bench
-from hil.contract import (MSG_SOC_CORE, ActivationMode, BootMode, Did, Nrc, Reason, Routine, UpdateState)
+from hil.bench.bench import Bench
+from hil.bench.config import BenchConfig, load_bench
+from hil.bench.contract import (MSG_SOC_CORE, ActivationMode, BootMode, Did, Nrc, Reason, Routine, UpdateState)
 from hil.errors import HilError
 from hil.images.build import load_image
 from hil.images import mutate

@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import can
 
-from hil.canbus import TxTap, echoes_own_frames, load_dbc, open_bus
-from hil.config import CanConfig
+from hil.drivers.canbus import TxTap, echoes_own_frames, load_dbc, open_bus
+from hil.bench.config import CanConfig
 from hil.errors import BenchConfigError, HilError, HilTimeout
-from hil.profile import DutProfile
+from hil.bench.dut_profile import DutProfile
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import IO, Any, Mapping
 
 import serial
 
-from hil import contract
+from hil.bench import contract
 from hil.errors import HilTimeout, InstrumentError
 
 #: How much of the buffer a timeout error shows.

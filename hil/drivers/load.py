@@ -13,8 +13,8 @@ import types
 from pathlib import Path
 from typing import Mapping
 
-from hil import contract
-from hil.config import LoadConfig
+from hil.bench import contract
+from hil.bench.config import LoadConfig
 from hil.drivers.psu import ScpiDriver, check_readback
 from hil.errors import InstrumentError, LimitViolation
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, ContextManager, Mapping, Protocol, runtime_checkable
 
-from hil import contract
+from hil.bench import contract
 
 
 @runtime_checkable

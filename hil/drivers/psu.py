@@ -25,7 +25,7 @@ import pyvisa
 import pyvisa.constants
 import pyvisa.errors
 
-from hil.config import PsuConfig
+from hil.bench.config import PsuConfig
 from hil.errors import BenchConfigError, InstrumentError, LimitViolation, ReadbackMismatch
 
 #: A SYST:ERR? answer meaning "no error": `+0,"No error"` (some vendors: `0,"No error"`).

@@ -18,11 +18,11 @@ from udsoncan.connections import PythonIsoTpConnection
 from udsoncan.exceptions import (ConfigError, InvalidResponseException, NegativeResponseException, TimeoutException,
                                  UnexpectedResponseException)
 
-from hil import contract
-from hil.config import DutConfig, TesterConfig
+from hil.bench import contract
+from hil.bench.config import DutConfig, TesterConfig
 from hil.drivers.can import CanChannel
 from hil.errors import HilTimeout, UdsError
-from hil.profile import DutProfile
+from hil.bench.dut_profile import DutProfile
 
 log = logging.getLogger(__name__)
 

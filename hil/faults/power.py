@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hil import contract
-from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
+from hil.bench import contract
+from hil.bench.contract import ActivationMode, BootMode, ResetCause, UpdateState
 from hil.errors import HilError, HilTimeout
 
 #: Install phases and the console pattern (by name, from the DUT profile) that opens each, in order;

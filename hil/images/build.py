@@ -21,8 +21,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from hil import contract
-from hil.config import BenchConfig, FlashLayout
+from hil.bench import contract
+from hil.bench.config import BenchConfig, FlashLayout
 from hil.errors import ImageBuildError, ImageError
 from hil.images.keys import resolve_key
 from hil.images.mcuboot import TLV_KEYHASH, load_trusted_keys, verify_image

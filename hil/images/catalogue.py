@@ -17,32 +17,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hil.bench.config import BenchConfig
 from hil.errors import HilError, ImageBuildError
-
-if TYPE_CHECKING:  # the bench config imports this module for its validators
-    from hil.config import BenchConfig
-
-#: Every role a test case may ask for, and what the image must be.
-ROLES: dict[str, str] = {
-    "baseline": "the image the bench restores the board to (confirmed, lowest security counter)",
-    "update": "an ordinary update: newer version, same configuration schema, passes its self-test",
-    "major_update": "a newer update that migrates the configuration to a new schema",
-    "major_update_selftest_fail": "a configuration-migrating update whose self-test fails",
-    "selftest_fail": "an update whose self-test fails (the board must revert)",
-    "crash_at_boot": "an update that crashes during start-up (hard fault)",
-    "hang": "an update that hangs at start-up until the watchdog fires",
-    "timing_overrun": "an update whose SOC task overruns its cycle now and then",
-    "wrong_hardware": "an update built for another hardware number",
-    "older_version": "a correctly signed image with a lower version than the baseline",
-    "higher_security_counter": "an update with a security counter above the baseline's",
-    "higher_security_counter_selftest_fail": "like higher_security_counter, but its self-test fails",
-    "incompatible_config": "an update that needs a configuration schema the board does not have",
-    "largest": "the largest image the slot holds",
-    "single_bank_stall": "an update built for a single-bank part: its SOC task stalls while flash is erased",
-    "unknown_key": "the update signed with a key the board does not trust",
-}
+from hil.images.roles import ROLES
 
 #: The virtual bench's recipes by role (firmware_images/recipes); a virtual bench without
 #: `images.catalogue` uses this one.
@@ -77,14 +55,14 @@ class MissingImage(HilError):
         super().__init__(f"image role {role!r} not available: {reason}")
 
 
-def catalogue_of(cfg: "BenchConfig") -> dict[str, str]:
+def catalogue_of(cfg: BenchConfig) -> dict[str, str]:
     """The bench's role -> recipe-or-file map (the recipe catalogue on virtual benches that give none)."""
     if cfg.images.catalogue is not None:
         return dict(cfg.images.catalogue)
     return dict(SIM_CATALOGUE) if cfg.virtual else {}
 
 
-def signing_key(cfg: "BenchConfig") -> Path | None:
+def signing_key(cfg: BenchConfig) -> Path | None:
     """The board's development signing key, from the bench file or its environment variable; None if neither."""
     images = cfg.images
     if images.signing_key is not None:
@@ -95,7 +73,7 @@ def signing_key(cfg: "BenchConfig") -> Path | None:
     return None
 
 
-def prebuild(cfg: "BenchConfig") -> list[Path]:
+def prebuild(cfg: BenchConfig) -> list[Path]:
     """Virtual benches with `images.prebuild`: build each missing catalogue .bin from the recipe of the same
     name, signed with the prebuild key (generated on first use, never committed). Returns the files made."""
     spec = cfg.images.prebuild
@@ -118,7 +96,7 @@ def prebuild(cfg: "BenchConfig") -> list[Path]:
     return made
 
 
-def derive(role: str, update: bytes, cfg: "BenchConfig") -> bytes:
+def derive(role: str, update: bytes, cfg: BenchConfig) -> bytes:
     """`role` derived from the update image (see DERIVED); MissingImage naming what is lacking."""
     from hil.images import mutate
     from hil.images.mcuboot import parse_image
@@ -146,7 +124,7 @@ def derive(role: str, update: bytes, cfg: "BenchConfig") -> bytes:
     raise MissingImage(role, f"no way to derive it; accepted roles to derive: {', '.join(DERIVED)}")
 
 
-def resolve_image(name: str, cfg: "BenchConfig", update: "bytes | None" = None) -> bytes:
+def resolve_image(name: str, cfg: BenchConfig, update: "bytes | None" = None) -> bytes:
     """Image bytes for an image role (the bench's catalogue, or derived), a recipe name or a .bin path.
 
     MissingImage names a role the bench lacks. `update`: the update image if the caller has it already.

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from hil import contract
-from hil.contract import Reason
+from hil.bench import contract
+from hil.bench.contract import Reason
 from hil.errors import BenchConfigError, ImageError
 
 # --------------------------------------------------------------------------- format constants

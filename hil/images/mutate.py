@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from hil import contract
+from hil.bench import contract
 from hil.errors import ImageBuildError, ImageError
 from hil.images import mcuboot
 from hil.images.mcuboot import (

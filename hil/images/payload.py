@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hil import contract
+from hil.bench import contract
 
 _LEN = struct.Struct("<I")
 _PREFIX = len(contract.PAYLOAD_MAGIC) + _LEN.size

@@ -15,7 +15,7 @@ from typing import Generic, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hil.config import format_validation_error
+from hil.bench.validation import format_validation_error
 from hil.errors import ImageBuildError
 from hil.images.payload import FirmwareDescriptor, FirmwareTiming
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 
 import can
 
-from hil.canbus import open_bus
-from hil.config import BenchConfig, socket_resource_address, socket_url_address
+from hil.drivers.canbus import open_bus
+from hil.bench.config import BenchConfig, socket_resource_address, socket_url_address
 from hil.errors import BenchBroken, BenchConfigError
 from hil.images.build import load_image
 from hil.images.catalogue import catalogue_of, prebuild

@@ -14,23 +14,23 @@ import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence, cast
+from typing import Any, Callable, Sequence
 
 import can
 
-from hil import contract
-from hil.canbus import frame_time_s
-from hil.config import BenchConfig
-from hil.contract import BootMode, Reason, ResetCause, UpdateState
-from hil.canbus import load_dbc
+from hil.bench import contract
+from hil.drivers.canbus import frame_time_s
+from hil.bench.config import BenchConfig
+from hil.bench.contract import BootMode, Reason, ResetCause, UpdateState
+from hil.drivers.canbus import load_dbc
 from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import ParsedImage, TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
-from hil.sim import profiles
+from hil.sim import config_packages
 from hil.sim.bootloader import Bootloader
 from hil.sim.defects import Defects
 from hil.sim.diag import DiagServer
+from hil.sim.ecu import PackSource
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.mcu_time import ModelLock, charge
 from hil.sim.nvstore import NvStore
@@ -96,15 +96,6 @@ class Cpu:
     def lose_power(self) -> None:
         self.power_lost = True
         self._stop.set()
-
-
-@dataclass
-class PackSource:
-    """Callables the board reads its analog front end through (the battery emulator's model)."""
-
-    pack_current: Callable[[], float]
-    temperatures: Callable[[], list[float]]
-    cell_voltages: Callable[[], list[float]]
 
 
 class _VehicleRx(can.Listener):
@@ -484,7 +475,7 @@ class Board:
             self.log("APP: init waiting for AFE ...")
             cpu.sleep(None)  # never kicks the watchdog again
         self._migrate_config(desc)
-        profiles.resolve_after_boot(self)
+        config_packages.resolve_after_boot(self)
         if self.update_state() is UpdateState.DOWNLOADING:
             self.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
         elif (not result.trial and self.update_state() in (UpdateState.INSTALLING, UpdateState.TESTING)
@@ -619,7 +610,7 @@ class Board:
         the firmware queued it, after the frames queued before it, plus its bus time - as the tester's
         interface would timestamp it. The host thread that forwards it may run later; that delay is the
         host's, not the board's, and must not show as SOC jitter (python-can delivers the stamp:
-        hil/canbus.py `open_bus(..., sender_stamps=True)`).
+        hil/drivers/canbus.py `open_bus(..., sender_stamps=True)`).
         """
         can_cfg = self.cfg.can
         free = 0.0

@@ -26,8 +26,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from hil.config import FlashLayout
-from hil.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
+from hil.bench.config import FlashLayout
+from hil.bench.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
 from hil.errors import ImageError
 from hil.sim.errors import FlashError
 from hil.images.mcuboot import ParsedImage, TrustedKey, image_extent, parse_image, verify_image

@@ -123,13 +123,13 @@ DEFECTS: dict[str, DefectInfo] = {
     # ---- configuration profiles (rows 18, 19, 20)
     "profile_signature_not_checked": DefectInfo(
         "a configuration profile that is unsigned or signed with an unknown key is refused", (18,),
-        "profile-unsigned or profile-signed_with_an_unknown_key", ("test_profiles.py",)),
+        "profile-unsigned or profile-signed_with_an_unknown_key", ("test_config_packages.py",)),
     "profile_written_value_by_value": DefectInfo(
         "a power cut while a profile is applied leaves the old or the new profile, whole", (19,),
-        "power_cut_while_profile_applied", ("test_profiles.py",)),
+        "power_cut_while_profile_applied", ("test_config_packages.py",)),
     "cold_charge_limit_ignores_profile": DefectInfo(
         "the cold-charge limit on CAN follows the active profile", (20,),
-        "cold_charge_limit_follows_the_profile", ("test_profile_behaviour.py",)),
+        "cold_charge_limit_follows_the_profile", ("test_config_package_behaviour.py",)),
     # ---- charging window and downtime (rows 23, 26)
     "install_outside_charging_window": DefectInfo(
         "an install is refused while the vehicle is driving or unplugged", (23,),

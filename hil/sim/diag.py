@@ -15,19 +15,18 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from hil import contract
-from hil.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
+from hil.bench import contract
+from hil.bench.contract import ActivationMode, Did, Nrc, Reason, Routine, UpdateState
 from hil.errors import ImageError
 from hil.images.mcuboot import image_extent
-from hil.profile import DutProfile, ProfileError, compute_key
+from hil.bench.dut_profile import DutProfile, ProfileError, compute_key
 from hil.sim.errors import FlashError, PowerLoss
 from hil.images.mcuboot import parse_image
-from hil.sim import profiles
+from hil.sim import config_packages
+from hil.sim.ecu import EcuContext
 
-if TYPE_CHECKING:
-    from hil.sim.board import Board as EcuContext
 
 
 #: Programmed blocks between two resume records (DID FD0A): fewer NV writes, at most this many blocks resent.
@@ -113,7 +112,7 @@ class _FlashWriter:
 class DiagServer:
     """UDS request handler bound to one boot of the ECU."""
 
-    ecu: "EcuContext"
+    ecu: EcuContext
     recovery: bool = False
     session: int = -1  # the profile's default session (set in __post_init__)
     unlocked_level: int = 0
@@ -356,7 +355,7 @@ class DiagServer:
         if d is Did.CONFIGURATION:
             return json.dumps(ecu.nv_get("config", {}), sort_keys=True, separators=(",", ":")).encode()
         if d is Did.PROFILE_STATUS:
-            return json.dumps(profiles.status(ecu), sort_keys=True, separators=(",", ":")).encode()
+            return json.dumps(config_packages.status(ecu), sort_keys=True, separators=(",", ":")).encode()
         if d is Did.VEHICLE_GROUP:
             return ecu.vehicle_group().encode()
         if d is Did.UPDATE_HISTORY:
@@ -412,7 +411,7 @@ class DiagServer:
             _require(self._profile is not None, Nrc.REQUEST_SEQUENCE_ERROR)
             assert self._profile is not None
             package, self._profile = self._profile, None  # one package, one attempt
-            outcome, why = profiles.apply_package(self.ecu, package)
+            outcome, why = config_packages.apply_package(self.ecu, package)
             return head + bytes([int(outcome), int(why)])
         if role is Routine.ERASE_MEMORY:
             _require(len(req) == 4, Nrc.INCORRECT_MESSAGE_LENGTH)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Union
 
-from hil.config import FlashLayout
+from hil.bench.config import FlashLayout
 from hil.sim.errors import FlashError, PowerLoss
 
 ERASED = 0xFF

@@ -12,7 +12,7 @@ import types
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
-from hil import contract
+from hil.bench import contract
 from hil.sim.scpi import (
     DATA_OUT_OF_RANGE,
     ILLEGAL_PARAMETER_VALUE,

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from hil.config import FlashLayout
+from hil.bench.config import FlashLayout
 from hil.sim.errors import FlashError
 from hil.sim.flash import FlashModel
 

@@ -8,7 +8,6 @@ descriptor) so timing tests have something real to measure.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import random
@@ -20,11 +19,11 @@ from typing import Any, Callable, Iterator, NamedTuple, Protocol
 import can
 import cantools
 
-from hil import contract
-from hil.profile import CanProfile
+from hil.bench import contract
+from hil.bench.dut_profile import CanProfile
 from hil.sim.mcu_time import ModelClock, charge, charged
 
-from hil.contract import soc_from_ocv  # noqa: F401  (the pack's OCV curve is part of the bench contract)
+from hil.bench.contract import soc_from_ocv  # noqa: F401  (the pack's OCV curve is part of the bench contract)
 
 
 class PackInputs(Protocol):

@@ -26,8 +26,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
-from hil.config import FlashLayout
-from hil.contract import ActivationMode, BootMode, ResetCause, UpdateState
+from hil.bench.config import FlashLayout
+from hil.bench.contract import ActivationMode, BootMode, ResetCause, UpdateState
 from hil.errors import HilError
 from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import TrustedKey, parse_image

@@ -18,8 +18,8 @@ from typing import Callable
 import can
 import isotp
 
-from hil import contract
-from hil.profile import DutProfile
+from hil.bench import contract
+from hil.bench.dut_profile import DutProfile
 from hil.sim.errors import PowerLoss
 
 log = logging.getLogger(__name__)

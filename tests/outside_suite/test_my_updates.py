@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hil.contract import ActivationMode, Reason, UpdateState
+from hil.bench.contract import ActivationMode, Reason, UpdateState
 from hil.images import mutate
-from hil.measure import Measurement
+from hil.timing.measure import Measurement
 
 HERE = Path(__file__).parent
 

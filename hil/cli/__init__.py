@@ -1,0 +1,2 @@
+"""The `hil` command: one module per command group; `main` is the entry point.
+"""

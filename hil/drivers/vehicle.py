@@ -1,0 +1,150 @@
+"""The vehicle side of the bench on CAN: the state message a BMS reads to find its charging window.
+
+A real vehicle's VCU sends `VCU_VehicleState` (charger connected, ignition, drive ready, speed); on
+the bench the framework sends it, with python-can's periodic send task, so the same code drives a
+virtual and a real board. `ChargerEmulation` plays the charger: it follows the BMS's
+`BMS_ChargeLimits.MaxChargeCurrent` and programs the battery emulator's pack current accordingly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import can
+
+from hil.bench import contract
+from hil.errors import HilTimeout
+
+#: Period of VCU_VehicleState (the BMS treats a state older than contract.VEHICLE_STATE_TIMEOUT_S as none).
+PERIOD_S = 0.1
+#: A charger stops when BMS_ChargeLimits (1 s period) has been missing this long.
+COMM_LOSS_S = 2.5
+
+
+@dataclass(frozen=True)
+class VehicleState:
+    """What VCU_VehicleState says. The default is the charging window: plugged in, parked, ignition off."""
+
+    charger_connected: bool = True
+    ignition_on: bool = False
+    drive_ready: bool = False
+    speed_kmh: float = 0.0
+
+    def signals(self) -> dict[str, float]:
+        return {"ChargerConnected": int(self.charger_connected), "IgnitionOn": int(self.ignition_on),
+                "DriveReady": int(self.drive_ready), "VehicleSpeed": self.speed_kmh}
+
+
+class Vehicle:
+    """Sends VCU_VehicleState every 100 ms; `set_state` changes what it says from the next frame on."""
+
+    def __init__(self, can_channel: Any) -> None:
+        self._can = can_channel
+        # The board's name and signal names for the framework's VCU_VehicleState (DUT profile).
+        self._names = can_channel.profile.can
+        self._spec = can_channel.db.get_message_by_name(self._names.dbc_message(contract.MSG_VEHICLE_STATE))
+        self.state = VehicleState()
+        self._lock = threading.Lock()
+        self._task: Any = None
+
+    def _message(self) -> can.Message:
+        return can.Message(arbitration_id=self._spec.frame_id, data=self._spec.encode(
+            self._names.to_dbc_signals(contract.MSG_VEHICLE_STATE, self.state.signals())),
+                           is_extended_id=self._spec.is_extended_frame)
+
+    def start(self) -> None:
+        """Start the periodic frame (idempotent)."""
+        with self._lock:
+            if self._task is None:
+                self._task = self._can.bus.send_periodic(self._message(), PERIOD_S)
+
+    def set_state(self, state: VehicleState) -> None:
+        """Change the state; the next periodic frame carries it."""
+        with self._lock:
+            self.state = state
+            if self._task is not None:
+                self._task.modify_data(self._message())
+
+    def plug_in(self) -> None:
+        self.set_state(replace(self.state, charger_connected=True))
+
+    def unplug(self) -> None:
+        self.set_state(replace(self.state, charger_connected=False))
+
+    def drive(self, speed_kmh: float = 30.0) -> None:
+        """Ignition on, drive ready, moving."""
+        self.set_state(replace(self.state, ignition_on=True, drive_ready=True, speed_kmh=speed_kmh))
+
+    def park(self) -> None:
+        """Stopped, drive not ready, ignition off."""
+        self.set_state(replace(self.state, ignition_on=False, drive_ready=False, speed_kmh=0.0))
+
+    def safe_state(self) -> None:
+        """The known state between tests: the charging window (plugged in, parked)."""
+        self.set_state(VehicleState())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._task is not None:
+                self._task.stop()
+                self._task = None
+
+
+class ChargerEmulation:
+    """The charger: delivers `request_a` into the pack, never more than the BMS's MaxChargeCurrent.
+
+    Follows every BMS_ChargeLimits frame (sent once a second, and at once when the limit changes) and
+    programs the battery emulator's pack current, as a charger obeying the BMS would. Stops (0 A) when
+    the vehicle is unplugged or on `stop()`. Use as a context manager.
+    """
+
+    def __init__(self, can_channel: Any, load: Any, vehicle: Vehicle, request_a: float) -> None:
+        self._can = can_channel
+        self._load = load
+        self._vehicle = vehicle
+        self.request_a = request_a
+        self.delivered_a = 0.0
+        self.log: list[tuple[float, float]] = []  # (monotonic time, amps) of every change the charger made
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="charger", daemon=True)
+
+    def __enter__(self) -> "ChargerEmulation":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._set(0.0)
+
+    def _set(self, amps: float) -> None:
+        if amps != self.delivered_a:
+            self._load.set_pack_current(amps)
+            self.delivered_a = amps
+            self.log.append((time.monotonic(), amps))
+
+    def _run(self) -> None:
+        since = time.monotonic()
+        last_limit_at = since
+        limit = 0.0
+        while not self._stop.is_set():
+            try:
+                frame = self._can.wait_for(contract.MSG_CHARGE_LIMITS, timeout=0.2, since=since)
+                since = frame.received + 1e-6
+                last_limit_at = time.monotonic()
+                limit = float(frame.signals["MaxChargeCurrent"])
+            except HilTimeout:
+                if time.monotonic() - last_limit_at > COMM_LOSS_S:
+                    limit = 0.0  # the BMS is silent (installing): a charger without a limit delivers nothing
+            target = min(self.request_a, limit) if self._vehicle.state.charger_connected else 0.0
+            try:
+                self._set(target)
+            except Exception as exc:  # recorded for the test's verdict, never lost in a thread
+                self.errors.append(f"{type(exc).__name__}: {exc}")

@@ -1,1 +1,0 @@
-"""Configuration profile packages: signed, versioned configuration for a vehicle group and hardware."""
