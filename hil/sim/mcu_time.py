@@ -2,12 +2,13 @@
 
 The virtual board runs as Python threads on a shared host. A thread that should run now may wait
 for a core or for the GIL, and a sleep may return late; on a real MCU the RTOS starts the
-highest-priority task on time. So the SOC core keeps its timing on a model timeline made of:
-- the CPU time its thread really used (`time.thread_time`: work, not waiting for the host);
-- the time it was *charged* for waiting on the board's own resources: the modelled execution time,
-  flash operations (`Cpu.wait` in hil/sim/board.py), and contended `ModelLock`s (a lock another
-  board task holds while it erases flash is a real stall of the firmware, and it counts).
-Host scheduling is neither, so it never shows as SOC jitter; every model stall does.
+highest-priority task on time. So the SOC core keeps its timing on a model timeline made only of the
+time it was *charged*: the modelled execution time (the build's `exec_ms`), flash operations
+(`Cpu.wait` in hil/sim/board.py), and contended `ModelLock`s (a lock another board task holds while
+it erases flash is a real stall of the firmware, and it counts).
+The CPU time the host spends running the model's Python is not the MCU's: it grows with the host's
+load (cold caches, a shared core), so it is no part of the timeline either. Host scheduling never
+shows as SOC jitter or execution time; every model stall does.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def charged() -> float:
 
 
 class ModelClock:
-    """One task's model timeline: a start time plus its CPU time and charged waits since then."""
+    """One task's model timeline: a start time plus the waits charged to its thread since then."""
 
     def __init__(self, start: float | None = None) -> None:
         self.start_at(time.monotonic() if start is None else start)
@@ -38,12 +39,11 @@ class ModelClock:
     def start_at(self, start: float) -> None:
         """From now on, model time runs from `start` (monotonic seconds) in the calling thread."""
         self._start = start
-        self._cpu0 = time.thread_time()
         self._charged0 = charged()
 
     def now(self) -> float:
         """Model time of the calling thread (monotonic seconds; never ahead of the host's clock)."""
-        t = self._start + (time.thread_time() - self._cpu0) + (charged() - self._charged0)
+        t = self._start + (charged() - self._charged0)
         return min(t, time.monotonic())
 
     @staticmethod
