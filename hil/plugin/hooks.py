@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,25 +125,29 @@ def select_benches(hil: HilSession, cfg: BenchConfig, items: list[pytest.Item]) 
                                 cannot, first)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+@contextmanager
+def _running(item: pytest.Item) -> Iterator[None]:
+    """A test's setup or call is running: a lost lease interrupts it (rack mode)."""
     hil: HilSession = item.config.stash[STASH_KEY]
     hil.running = True
     try:
         yield
     finally:
         hil.running = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _running(item):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    hil: HilSession = item.config.stash[STASH_KEY]
-    label_bench(hil)  # here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too
-    hil.running = True
-    try:
+    # Labelled here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too.
+    label_bench(item.config.stash[STASH_KEY])
+    with _running(item):
         yield
-    finally:
-        hil.running = False
 
 
 @pytest.hookimpl(hookwrapper=True)
