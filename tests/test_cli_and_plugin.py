@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench_ports import private_ports
+from bench_ports import private_bench_data, private_bench_file, write_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 HIL = [sys.executable, "-m", "hil"]
@@ -24,27 +23,12 @@ def _run(args: list[str], timeout: float = 240, **kw) -> subprocess.CompletedPro
 
 
 def _sim_bench(tmp_path: Path, **changes) -> Path:
-    """benches/sim.yaml with its own multicast group, ports and flash file (runs beside other benches)."""
-    data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
-    ports = private_ports()
-    data["bench"] = f"test-{uuid.uuid4().int % 10**8}"
-    data["can"]["channel"] = ports.group
-    data["can"]["args"] = {"port": ports.udp_port}
-    data["psu"]["resource"] = ports.psu
-    data["load"]["resource"] = ports.load
-    data["console"]["url"] = ports.console
-    data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
-    data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem"),
-                                   str(ROOT / "firmware_images/keys/dev-ed25519.pem")]
-    data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys"), "packages": str(ROOT / "firmware_images/packages")}
-    data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
+    """benches/sim.yaml with its own name, multicast group, ports and flash file (runs beside other benches)."""
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     for key, value in changes.items():
         section, _, field = key.partition(".")
         data[section][field] = value
-    p = tmp_path / "bench.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
+    return write_bench(data, tmp_path / "bench.yaml")
 
 
 def test_doctor_on_the_virtual_bench_is_healthy(tmp_path):
@@ -89,7 +73,7 @@ def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
 
 
 def test_cli_rejects_bad_arguments_clearly(tmp_path):
-    result = _run(HIL + ["flash", "--mode", "sideways", "1.1.0"], timeout=60)
+    result = _run(HIL + ["flash", "--bench", str(_sim_bench(tmp_path)), "--mode", "sideways", "1.1.0"], timeout=60)
     assert result.returncode == 2 and "'sideways' is not one of" in result.stderr
     result = _run(HIL + ["doctor", "--bench", str(tmp_path / "missing.yaml")], timeout=60)
     assert result.returncode != 0 and "bench file not found" in result.stderr
@@ -136,21 +120,7 @@ def test_bench_lock_keeps_two_runs_apart(tmp_path):
                          ids=["in_process_virtual_bus", "udp_multicast_process"])
 def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file):
     """Parity: the same test cases, two virtual benches whose CAN transports differ."""
-    data = yaml.safe_load((ROOT / bench_file).read_text())
-    if data["can"]["interface"] == "udp_multicast":
-        bench = _sim_bench(tmp_path)
-    else:
-        data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
-        data["can"]["channel"] = f"parity-{uuid.uuid4().hex[:8]}"
-        bench = tmp_path / "bench.yaml"
-        bench.write_text(yaml.safe_dump(data))
-        # relative paths in the copied file resolve against the copy's folder: make them absolute
-        data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys" / Path(k).name) for k in data["sim"]["trusted_keys"]]
-        data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"),
-                          "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys"),
-                          "packages": str(ROOT / "firmware_images/packages")}
-        data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
-        bench.write_text(yaml.safe_dump(data))
+    bench = private_bench_file(bench_file, tmp_path, prefix="parity")
     result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "4 passed" in result.stdout, result.stdout[-2000:]
@@ -310,8 +280,10 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     shutil.copytree(ROOT / "tests/outside_suite", work)
     (work / "benches").mkdir()
     bench = _sim_bench(work / "benches")
+    # Only this suite's own evidence counts: a validation run beside this test writes there too.
     repo_evidence = ROOT / "reports" / "evidence"
-    before = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    ours = "test_my_updates"
+    before = {p for p in repo_evidence.glob(f"*{ours}*")} if repo_evidence.is_dir() else set()
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
     env.pop("HIL_BENCH", None)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--bench", str(bench.relative_to(work))], cwd=work,
@@ -321,7 +293,7 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     assert (work / "reports" / "run-record.json").is_file() or list((work / "reports").glob("run-record.*"))
     evidence = work / "reports" / "evidence"
     assert any(evidence.glob("*test_upgrade*/can.asc")), sorted(p.name for p in evidence.glob("*"))
-    after = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    after = {p for p in repo_evidence.glob(f"*{ours}*")} if repo_evidence.is_dir() else set()
     assert after == before, f"the run wrote into the repository's reports/: {sorted(after - before)}"
     # --bench=FILE is the same option: the same relative file is found (collection loads the bench file)
     listed = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", f"--bench={bench.relative_to(work)}"],

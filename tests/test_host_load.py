@@ -33,6 +33,8 @@ from hil.errors import BenchBroken, BenchConfigError
 from hil.sim.mcu_time import ModelLock
 from hil.sim.soc import SocCore, SocEstimator, TimingProfile
 
+from bench_ports import private_config
+
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "benches/dbc/bms.dbc"
 
@@ -141,8 +143,7 @@ def test_nv_reads_do_not_wait_for_an_nv_write(tmp_path: Path) -> None:
 
     cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
     assert cfg.sim is not None
-    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"flash_file": tmp_path / "nv.flash"}),
-                                 "can": cfg.can.model_copy(update={"channel": f"nv-{uuid.uuid4().hex[:8]}"})})
+    cfg = private_config(cfg, tmp_path, prefix="nv")
     with running_bench(cfg) as (bench, _):
         board = bench.board
         assert board is not None
@@ -237,8 +238,8 @@ def test_s3_restarts_on_every_frame_of_a_request(tmp_path: Path) -> None:
 
     cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
     assert cfg.sim is not None
-    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"flash_file": tmp_path / "s3.flash", "flash_timing": "fast"}),
-                                 "can": cfg.can.model_copy(update={"channel": f"s3-{uuid.uuid4().hex[:8]}", "pacing": False})})
+    cfg = private_config(cfg, tmp_path, prefix="s3", flash_timing="fast")
+    cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"pacing": False})})
     with running_bench(cfg, power_on=True) as (bench, _):
         board = bench.board
         assert board is not None

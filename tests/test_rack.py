@@ -24,6 +24,8 @@ from hil.rack.lease import FileLeases, LeaseKeeper, LeaseLost, acquire_one
 from hil.rack.inventory import BenchNeed, BenchTags, load_rack, need_from_marks
 from hil.rack.scheduling import RackScheduling
 
+from bench_ports import private_bench_data, write_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,11 +79,9 @@ def test_bad_rack_file_names_the_field_and_what_is_accepted(tmp_path, body, expe
 
 
 def test_capability_the_bench_file_lacks_is_refused(tmp_path):
-    data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     del data["console"]
-    data["sim"]["flash_file"] = str(tmp_path / "b.flash")
-    data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem")]
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data))
+    write_bench(data, tmp_path / "b.yaml")
     path = _rack(tmp_path, "rack: r\nbenches:\n  - file: b.yaml\n    capabilities: [power_control, console]\n")
     with pytest.raises(BenchConfigError, match=r"benches.0.capabilities: console declared but .* has no console section"):
         load_rack(path)

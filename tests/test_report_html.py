@@ -17,6 +17,8 @@ import pytest
 
 from hil.report.html import ReportError, external_references, sanitize_report, strip_analytics
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What Allure 3.18's awesome template writes at the end of <body> (plugin-awesome/dist/generators.js).
@@ -99,7 +101,8 @@ def synthetic_results(tmp_path_factory) -> Path:
     (tmp / "test_synthetic.py").write_text(SYNTHETIC)
     results = tmp / "allure-results"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "hil.plugin", "-p", "no:cacheprovider", "-q",
-                           str(tmp / "test_synthetic.py"), "--rootdir", str(tmp), "--bench", str(ROOT / "benches/sim.yaml"),
+                           str(tmp / "test_synthetic.py"), "--rootdir", str(tmp),
+                           "--bench", str(private_bench_file("benches/sim.yaml", tmp)),
                            "--alluredir", str(results)], cwd=tmp, capture_output=True, text=True, timeout=120)
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     return results

@@ -24,7 +24,7 @@ from hil.sim.bench import running_bench
 from hil.sim.soc import CpuStall, SocCore, SocEstimator, new_release_trace
 from hil.timing.soc_timing import CycleTimingStream
 
-from bench_ports import private_ports
+from bench_ports import private_config, private_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The acceptance figure (issue 12): p99 of |measured period - true period|.
@@ -34,13 +34,11 @@ WINDOW_S = 8.0
 
 def _udp_bench(tmp_path: Path) -> BenchConfig:
     """The in-process bench on the default bench's transport: udp_multicast on loopback, own group and port."""
-    cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
-    assert cfg.sim is not None
+    cfg = private_config(load_bench(ROOT / "benches/sim-inproc.yaml"), tmp_path, prefix="fidelity", flash_timing="fast")
     ports = private_ports()
     can = cfg.can.model_copy(update={"interface": "udp_multicast", "channel": ports.group,
                                      "args": {"port": ports.udp_port}, "pacing": True})
-    sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash", "flash_timing": "fast"})
-    return cfg.model_copy(update={"can": can, "sim": sim})
+    return cfg.model_copy(update={"can": can})
 
 
 def _p(values: list[float], q: float) -> float:
