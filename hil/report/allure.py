@@ -3,7 +3,8 @@
 The pytest plugin calls the small hooks here (hil/plugin/ keeps only the calls):
 
 - `check_requirement_ids` at collection: an unknown id in `@pytest.mark.requirement(...)` stops the
-  run with the id, the test and the accepted ids.
+  run with the id, the test and the accepted ids; `check_requirements_named` (called by
+  testcases/conftest.py) stops it when a case names no requirement at all.
 - `label_item`: epic = regulation, feature = requirement, story = case (hil.requirements is the
   catalogue), severity, tags. The report's tree groups by feature then story (see
   reports/allurerc.mjs for why not by epic too).
@@ -66,6 +67,17 @@ def check_requirement_ids(items: Iterable[pytest.Item]) -> None:
                  for rid, nodes in sorted(bad.items())]
         raise pytest.UsageError("unknown requirement id in @pytest.mark.requirement:\n" + "\n".join(lines)
                                 + f"\naccepted ids (hil/report/requirements.py): {', '.join(sorted(CATALOGUE))}")
+
+
+def check_requirements_named(items: Iterable[pytest.Item]) -> None:
+    """Refuse the run when a case names no requirement: every case is evidence for a requirement, and one
+    without would sit at the root of the report's requirement tree."""
+    missing = [item.nodeid for item in items if not requirement_ids(item)]
+    if missing:
+        raise pytest.UsageError(
+            f"{len(missing)} case(s) name no requirement - add @pytest.mark.requirement(<id>, ...) to:\n"
+            + "\n".join(f"  {nodeid}" for nodeid in missing)
+            + f"\naccepted ids (hil/report/requirements.py): {', '.join(sorted(CATALOGUE))}")
 
 
 def feature_title(req: Requirement) -> str:
