@@ -127,8 +127,14 @@ def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(
     assert abs(install["start"] / 1000 - at(install)) < 0.002, "step times are the real ones"
 
     attached = {a["name"]: results / a["source"] for a in result["attachments"]}
-    for name in ("can.asc", "console.log", "supply.log", "images.json", "imgtool-dumpinfo.txt", "update-status.json"):
+    for name in ("can.blf", "can-excerpt.txt", "console.log", "supply.log", "images.json", "imgtool-dumpinfo.txt",
+                 "update-status.json"):
         assert name in attached, sorted(attached)
+    assert "can.asc" not in attached, "the text trace stays in the evidence folder"
+    assert any((tmp_path / "ev").glob("*/can.asc")), "... where it is kept"
+    excerpt = attached["can-excerpt.txt"].read_text()
+    assert f"== {dip['name']} at" in excerpt and f"---- {dip['name']}" in excerpt, excerpt[:3000]
+    assert "BMS_SocCore" in excerpt and "SOC=" in excerpt, excerpt[:3000]  # decoded with the DBC
     supply = attached["supply.log"].read_text()
     assert "measure voltage" in supply and "measure current" in supply
     (image,) = json.loads(attached["images.json"].read_text())

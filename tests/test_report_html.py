@@ -71,11 +71,17 @@ from hil.timing.measure import Measurement
 
 
 @pytest.mark.requirement("R156-integrity", "ISO24089-integrity")
-def test_corrupted_image_is_rejected(measure):
+def test_corrupted_image_is_rejected(measure, tmp_path):
     """A corrupted image is rejected and never executed"""
+    import can
+
     m = measure(Measurement("download_throughput", 12.5, "KiB/s", 1.0, None))
-    allure.attach("   0.000 1  180             Rx   d 8 00 00 00 00 00 00 00 00\\n", name="can.asc",
-                  attachment_type=allure.attachment_type.TEXT, extension="asc")
+    with can.Logger(str(tmp_path / "can.blf")) as trace:  # as the plugin attaches a test's CAN trace
+        trace.on_message_received(can.Message(arbitration_id=0x180, data=bytes(8)))
+    allure.attach.file(str(tmp_path / "can.blf"), name="can.blf", attachment_type="application/octet-stream",
+                       extension="blf")
+    allure.attach("   +0.000000       180  Rx  BMS_SocCore  SOC=0.0\\n", name="can-excerpt.txt",
+                  attachment_type=allure.attachment_type.TEXT, extension="txt")
     assert m.passed
 
 
@@ -177,3 +183,22 @@ def test_embedded_data_is_declared_before_the_app(synthetic_report):
     head_end = html.index("</head>")
     assert html.index(EARLY_DATA_SCRIPT) < head_end < html.index("window.allureReportDataReady = false;\n")
     assert html.count(EARLY_DATA_SCRIPT) == 1
+
+
+def test_size_limit_of_the_single_file_report(tmp_path):
+    from hil.report.html import MAX_REPORT_MB, size_problem
+
+    small, big = tmp_path / "small.html", tmp_path / "big.html"
+    small.write_bytes(b"x" * 1000)
+    big.write_bytes(b"x" * int(2.5e6))
+    assert MAX_REPORT_MB == 20 and size_problem(small) is None
+    assert size_problem(big, 2.0) == (f"{big} is 2.5 MB, above the 2 MB an auditor's browser opens quickly: look at the "
+                                      "largest attachments in the allure-results (the CAN trace goes in once, as .blf)")
+
+
+def test_check_fails_a_report_above_its_size_limit(synthetic_report, tmp_path):
+    _chromium_or_skip()
+    proc = _hil_report(["check", str(synthetic_report), "--max-mb", "0.5", "--screenshot", str(tmp_path / "s.png")],
+                       tmp_path)
+    assert proc.returncode != 0 and "above the 0.5 MB" in proc.stderr, proc.stdout + proc.stderr
+    assert '"ok": false' in proc.stdout and '"megabytes": ' in proc.stdout

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from hil.bench.config import BenchConfig
-from hil.plugin.evidence import MEASUREMENTS, MeasurementOutOfLimits, expected_violations, measurement_verdict, safe
+from hil.plugin.evidence import (MEASUREMENTS, MeasurementOutOfLimits, expected_violations, measurement_verdict,
+                                 record_failure, safe)
 from hil.plugin.reports import hand_to_controller, write_rack_reports, write_reports
 from hil.plugin.session import (DEFAULT_SWEEP_POINTS, MARKERS, NIGHTLY_SWEEP_POINTS, STASH_KEY, HilSession, allure,
                                 label_bench, uses_bench)
@@ -154,6 +155,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     report = outcome.get_result()
+    record_failure(item, report)
     if (report.when == "call" or (report.when == "setup" and report.outcome != "passed")) and uses_bench(item):
         hil: HilSession = item.config.stash[STASH_KEY]
         fault = item.get_closest_marker("fault")

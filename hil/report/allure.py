@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pytest
 
 from hil import errors
+from hil.report.can_excerpt import Mark
 from hil.report.requirements import CATALOGUE, ISO21434, ISO24089, PROJECT, R155, R156, Requirement
 
 try:  # allure-pytest is a dependency; without it the hooks only skip the report parts
@@ -172,6 +173,8 @@ class TestAudit:
         self._phase_start = len(flasher.phases) if flasher is not None else 0
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
+        #: The injected faults, for the CAN excerpt's windows (set by `finish`).
+        self.fault_marks: list[Mark] = []
 
     # ------------------------------------------------------------------ supply sampling
     def start(self) -> "TestAudit":
@@ -295,7 +298,9 @@ class TestAudit:
                 f"# {i['name']}  sha256 {i['sha256']}\n{i['dumpinfo']}" for i in images) + "\n")
         if getattr(self.bench, "uds", None) is not None:
             (evidence / "update-status.json").write_text(json.dumps(self.board_status(), indent=2, default=str) + "\n")
-        add_steps(self.events(), images)
+        events = self.events()
+        self.fault_marks = [Mark(e.start, e.title) for e in events if e.kind == "fault"]
+        add_steps(events, images)
 
 
 def _record(value: Any) -> Any:
@@ -345,21 +350,29 @@ def _listener() -> Any:
 
 
 #: Evidence file suffixes shown as text in the report.
-_TEXT_SUFFIXES = (".log", ".asc", ".json", ".txt", ".csv")
+_TEXT_SUFFIXES = (".log", ".json", ".txt", ".csv")
+#: The CAN trace the report carries (binary; any CAN tool reads it) beside its decoded excerpt (can-excerpt.txt).
+CAN_TRACE_ATTACHMENT = "can.blf"
+#: Evidence that stays in the evidence folder only: the .asc is the .blf again as text, four times its size.
+_NOT_ATTACHED = (".asc",)
 
 
 def attach_evidence(evidence: Path) -> None:
     """Attach a test's evidence files to the test itself (not to the bench fixture's teardown).
 
-    The .blf trace stays on disk (hashed in traceability.*); the report carries the readable .asc.
+    The CAN trace goes in once, as `can.blf`, with its decoded excerpt around each failure and
+    injected fault (`can-excerpt.txt`); the `.asc` stays in the evidence folder (hashed in
+    traceability.* like every evidence file).
     """
     if allure is None:
         return
-    files = [f for f in sorted(evidence.iterdir()) if f.is_file() and f.stat().st_size and f.suffix != ".blf"]
+    files = [f for f in sorted(evidence.iterdir())
+             if f.is_file() and f.stat().st_size and f.suffix not in _NOT_ATTACHED]
     listener = _listener()
     test = listener.allure_logger.get_test(None) if listener is not None else None
     for f in files:
-        kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV}.get(
+        kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV,
+                ".blf": "application/octet-stream"}.get(
             f.suffix, allure.attachment_type.TEXT if f.suffix in _TEXT_SUFFIXES else None)
         if test is not None:
             listener.allure_logger.attach_file(new_uuid(), str(f), name=f.name, attachment_type=kind,
