@@ -52,8 +52,15 @@ from bench_ports import Footprint, footprint_of_config, footprint_of_file, share
 _LOCK_DIR_KEY = pytest.StashKey[str]()
 
 
+#: The framework tests that need a whole virtual bench (a board with its instruments, or a pytest run of the
+#: validation cases): `make test-fast` (`-m "not integration"`) leaves them out.
+INTEGRATION = ("integration: needs a whole virtual bench or runs validation cases in a subprocess "
+               "(make test-fast leaves it out)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """This run's own bench lock directory; xdist workers and every subprocess inherit it."""
+    """The `integration` marker; this run's own bench lock directory (xdist workers and subprocesses inherit it)."""
+    config.addinivalue_line("markers", INTEGRATION)
     if not hasattr(config, "workerinput"):
         config.stash[_LOCK_DIR_KEY] = tempfile.mkdtemp(prefix="hil-test-locks-")
         os.environ["HIL_LOCK_DIR"] = config.stash[_LOCK_DIR_KEY]
@@ -171,3 +178,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if new and report.passed and report.when in ("setup", "call"):
         report.outcome = "failed"
         report.longrepr = "not hermetic: " + " | ".join(new)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration tests first (stable order otherwise): the long ones start while the other worker takes the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)

@@ -95,6 +95,7 @@ def test_environment_properties(tmp_path):
     assert json.loads((tmp_path / "executor.json").read_text())["name"] == "bms-ota-hil"
 
 
+@pytest.mark.integration
 def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(tmp_path):
     """One real case on a virtual bench: the Allure result has what an auditor needs, with real timestamps."""
     import datetime as dt

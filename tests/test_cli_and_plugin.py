@@ -31,6 +31,7 @@ def _sim_bench(tmp_path: Path, **changes) -> Path:
     return write_bench(data, tmp_path / "bench.yaml")
 
 
+@pytest.mark.integration
 def test_doctor_on_the_virtual_bench_is_healthy(tmp_path):
     result = _run(HIL + ["doctor", "--bench", str(_sim_bench(tmp_path))])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -53,6 +54,7 @@ def test_doctor_names_a_supply_that_does_not_answer(tmp_path):
     assert "supply TCPIP0::127.0.0.1::9::SOCKET" in text and "FAIL" in text, text
 
 
+@pytest.mark.integration
 def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
     bench = _sim_bench(tmp_path)
     proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -116,6 +118,7 @@ def test_bench_lock_keeps_two_runs_apart(tmp_path):
     assert "is locked by another run" in result.stdout, result.stdout[-2000:]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bench_file", ["benches/sim-inproc.yaml", "benches/sim.yaml"],
                          ids=["in_process_virtual_bus", "udp_multicast_process"])
 def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file):
@@ -128,6 +131,7 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
     assert "| 9 |" in matrix and "firmware-hangs_until_the_watchdog_fires" in matrix
 
 
+@pytest.mark.integration
 def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
     bench = _sim_bench(tmp_path)
     result = _run(HIL + ["flash", "--bench", str(bench), "1.1.0"], timeout=180)
@@ -137,6 +141,7 @@ def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
     assert refused.returncode != 0 and "DOWNGRADE_VERSION" in refused.stderr, refused.stdout[-2000:] + refused.stderr
 
 
+@pytest.mark.integration
 def test_two_virtual_benches_run_side_by_side(tmp_path):
     """Each bench has its own multicast group, ports and flash file: cutting one's power leaves the other running."""
     from hil.bench.bench import Bench
@@ -175,6 +180,7 @@ def test_holds_the_bench(dut):
 '''
 
 
+@pytest.mark.integration
 def test_hil_flash_and_doctor_during_a_pytest_run_fail_at_once_naming_the_holder(tmp_path):
     bench = _sim_bench(tmp_path)
     suite = tmp_path / "suite"
@@ -217,6 +223,7 @@ def test_plugin_is_inert_for_unrelated_tests_without_a_bench_file(tmp_path):
     assert not (tmp_path / "reports").exists(), "an inert plugin wrote reports"
 
 
+@pytest.mark.integration
 def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
     import socket
 
@@ -246,6 +253,7 @@ def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
     assert doctor.returncode != 0 and "nowhere.dbc does not exist" in doctor.stdout + doctor.stderr, doctor.stdout
 
 
+@pytest.mark.integration
 def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
     bench = _sim_bench(tmp_path)
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks"), "COLUMNS": "200"}
@@ -271,6 +279,7 @@ def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
     assert not list((tmp_path / "locks").glob("*.holder.json"))
 
 
+@pytest.mark.integration
 def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path):
     """tests/outside_suite (written from docs/fixtures.md only), copied to a temporary folder and run there:
     no -p, a relative --bench, reports and evidence in that folder, none in the repository."""

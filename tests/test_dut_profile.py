@@ -127,6 +127,7 @@ def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B], ids=["default", "vendor-b"])
 def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     """Raw CAN frames show the profile's ids, DIDs, routine ids, padding and state codes - nothing else."""

@@ -615,6 +615,7 @@ def uds_session(fuzz_board: FuzzBoard) -> Iterator[Any]:
             s.diag.close()
 
 
+@pytest.mark.integration
 @scaled(1.0)
 @given(req=random_request, recovery=st.booleans(), session=st.sampled_from([1, 2, 3]), unlock=st.booleans())
 @example(req=b"\x36\x01", recovery=False, session=2, unlock=True)
@@ -629,6 +630,7 @@ def test_uds_single_request_gets_the_contract_answer(uds_session, req, recovery,
         s.diag.close()
 
 
+@pytest.mark.integration
 @scaled(1.0)
 @given(ops=operations(), recovery=st.booleans())
 def test_uds_request_sequences_keep_the_contract(uds_session, ops, recovery) -> None:
@@ -639,6 +641,7 @@ def test_uds_request_sequences_keep_the_contract(uds_session, ops, recovery) -> 
         s.diag.close()
 
 
+@pytest.mark.integration
 def test_uds_fuzz_reaches_the_deep_states(uds_session) -> None:
     """The sequence strategy is only worth its examples if it gets past security into download and activation."""
     s = uds_session(False)
@@ -684,6 +687,7 @@ def _exchange(stack: isotp.NotifierBasedCanStack, req: bytes, timeout: float = 2
             return resp
 
 
+@pytest.mark.integration
 @scaled(0.1)
 @given(req=random_request.filter(lambda r: len(r) > 0))
 @example(req=b"\x22" + b"\xF1\x89" * 40)  # multi-frame request

@@ -33,7 +33,7 @@ from hil.errors import BenchBroken, BenchConfigError
 from hil.sim.mcu_time import ModelLock
 from hil.sim.soc import SocCore, SocEstimator, TimingProfile
 
-from bench_ports import private_config
+from bench_ports import private_config, private_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "benches/dbc/bms.dbc"
@@ -137,6 +137,7 @@ def test_a_model_stall_shows_in_the_soc_timing() -> None:
     assert max(periods) >= 125.0 and min(periods) <= 75.0, periods  # the stalled frame is late, the next on time
 
 
+@pytest.mark.integration
 def test_nv_reads_do_not_wait_for_an_nv_write(tmp_path: Path) -> None:
     """The update state is readable (UDS, SOC core) while another task holds the NV lock for a sector erase."""
     from hil.sim.bench import running_bench
@@ -184,8 +185,8 @@ def test_virtual_bus_delivers_the_sender_stamp() -> None:
 
 
 def test_udp_multicast_keeps_the_sender_stamp() -> None:
-    group, port = f"239.74.{random.randint(100, 250)}.{random.randint(1, 250)}", random.randint(40000, 60000)
-    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": port}, dbc=DBC)
+    ports = private_ports()
+    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
     try:
         board, tester = open_bus(cfg), open_bus(cfg)
     except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
@@ -232,6 +233,7 @@ def test_tester_section_is_validated(tmp_path: Path, tester: dict[str, Any], fie
         load_bench(p)
 
 
+@pytest.mark.integration
 def test_s3_restarts_on_every_frame_of_a_request(tmp_path: Path) -> None:
     """A 4 KiB TransferData takes 585 frames; a host slow to reassemble them must not let S3 expire mid-request."""
     from hil.sim.bench import running_bench

@@ -389,6 +389,7 @@ def test_lease_taken_over_mid_test(bench_config, dut):
 '''
 
 
+@pytest.mark.integration
 def test_rack_run_spreads_over_benches_and_survives_a_lost_lease(tmp_path):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"
@@ -442,6 +443,7 @@ def classic_name(bench_file: Path) -> str:
     return yaml.safe_load(bench_file.read_text())["bench"]
 
 
+@pytest.mark.integration
 def test_rack_without_workers_skips_what_its_one_bench_cannot_serve(tmp_path):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"
@@ -539,6 +541,7 @@ def test_longest_tests_of_the_last_run_start_first(tmp_path):
     assert {nodes[0].sent[0], nodes[1].sent[0]} == {4, 2}
 
 
+@pytest.mark.integration
 def test_rack_run_leases_through_the_labgrid_coordinator(tmp_path, coordinator):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"

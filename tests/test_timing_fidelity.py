@@ -70,6 +70,7 @@ def _figures(errors: list[float], delays: list[float]) -> str:
             f"p99 {_p(delays, 0.99):.3f} ms")
 
 
+@pytest.mark.integration
 def test_measured_periods_match_the_true_release_times(tmp_path: Path) -> None:
     with running_bench(_udp_bench(tmp_path)) as (vb, effective), \
             Bench.open(effective, start_virtual=False, evidence_dir=tmp_path) as b:

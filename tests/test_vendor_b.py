@@ -10,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench_ports import private_bench_file
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
 
 
 def _vendor_b_bench(tmp_path: Path) -> Path:

@@ -30,6 +30,8 @@ from bench_ports import private_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.integration
+
 
 def bench_cfg(tmp_path: Path, *, fast: bool = True, paced: bool = False) -> BenchConfig:
     """The in-process sim bench with its own flash file and CAN channel; fast flash and bus unless timing matters."""

@@ -13,6 +13,7 @@ phase lines), never from the plan, and the sweep's coverage check counts those o
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import threading
@@ -207,7 +208,9 @@ class SupplyMonitor:
 
     Gives the picture around a power cut (what the DUT really got) on a real bench as on the
     virtual one: only MEAS:VOLT? / MEAS:CURR? through the supply driver. `mark(label)` notes an
-    instant (a cut, a restore) in seconds since the start, for the plot.
+    instant (a cut, a restore) in seconds since the start, for the plot. The samples are this CSV's:
+    the driver's command log (supply.log) does not repeat them line by line (`unlogged`, where the
+    driver has it), so it keeps showing the settings, actions and the test's own measurements.
     """
 
     COLUMNS = ("time_s", "voltage_v", "current_a")
@@ -228,7 +231,9 @@ class SupplyMonitor:
         self.marks.append((label, time.time() - self.start_time))
 
     def _run(self) -> None:
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
+        unlogged = getattr(self.psu, "unlogged", None)
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh, \
+                (unlogged() if callable(unlogged) else contextlib.nullcontext()):
             out = csv.writer(fh)
             out.writerow(self.COLUMNS)
             while not self._stop.is_set():
