@@ -115,6 +115,19 @@ def _bench_args(args: Any, cwd: Any, env: Any) -> Iterator[Path]:
         yield here / DEFAULT_BENCH
 
 
+#: Plugins a pytest run of these tests' subprocesses never uses: hypothesis's and labgrid's (labgrid is our lease
+#: client, not a pytest plugin) take a second each to import, and the tests start some fifty pytest runs.
+SUBPROCESS_PYTEST_ADDOPTS = "-p no:hypothesispytest -p no:labgrid"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _light_subprocess_pytest() -> Iterator[None]:
+    """Set in the session (after this run parsed its own options), so only the runs the tests start see it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {SUBPROCESS_PYTEST_ADDOPTS}".strip())
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic() -> Iterator[None]:
     """Refuse, in this process and in its subprocesses' command lines, any bench that is not a test's own."""
