@@ -30,10 +30,28 @@ def charged() -> float:
     return float(getattr(_local, "charged", 0.0))
 
 
+def wall_offset(tries: int = 5) -> float:
+    """time.time() - time.monotonic(), read so that a preemption between the two reads does not skew it.
+
+    Two reads are two instants: a thread preempted between them (a loaded host) would put the
+    scheduling delay into every conversion. Bracketed by monotonic reads; the tightest bracket wins.
+    """
+    best: tuple[float, float] = (float("inf"), 0.0)
+    for _ in range(tries):
+        before = time.monotonic()
+        wall = time.time()
+        after = time.monotonic()
+        best = min(best, (after - before, wall - (before + after) / 2))
+        if best[0] < 20e-6:
+            break
+    return best[1]
+
+
 class ModelClock:
     """One task's model timeline: a start time plus the waits charged to its thread since then."""
 
     def __init__(self, start: float | None = None) -> None:
+        self._wall_offset = wall_offset()  # one offset per timeline: frame stamps differ by model time only
         self.start_at(time.monotonic() if start is None else start)
 
     def start_at(self, start: float) -> None:
@@ -46,10 +64,9 @@ class ModelClock:
         t = self._start + (charged() - self._charged0)
         return min(t, time.monotonic())
 
-    @staticmethod
-    def wall(t: float) -> float:
-        """A monotonic time as wall-clock seconds (what python-can stamps frames with)."""
-        return time.time() - time.monotonic() + t
+    def wall(self, t: float) -> float:
+        """A monotonic time as wall-clock seconds (what python-can stamps frames with), by the timeline's one offset."""
+        return self._wall_offset + t
 
 
 class ModelLock:
