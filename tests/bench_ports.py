@@ -139,6 +139,11 @@ def shared_with_shipped(fp: Footprint) -> list[str]:
 
 
 # --------------------------------------------------------------------------- private benches
+#: This process's half of the TCP range (xdist worker gwN: N % 2), read at import: tests/conftest.py keeps the
+#: xdist variables from the processes the tests start.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_LANE = int(_WORKER[2:]) % 2 if _WORKER[2:].isdigit() else 0
+
 def _free_tcp(ports: range) -> bool:
     for port in ports:
         try:
@@ -153,8 +158,7 @@ def private_ports() -> BenchPorts:
 
     Two processes of one `make test` (xdist workers) draw from halves of the TCP range of their own.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    lane = int(worker[2:]) % 2 if worker[2:].isdigit() else 0
+    lane = _LANE
     taken = set().union(*(s.tcp for s in shipped()))
     taken_channels = set().union(*(s.channels for s in shipped()))
     for _ in range(100):

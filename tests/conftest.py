@@ -120,11 +120,18 @@ def _bench_args(args: Any, cwd: Any, env: Any) -> Iterator[Path]:
 SUBPROCESS_PYTEST_ADDOPTS = "-p no:hypothesispytest -p no:labgrid"
 
 
+#: What pytest-xdist tells its workers' code; a pytest run a test starts is no worker of this run (a rack run
+#: would take it for worker gw1 and lease that worker's bench).
+XDIST_ENVIRONMENT = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _light_subprocess_pytest() -> Iterator[None]:
-    """Set in the session (after this run parsed its own options), so only the runs the tests start see it."""
+def _subprocess_environment() -> Iterator[None]:
+    """What the processes the tests start inherit; set in the session, after this run parsed its own options."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {SUBPROCESS_PYTEST_ADDOPTS}".strip())
+        for name in XDIST_ENVIRONMENT:
+            patch.delenv(name, raising=False)
         yield
 
 

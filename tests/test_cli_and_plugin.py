@@ -54,11 +54,21 @@ def test_doctor_names_a_supply_that_does_not_answer(tmp_path):
     assert "supply TCPIP0::127.0.0.1::9::SOCKET" in text and "FAIL" in text, text
 
 
+def _inherit_sigint(disposition):
+    """A child that starts with SIGINT as given: SIG_IGN is what a non-interactive shell's background job passes on
+    (`make test &`), whatever the test run itself inherited."""
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
 @pytest.mark.integration
-def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint_default", "sigint_ignored"])
+def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path, inherited):
+    """Ctrl-C (SIGINT, what the plugin sends its bench) stops `hil sim` at once, also when it inherited SIGINT
+    ignored: Python then raises no KeyboardInterrupt, and the bench was killed after a 15 s timeout."""
     bench = _sim_bench(tmp_path)
     proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_inherit_sigint(inherited))
     try:
         ready = ""
         assert proc.stdout is not None
@@ -68,7 +78,7 @@ def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
                 break
         assert "psu" in ready and "console" in ready and "socket://" in ready, ready
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
