@@ -21,11 +21,15 @@ import can
 #: The window around a mark: what led to it matters more than what followed.
 BEFORE_S = 2.0
 AFTER_S = 1.0
-#: At most this many frames are shown on each side of a mark (the ones nearest to it).
+#: At most this many lines are shown on each side of a mark (the ones nearest to it).
 MAX_BEFORE = 40
 MAX_AFTER = 20
 #: At most this many marks get a window (a sweep injects dozens of cuts; the trace has them all).
 MAX_MARKS = 8
+#: A run of more frames than this of one id the DBC does not decode (an ISO-TP download) shows its first and
+#: last `RUN_ENDS` frames and how many lie between.
+MAX_RUN = 3
+RUN_ENDS = 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,25 @@ class _Decoder:
         return head + "  " + bytes(msg.data).hex(" ")
 
 
+    def rows(self, frames: Sequence[can.Message], origin: float) -> list[str]:
+        """The frames as lines; a long run of one undecoded id (ISO-TP data) keeps its ends and counts the rest."""
+        out: list[str] = []
+        i = 0
+        while i < len(frames):
+            j = i
+            if frames[i].arbitration_id not in self.by_id:
+                while j + 1 < len(frames) and frames[j + 1].arbitration_id == frames[i].arbitration_id:
+                    j += 1
+            if j - i + 1 > MAX_RUN:
+                out += ["  " + self.line(m, origin) for m in frames[i:i + RUN_ENDS]]
+                out.append(f"  {'':>10}  ... {j - i + 1 - 2 * RUN_ENDS} more {self.name(frames[i])} frames ...")
+                out += ["  " + self.line(m, origin) for m in frames[j + 1 - RUN_ENDS:j + 1]]
+            else:
+                out += ["  " + self.line(m, origin) for m in frames[i:j + 1]]
+            i = j + 1
+        return out
+
+
 def read_trace(path: Path) -> list[can.Message]:
     """Every frame of a .blf (or .asc) trace, in time order."""
     reader: Iterable[can.Message] = can.BLFReader(str(path)) if path.suffix == ".blf" else can.ASCReader(str(path))
@@ -93,14 +116,15 @@ def excerpt(frames: Sequence[can.Message], marks: Sequence[Mark], *, db: Any = N
     for mark in shown:
         lo, hi = bisect.bisect_left(times, mark.at - BEFORE_S), bisect.bisect_right(times, mark.at + AFTER_S)
         split = bisect.bisect_left(times, mark.at)
-        before, after = frames[max(lo, split - MAX_BEFORE):split], frames[split:min(hi, split + MAX_AFTER)]
+        before, after = decoder.rows(frames[lo:split], mark.at), decoder.rows(frames[split:hi], mark.at)
         lines.append("")
         lines.append(f"== {mark.title} at {_clock(mark.at)}")
-        lines.append(f"-- times relative to it; window -{BEFORE_S:g} s .. +{AFTER_S:g} s: {len(before)} of {split - lo} "
-                     f"frames before shown, {len(after)} of {hi - split} after")
-        lines += ["  " + decoder.line(m, mark.at) for m in before]
+        lines.append(f"-- times relative to it; window -{BEFORE_S:g} s .. +{AFTER_S:g} s ({split - lo} frames before, "
+                     f"{hi - split} after; runs of undecoded frames folded): the {min(len(before), MAX_BEFORE)} lines "
+                     f"before it and the {min(len(after), MAX_AFTER)} after it nearest to it")
+        lines += before[-MAX_BEFORE:]
         lines.append(f"  {0:+10.6f}  ---- {mark.title}")
-        lines += ["  " + decoder.line(m, mark.at) for m in after]
+        lines += after[:MAX_AFTER]
     return "\n".join(lines) + "\n"
 
 
