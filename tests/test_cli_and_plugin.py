@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench_ports import private_bench_data, private_bench_file, write_bench
+from bench_ports import private_bench_data, write_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 HIL = [sys.executable, "-m", "hil"]
@@ -133,7 +133,9 @@ def test_bench_lock_keeps_two_runs_apart(tmp_path):
                          ids=["in_process_virtual_bus", "udp_multicast_process"])
 def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file):
     """Parity: the same test cases, two virtual benches whose CAN transports differ."""
-    bench = private_bench_file(bench_file, tmp_path, prefix="parity")
+    data = private_bench_data(bench_file, tmp_path, prefix="parity")
+    data["sim"]["flash_timing"] = "fast"  # parity is about the CAN transport; flash timing is make suite's
+    bench = write_bench(data, tmp_path / "bench.yaml")
     result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "4 passed" in result.stdout, result.stdout[-2000:]
@@ -143,7 +145,7 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
 
 @pytest.mark.integration
 def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
-    bench = _sim_bench(tmp_path)
+    bench = _sim_bench(tmp_path, **{"sim.flash_timing": "fast"})
     result = _run(HIL + ["flash", "--bench", str(bench), "1.1.0"], timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "outcome: SUCCESS" in result.stdout and "running 1.1.0" in result.stdout, result.stdout[-2000:]
@@ -298,7 +300,7 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     work = tmp_path / "my-suite"
     shutil.copytree(ROOT / "tests/outside_suite", work)
     (work / "benches").mkdir()
-    bench = _sim_bench(work / "benches")
+    bench = _sim_bench(work / "benches", **{"sim.flash_timing": "fast"})  # the plugin's path, not flash timing
     # Only this suite's own evidence counts: a validation run beside this test writes there too.
     repo_evidence = ROOT / "reports" / "evidence"
     ours = "test_my_updates"

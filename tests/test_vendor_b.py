@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_ports import private_bench_file
+from bench_ports import private_bench_data, write_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def _vendor_b_bench(tmp_path: Path) -> Path:
-    return private_bench_file("benches/sim-vendor-b.yaml", tmp_path, prefix="vb", name="vendor-b.yaml")
+    data = private_bench_data("benches/sim-vendor-b.yaml", tmp_path, prefix="vb")
+    data["sim"]["flash_timing"] = "fast"  # the board's profile is the point here; flash timing is the suite's
+    return write_bench(data, tmp_path / "vendor-b.yaml")
 
 
 def test_update_and_image_fault_cases_pass_on_vendor_b(tmp_path):
