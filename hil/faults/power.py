@@ -320,12 +320,14 @@ class PowerCutSweep:
 
         A phase no planned cut was seen to land in (short phases, host latency) gets up to `extra_tries`
         more cuts at other points of its window; coverage is judged on the landings, not on this plan.
+        The sweep stops at the first cut not proven to have taken effect: the bench cannot inject this
+        fault, so no further cut would prove anything (the case fails on that one, naming it).
         """
         results = self._cut_at(profile.cut_offsets(points_per_phase))
         fractions = [0.15, 0.85, 0.35, 0.65, 0.05, 0.95][:extra_tries]
         for frac in fractions:
             missing = [w for name, w in profile.phases.items() if name not in {r.landed for r in results}]
-            if not missing:
+            if not missing or not all(r.proven for r in results):
                 break
             results += self._cut_at([(w.name, w.start_s + (w.end_s - w.start_s) * frac) for w in missing])
         return results
@@ -357,6 +359,8 @@ class PowerCutSweep:
             cutter.join(offset + self.off_s + 10.0)
             results.append(self._judge(phase, offset, ev, boots))
             self.restore()
+            if not results[-1].proven:
+                break  # see run(): an unproven cut ends the sweep
         return results
 
     def _judge(self, phase: str, offset: float, ev: CutEvidence, boots: int) -> CutResult:
