@@ -43,15 +43,17 @@ report:
 
 ## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), after mypy
 ## on hil/. Hermetic: their own lock directory, benches and ports, so a validation run may go on beside them.
+## worksteal: the integration tests come first (tests/conftest.py) and an idle worker takes over half of the
+## other's queue (xdist's default `load` hands each worker a fixed first batch: one got every long test).
 ## node_modules too: tests/test_report_html.py generates a report with Allure 3.
 test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m mypy hil
-	$(PY) -m pytest tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## The fast loop while developing: every framework test but the integration ones (a whole virtual bench, or
 ## validation cases in a subprocess: @pytest.mark.integration), under a minute.
 test-fast: $(VENV)/.installed node_modules/.installed
-	$(PY) -m pytest tests -n $(TEST_WORKERS) -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal -m "not integration" $(PYTEST_ARGS)
 
 clean:
 	rm -rf reports/allure-results reports/html reports/evidence .hil
