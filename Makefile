@@ -10,8 +10,9 @@ BENCH  ?= benches/sim.yaml
 RACK   ?=
 WORKERS ?= 2
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
-.PHONY: suite test setup report clean
+.PHONY: suite test test-fast setup report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +41,19 @@ report:
 	$(PY) -m hil report html --results reports/allure-results --output reports/html --config reports/allurerc.mjs
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
-## The framework's own tests (fast; in-process virtual benches, emulators on loopback), after mypy on hil/.
+## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), after mypy
+## on hil/. Hermetic: their own lock directory, benches and ports, so a validation run may go on beside them.
+## worksteal: the integration tests come first (tests/conftest.py) and an idle worker takes over half of the
+## other's queue (xdist's default `load` hands each worker a fixed first batch: one got every long test).
 ## node_modules too: tests/test_report_html.py generates a report with Allure 3.
 test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m mypy hil
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+## The fast loop while developing: every framework test but the integration ones (a whole virtual bench, or
+## validation cases in a subprocess: @pytest.mark.integration), under a minute.
+test-fast: $(VENV)/.installed node_modules/.installed
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal -m "not integration" $(PYTEST_ARGS)
 
 clean:
 	rm -rf reports/allure-results reports/html reports/evidence .hil

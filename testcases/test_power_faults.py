@@ -114,6 +114,7 @@ def test_power_cut_during_download_keeps_the_old_image(dut, flasher, psu, images
 
 
 @pytest.mark.fault(row=4, expect="erase interrupted: old image keeps running")
+@pytest.mark.requirement("R156-recovery", "R156-power")
 def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, console, images, bench_config, measure):
     baseline = dut.version()
     config = dut.config()
@@ -137,6 +138,7 @@ def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, cons
 
 
 @pytest.mark.fault(row=4, expect="activation survives a power cycle: the new image installs and confirms")
+@pytest.mark.requirement("R156-power", "ISO24089-recovery")
 def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, console_if_any, images, bench_config,
                                                         measure, dut_profile):
     config = dut.config()

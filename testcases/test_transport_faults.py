@@ -71,6 +71,7 @@ def test_broken_block_sequence_is_refused(block_filter, dut, flasher, images, be
 
 
 @pytest.mark.fault(row=13, expect="a repeated block is acknowledged and not written twice")
+@pytest.mark.requirement("ISO24089-integrity", "R156-integrity")
 def test_repeated_block_is_acknowledged_not_written_twice(dut, flasher, images, bench_config, measure):
     baseline = dut.version()
     config = dut.config()
@@ -96,6 +97,7 @@ def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, 
 
 
 @pytest.mark.fault(row=13, expect="NRC 0x24 for out-of-sequence requests")
+@pytest.mark.requirement("ISO24089-integrity", "R155-M16")
 def test_out_of_sequence_requests_are_refused(dut, flasher, uds, bench_config, measure):
     baseline = dut.version()
     config = dut.config()

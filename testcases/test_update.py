@@ -13,7 +13,6 @@ from hil.bench.contract import MSG_SOC_CORE, Reason, UpdateState
 pytestmark = [pytest.mark.destructive]
 
 
-@pytest.mark.requirement("R156-integrity", "R156-inform-result", "ISO24089-reporting", "BMS-config-preserved")
 def _console_shows(console, dut_profile, name: str, timeout: float = 5.0) -> None:
     """Where the bench has a console and the profile a pattern for `name`, the console must show it."""
     pattern = dut_profile.console_pattern(name)
@@ -21,6 +20,7 @@ def _console_shows(console, dut_profile, name: str, timeout: float = 5.0) -> Non
         console.expect(pattern, timeout=timeout)
 
 
+@pytest.mark.requirement("R156-integrity", "R156-inform-result", "ISO24089-reporting", "BMS-config-preserved")
 def test_update_succeeds_and_is_confirmed(dut, flasher, images, can, bench_config, measure, evidence, console_if_any,
                                           dut_profile):
     from hil.timing.measure import Measurement, max_gap_ms

@@ -14,13 +14,16 @@ from hil import errors
 from hil.report import allure as allure_audit
 from hil.report.requirements import CATALOGUE
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pytest(tmp: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp / "test_case.py").write_text(source)
+    bench = private_bench_file("benches/sim.yaml", tmp)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "hil.plugin", "-p", "no:cacheprovider", "-q",
-                           str(tmp / "test_case.py"), "--rootdir", str(tmp), "--bench", str(ROOT / "benches/sim.yaml"),
+                           str(tmp / "test_case.py"), "--rootdir", str(tmp), "--bench", str(bench),
                            *args], cwd=tmp, capture_output=True, text=True, timeout=120)
 
 
@@ -92,6 +95,7 @@ def test_environment_properties(tmp_path):
     assert json.loads((tmp_path / "executor.json").read_text())["name"] == "bms-ota-hil"
 
 
+@pytest.mark.integration
 def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(tmp_path):
     """One real case on a virtual bench: the Allure result has what an auditor needs, with real timestamps."""
     import datetime as dt
@@ -124,8 +128,14 @@ def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(
     assert abs(install["start"] / 1000 - at(install)) < 0.002, "step times are the real ones"
 
     attached = {a["name"]: results / a["source"] for a in result["attachments"]}
-    for name in ("can.asc", "console.log", "supply.log", "images.json", "imgtool-dumpinfo.txt", "update-status.json"):
+    for name in ("can.blf", "can-excerpt.txt", "console.log", "supply.log", "images.json", "imgtool-dumpinfo.txt",
+                 "update-status.json"):
         assert name in attached, sorted(attached)
+    assert "can.asc" not in attached, "the text trace stays in the evidence folder"
+    assert any((tmp_path / "ev").glob("*/can.asc")), "... where it is kept"
+    excerpt = attached["can-excerpt.txt"].read_text()
+    assert f"== {dip['name']} at" in excerpt and f"---- {dip['name']}" in excerpt, excerpt[:3000]
+    assert "BMS_SocCore" in excerpt and "SOC=" in excerpt, excerpt[:3000]  # decoded with the DBC
     supply = attached["supply.log"].read_text()
     assert "measure voltage" in supply and "measure current" in supply
     (image,) = json.loads(attached["images.json"].read_text())
@@ -137,3 +147,29 @@ def test_a_power_fault_case_carries_timed_phases_faults_images_and_board_status(
     env = (results / "environment.properties").read_text()
     assert "dut.serial=SIM0000001" in env and "framework.commit=" in env and "psu=Keysight" in env
     assert json.loads((results / "categories.json").read_text())[0]["name"] == "Timeout"
+
+
+def test_a_case_without_a_requirement_fails_collection_naming_it(tmp_path):
+    """testcases/conftest.py: every case names its requirement; one without stops the run at collection."""
+    import shutil
+
+    suite = tmp_path / "testcases"
+    suite.mkdir()
+    shutil.copy(ROOT / "testcases/conftest.py", suite / "conftest.py")
+    (suite / "test_cases.py").write_text('import pytest\n\n@pytest.mark.requirement("R156-power")\ndef test_named(dut):\n'
+                                         '    pass\n\ndef test_unnamed(dut):\n    pass\n')
+    bench = private_bench_file("benches/sim.yaml", tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--collect-only",
+                             str(suite), "--rootdir", str(tmp_path), "--bench", str(bench)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode == 4, text  # pytest's usage error: nothing ran
+    assert "1 case(s) name no requirement" in text and "testcases/test_cases.py::test_unnamed" in text, text
+    assert "test_named" not in text.split("name no requirement")[1], text
+
+
+def test_every_shipped_case_names_its_requirement(tmp_path):
+    bench = private_bench_file("benches/sim.yaml", tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--collect-only",
+                             "testcases", "--bench", str(bench)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "tests collected" in result.stdout, result.stdout[-3000:] + result.stderr

@@ -15,6 +15,8 @@ from hil.bench.config import CanConfig
 from hil.drivers.can import CanChannel
 from hil.errors import BenchBroken, HilTimeout
 
+from bench_ports import private_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "benches/dbc/bms.dbc"
 
@@ -190,11 +192,9 @@ def test_open_bus_virtual_paced_and_unknown_interface() -> None:
 def test_open_bus_udp_multicast_enlarges_receive_buffer_and_refuses_fd_frames() -> None:
     import socket
 
-    import random
-
-    # python-can refuses port 0 for multicast (senders must know the port): a random group and port instead
-    group, port = f"239.74.{random.randint(100, 250)}.{random.randint(1, 250)}", random.randint(40000, 60000)
-    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": port}, dbc=DBC)
+    # python-can refuses port 0 for multicast (senders must know the port): a private group and port instead
+    ports = private_ports()
+    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
     try:
         bus = open_bus(cfg)
     except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
@@ -294,10 +294,9 @@ def test_collect_gathers_frames_during_the_window(channel_pair) -> None:
 
 def test_trace_has_each_tester_frame_once_on_an_interface_that_echoes(tmp_path: Path) -> None:
     """udp_multicast hands the tester its own frames back: traced once, as Tx, and never decoded as the DUT's."""
-    import random
-
-    group = f"239.74.182.{random.randint(100, 250)}"
-    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": random.randint(43220, 43229)}, dbc=DBC)
+    ports = private_ports()
+    group = ports.group
+    cfg = CanConfig(interface="udp_multicast", channel=group, args={"port": ports.udp_port}, dbc=DBC)
     try:
         chan = CanChannel(cfg)
     except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback

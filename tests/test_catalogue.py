@@ -18,19 +18,17 @@ from hil.images.keys import ensure_key
 from hil.images.mcuboot import load_trusted_keys, parse_image, verify_image
 from hil.plugin import MISSING_ROLE_PREFIX, ImageStore
 
+from bench_ports import private_bench_data, write_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(tmp_path: Path, images: dict) -> Path:
-    data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
-    data["sim"]["flash_file"] = str(tmp_path / "f.flash")
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem")]
     data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(tmp_path / "build"),
                       "keys_dir": str(tmp_path / "keys"), **images}
-    data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
-    p = tmp_path / "bench.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
+    return write_bench(data, tmp_path / "bench.yaml")
 
 
 def test_unknown_role_is_named_with_the_accepted_ones(tmp_path):

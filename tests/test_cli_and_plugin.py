@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench_ports import private_ports
+from bench_ports import private_bench_data, write_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 HIL = [sys.executable, "-m", "hil"]
@@ -24,29 +23,15 @@ def _run(args: list[str], timeout: float = 240, **kw) -> subprocess.CompletedPro
 
 
 def _sim_bench(tmp_path: Path, **changes) -> Path:
-    """benches/sim.yaml with its own multicast group, ports and flash file (runs beside other benches)."""
-    data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
-    ports = private_ports()
-    data["bench"] = f"test-{uuid.uuid4().int % 10**8}"
-    data["can"]["channel"] = ports.group
-    data["can"]["args"] = {"port": ports.udp_port}
-    data["psu"]["resource"] = ports.psu
-    data["load"]["resource"] = ports.load
-    data["console"]["url"] = ports.console
-    data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
-    data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem"),
-                                   str(ROOT / "firmware_images/keys/dev-ed25519.pem")]
-    data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys"), "packages": str(ROOT / "firmware_images/packages")}
-    data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
+    """benches/sim.yaml with its own name, multicast group, ports and flash file (runs beside other benches)."""
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     for key, value in changes.items():
         section, _, field = key.partition(".")
         data[section][field] = value
-    p = tmp_path / "bench.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
+    return write_bench(data, tmp_path / "bench.yaml")
 
 
+@pytest.mark.integration
 def test_doctor_on_the_virtual_bench_is_healthy(tmp_path):
     result = _run(HIL + ["doctor", "--bench", str(_sim_bench(tmp_path))])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -69,10 +54,21 @@ def test_doctor_names_a_supply_that_does_not_answer(tmp_path):
     assert "supply TCPIP0::127.0.0.1::9::SOCKET" in text and "FAIL" in text, text
 
 
-def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
+def _inherit_sigint(disposition):
+    """A child that starts with SIGINT as given: SIG_IGN is what a non-interactive shell's background job passes on
+    (`make test &`), whatever the test run itself inherited."""
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint_default", "sigint_ignored"])
+def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path, inherited):
+    """Ctrl-C (SIGINT, what the plugin sends its bench) stops `hil sim` at once, also when it inherited SIGINT
+    ignored: Python then raises no KeyboardInterrupt, and the bench was killed after a 15 s timeout."""
     bench = _sim_bench(tmp_path)
     proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_inherit_sigint(inherited))
     try:
         ready = ""
         assert proc.stdout is not None
@@ -82,14 +78,14 @@ def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
                 break
         assert "psu" in ready and "console" in ready and "socket://" in ready, ready
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
 def test_cli_rejects_bad_arguments_clearly(tmp_path):
-    result = _run(HIL + ["flash", "--mode", "sideways", "1.1.0"], timeout=60)
+    result = _run(HIL + ["flash", "--bench", str(_sim_bench(tmp_path)), "--mode", "sideways", "1.1.0"], timeout=60)
     assert result.returncode == 2 and "'sideways' is not one of" in result.stderr
     result = _run(HIL + ["doctor", "--bench", str(tmp_path / "missing.yaml")], timeout=60)
     assert result.returncode != 0 and "bench file not found" in result.stderr
@@ -132,25 +128,14 @@ def test_bench_lock_keeps_two_runs_apart(tmp_path):
     assert "is locked by another run" in result.stdout, result.stdout[-2000:]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bench_file", ["benches/sim-inproc.yaml", "benches/sim.yaml"],
                          ids=["in_process_virtual_bus", "udp_multicast_process"])
 def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file):
     """Parity: the same test cases, two virtual benches whose CAN transports differ."""
-    data = yaml.safe_load((ROOT / bench_file).read_text())
-    if data["can"]["interface"] == "udp_multicast":
-        bench = _sim_bench(tmp_path)
-    else:
-        data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
-        data["can"]["channel"] = f"parity-{uuid.uuid4().hex[:8]}"
-        bench = tmp_path / "bench.yaml"
-        bench.write_text(yaml.safe_dump(data))
-        # relative paths in the copied file resolve against the copy's folder: make them absolute
-        data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys" / Path(k).name) for k in data["sim"]["trusted_keys"]]
-        data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"),
-                          "build_dir": str(ROOT / "firmware_images/build"), "keys_dir": str(ROOT / "firmware_images/keys"),
-                          "packages": str(ROOT / "firmware_images/packages")}
-        data["can"]["dbc"] = str(ROOT / "benches/dbc/bms.dbc")
-        bench.write_text(yaml.safe_dump(data))
+    data = private_bench_data(bench_file, tmp_path, prefix="parity")
+    data["sim"]["flash_timing"] = "fast"  # parity is about the CAN transport; flash timing is make suite's
+    bench = write_bench(data, tmp_path / "bench.yaml")
     result = _pytest(["testcases/test_update.py", "--bench", str(bench), "-q"], tmp_path)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "4 passed" in result.stdout, result.stdout[-2000:]
@@ -158,8 +143,9 @@ def test_first_test_cases_pass_unchanged_on_both_transports(tmp_path, bench_file
     assert "| 9 |" in matrix and "firmware-hangs_until_the_watchdog_fires" in matrix
 
 
+@pytest.mark.integration
 def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
-    bench = _sim_bench(tmp_path)
+    bench = _sim_bench(tmp_path, **{"sim.flash_timing": "fast"})
     result = _run(HIL + ["flash", "--bench", str(bench), "1.1.0"], timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "outcome: SUCCESS" in result.stdout and "running 1.1.0" in result.stdout, result.stdout[-2000:]
@@ -167,6 +153,7 @@ def test_hil_flash_updates_and_prints_the_outcome(tmp_path):
     assert refused.returncode != 0 and "DOWNGRADE_VERSION" in refused.stderr, refused.stdout[-2000:] + refused.stderr
 
 
+@pytest.mark.integration
 def test_two_virtual_benches_run_side_by_side(tmp_path):
     """Each bench has its own multicast group, ports and flash file: cutting one's power leaves the other running."""
     from hil.bench.bench import Bench
@@ -205,6 +192,7 @@ def test_holds_the_bench(dut):
 '''
 
 
+@pytest.mark.integration
 def test_hil_flash_and_doctor_during_a_pytest_run_fail_at_once_naming_the_holder(tmp_path):
     bench = _sim_bench(tmp_path)
     suite = tmp_path / "suite"
@@ -247,6 +235,7 @@ def test_plugin_is_inert_for_unrelated_tests_without_a_bench_file(tmp_path):
     assert not (tmp_path / "reports").exists(), "an inert plugin wrote reports"
 
 
+@pytest.mark.integration
 def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
     import socket
 
@@ -276,6 +265,7 @@ def test_a_virtual_bench_that_cannot_start_says_why_at_once(tmp_path):
     assert doctor.returncode != 0 and "nowhere.dbc does not exist" in doctor.stdout + doctor.stderr, doctor.stdout
 
 
+@pytest.mark.integration
 def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
     bench = _sim_bench(tmp_path)
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks"), "COLUMNS": "200"}
@@ -301,6 +291,7 @@ def test_hil_sim_holds_the_lock_and_says_the_board_is_unpowered(tmp_path):
     assert not list((tmp_path / "locks").glob("*.holder.json"))
 
 
+@pytest.mark.integration
 def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path):
     """tests/outside_suite (written from docs/fixtures.md only), copied to a temporary folder and run there:
     no -p, a relative --bench, reports and evidence in that folder, none in the repository."""
@@ -309,9 +300,11 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     work = tmp_path / "my-suite"
     shutil.copytree(ROOT / "tests/outside_suite", work)
     (work / "benches").mkdir()
-    bench = _sim_bench(work / "benches")
+    bench = _sim_bench(work / "benches", **{"sim.flash_timing": "fast"})  # the plugin's path, not flash timing
+    # Only this suite's own evidence counts: a validation run beside this test writes there too.
     repo_evidence = ROOT / "reports" / "evidence"
-    before = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    ours = "test_my_updates"
+    before = {p for p in repo_evidence.glob(f"*{ours}*")} if repo_evidence.is_dir() else set()
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
     env.pop("HIL_BENCH", None)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--bench", str(bench.relative_to(work))], cwd=work,
@@ -321,7 +314,7 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     assert (work / "reports" / "run-record.json").is_file() or list((work / "reports").glob("run-record.*"))
     evidence = work / "reports" / "evidence"
     assert any(evidence.glob("*test_upgrade*/can.asc")), sorted(p.name for p in evidence.glob("*"))
-    after = set(repo_evidence.glob("*")) if repo_evidence.is_dir() else set()
+    after = {p for p in repo_evidence.glob(f"*{ours}*")} if repo_evidence.is_dir() else set()
     assert after == before, f"the run wrote into the repository's reports/: {sorted(after - before)}"
     # --bench=FILE is the same option: the same relative file is found (collection loads the bench file)
     listed = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", f"--bench={bench.relative_to(work)}"],

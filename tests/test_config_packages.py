@@ -16,6 +16,8 @@ from hil.config_packages.package import HEADER, build_package, parse_package, ve
 from hil.config_packages.recipes import load_package_recipe, load_package_recipes
 from hil.sim.config_packages import HARDWARE_LIMITS, Refused, check_config, check_values
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "firmware_images/keys"
 
@@ -92,7 +94,7 @@ def test_board_range_checks_follow_the_hardware_limits():
 
 
 def test_hil_profiles_build_info_verify(tmp_path, keys):
-    bench = ROOT / "benches/sim.yaml"
+    bench = private_bench_file("benches/sim.yaml", tmp_path)
     run = [sys.executable, "-m", "hil", "packages"]
     out = tmp_path / "ws.prf"
     r = subprocess.run(run + ["sign", "--bench", str(bench), "-k", "dev-ed25519",

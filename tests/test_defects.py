@@ -73,6 +73,7 @@ def _run_case(tmp_path: Path, defect: str, keyword: str, *extra: str,
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.integration
 def test_black_box_sweep_fails_when_the_supply_ignores_the_cut(tmp_path):
     result = _run_case(tmp_path, "supply_ignores_output_off", "black_box_power_cut_sweep", "--sweep-points", "1")
     out = result.stdout + result.stderr
@@ -81,6 +82,7 @@ def test_black_box_sweep_fails_when_the_supply_ignores_the_cut(tmp_path):
     assert "supply read back" in out, out
 
 
+@pytest.mark.integration
 def test_multi_cut_swap_case_fails_on_a_board_that_resumes_from_the_wrong_step(tmp_path):
     result = _run_case(tmp_path, "swap_resumed_from_wrong_step", "every_swap_step")
     out = result.stdout + result.stderr
@@ -88,6 +90,7 @@ def test_multi_cut_swap_case_fails_on_a_board_that_resumes_from_the_wrong_step(t
     assert "1 failed" in out, out
 
 
+@pytest.mark.integration
 def test_new_message_case_fails_on_a_board_that_keeps_sending_it_after_a_rollback(tmp_path):
     result = _run_case(tmp_path, "new_message_after_rollback", "gone_after_rollback",
                        case_file="testcases/test_new_features.py")

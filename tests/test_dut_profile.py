@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from hil.bench.contract import ActivationMode, Did, Reason, Routine, UpdateState
 from hil.dut.dut import Dut
 from hil.errors import BenchConfigError
 from hil.bench.dut_profile import DutProfile, ProfileError, compute_key, load_profile
+
+from bench_ports import private_bench_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "benches/profiles/default.yaml"
@@ -93,19 +94,17 @@ def test_bad_profile_names_file_field_value_and_accepted(tmp_path, data, message
 
 
 def test_profile_naming_a_message_missing_from_the_dbc(tmp_path):
-    bench = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
+    bench = private_bench_data("benches/sim.yaml", tmp_path)
     profile = _write(tmp_path, {"can": {"dbc": str(ROOT / "benches/dbc/bms.dbc"),
                                         "messages": {contract.MSG_SOC_CORE: "BMS_SocCoreX"}}})
     bench["dut"]["profile"] = str(profile)
-    bench["sim"]["flash_file"] = str(tmp_path / "f.flash")
-    bench["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem")]
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     with pytest.raises(BenchConfigError, match=r"can.messages.BMS_SocCore: got 'BMS_SocCoreX' - not in .*accepted: .*BMS_SocCore"):
         load_bench(tmp_path / "bench.yaml")
 
 
 def test_missing_profile_file_is_named(tmp_path):
-    bench = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
+    bench = private_bench_data("benches/sim.yaml", tmp_path)
     bench["dut"]["profile"] = "profiles/nope.yaml"
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     with pytest.raises(BenchConfigError, match=r"nope.yaml: DUT profile not found"):
@@ -115,23 +114,20 @@ def test_missing_profile_file_is_named(tmp_path):
 # ---------------------------------------------------------------------- on the wire
 def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     """The in-process virtual bench, with `profile` and without explicit levels (the profile's apply)."""
-    data = yaml.safe_load((ROOT / "benches/sim-inproc.yaml").read_text())
+    data = private_bench_data("benches/sim-inproc.yaml", tmp_path, prefix="profile")
     data["dut"]["profile"] = str(profile)
+    data["can"].pop("dbc", None)  # the profile's DBC
     for key in ("security", "bench_security"):
         data["dut"][key].pop("level", None)
         data["dut"][key].pop("algorithm", None)
-    data["can"]["channel"] = f"profile-{uuid.uuid4().hex[:8]}"
     data["can"]["pacing"] = False
-    data["sim"]["flash_file"] = str(tmp_path / "bench.flash")
     data["sim"]["flash_timing"] = "fast"
-    data["sim"]["trusted_keys"] = [str((ROOT / "benches" / k).resolve()) for k in data["sim"]["trusted_keys"]]
-    data["images"] = {"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                      "keys_dir": str(ROOT / "firmware_images/keys"), "packages": str(ROOT / "firmware_images/packages")}
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B], ids=["default", "vendor-b"])
 def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     """Raw CAN frames show the profile's ids, DIDs, routine ids, padding and state codes - nothing else."""

@@ -19,7 +19,6 @@ import json
 import socket
 import struct
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +44,8 @@ from hil.sim.board import Board
 from hil.sim.diag import DiagServer
 from hil.sim.instruments import BatteryEmulatorModel, SupplyModel
 from hil.sim.scpi import ScpiServer
+
+from bench_ports import private_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,10 +84,8 @@ def fuzz_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzBoard]:
     assert cfg.sim is not None
     # No watchdog resets: a host too busy to run the main loop for a second would reboot the board
     # mid-example (and install an image a TEST activation requested). Resets have their own tests.
-    sim = cfg.sim.model_copy(update={"flash_file": tmp / "fuzz.flash", "flash_timing": "fast",
-                                     "sa_lockout_s": SA_LOCKOUT_S, "watchdog_ms": 3_600_000.0})
-    can_cfg = cfg.can.model_copy(update={"channel": f"fuzz-{uuid.uuid4().hex[:8]}", "pacing": False})
-    cfg = cfg.model_copy(update={"sim": sim, "can": can_cfg})
+    cfg = private_config(cfg, tmp, prefix="fuzz", flash_timing="fast", sa_lockout_s=SA_LOCKOUT_S, watchdog_ms=3_600_000.0)
+    cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"pacing": False})})
     bench = VirtualBench(cfg)
     effective = bench.start()
     try:
@@ -616,6 +615,7 @@ def uds_session(fuzz_board: FuzzBoard) -> Iterator[Any]:
             s.diag.close()
 
 
+@pytest.mark.integration
 @scaled(1.0)
 @given(req=random_request, recovery=st.booleans(), session=st.sampled_from([1, 2, 3]), unlock=st.booleans())
 @example(req=b"\x36\x01", recovery=False, session=2, unlock=True)
@@ -630,6 +630,7 @@ def test_uds_single_request_gets_the_contract_answer(uds_session, req, recovery,
         s.diag.close()
 
 
+@pytest.mark.integration
 @scaled(1.0)
 @given(ops=operations(), recovery=st.booleans())
 def test_uds_request_sequences_keep_the_contract(uds_session, ops, recovery) -> None:
@@ -640,6 +641,7 @@ def test_uds_request_sequences_keep_the_contract(uds_session, ops, recovery) -> 
         s.diag.close()
 
 
+@pytest.mark.integration
 def test_uds_fuzz_reaches_the_deep_states(uds_session) -> None:
     """The sequence strategy is only worth its examples if it gets past security into download and activation."""
     s = uds_session(False)
@@ -685,6 +687,7 @@ def _exchange(stack: isotp.NotifierBasedCanStack, req: bytes, timeout: float = 2
             return resp
 
 
+@pytest.mark.integration
 @scaled(0.1)
 @given(req=random_request.filter(lambda r: len(r) > 0))
 @example(req=b"\x22" + b"\xF1\x89" * 40)  # multi-frame request

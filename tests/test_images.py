@@ -35,6 +35,8 @@ from hil.images.mcuboot import (
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload, encode_payload
 from hil.images.recipes import Recipe, load_recipe, load_recipes
 
+from bench_ports import private_bench_data, write_bench
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "firmware_images" / "recipes"
 IMGTOOL = [sys.executable, "-m", "imgtool.main"]
@@ -411,14 +413,10 @@ def test_trusted_key_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 @pytest.fixture()
 def bench_file(tmp_path: Path, keys: dict[str, Path], work: Path) -> Path:
-    data = yaml.safe_load((REPO / "benches" / "sim.yaml").read_text())
-    data["can"]["dbc"] = str(REPO / "benches" / "dbc" / "bms.dbc")
-    data["sim"]["flash_file"] = str(tmp_path / "sim.flash")
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     data["sim"]["trusted_keys"] = [str(keys["dev-ecdsa-p256"]), str(keys["dev-ed25519"])]
     data["images"] = {"recipes": str(RECIPES), "build_dir": str(work / "build"), "keys_dir": str(work / "keys")}
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_bench(data, tmp_path / "bench.yaml")
 
 
 def test_cli_verify_reports_reason(bench_file: Path, built: dict[str, Path], tmp_path: Path) -> None:

@@ -550,3 +550,19 @@ def test_el30000_emulator_is_strict() -> None:
     assert el.next_error().startswith("-113")
     assert el.execute("FUNC CURR;CURR 5;INP ON;MEAS:CURR?;INP?") == "+5.00000000E+00;1"
     assert el.pack_current() == -5.0
+
+
+def test_supply_monitor_samples_go_to_its_csv_not_line_by_line_into_the_log(psu: ScpiPowerSupply, tmp_path: Path) -> None:
+    """The cut monitor's 50 Hz samples are its CSV's; the supply log keeps the settings and the test's own readings."""
+    from hil.faults.power import SupplyMonitor
+
+    psu.power_on()
+    with SupplyMonitor(psu, tmp_path / "supply-samples.csv") as monitor:
+        psu.measure_voltage()  # the test's own reading, from this thread: logged
+        time.sleep(0.3)
+    assert monitor.samples >= 5
+    assert len((tmp_path / "supply-samples.csv").read_text().splitlines()) == monitor.samples + 1
+    log = (tmp_path / "supply.log").read_text()
+    assert "OUTP ON" in log and log.count("measure voltage") == 1, log
+    measured = [e for e in psu.events if e.kind == "measure" and e.name == "voltage"]
+    assert len(measured) == monitor.samples + 1  # still events (reports read them)

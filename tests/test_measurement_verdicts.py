@@ -8,6 +8,8 @@ from pathlib import Path
 from hil.timing.measure import Measurement
 from hil.plugin import measurement_verdict
 
+from bench_ports import private_bench_file
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +55,8 @@ def _allure_results(directory: Path) -> dict[str, dict]:
 def test_failing_measurement_fails_the_test_and_its_report_entry(pytester, tmp_path):
     pytester.makepyfile(test_cases=CASES)
     alluredir = tmp_path / "allure"
-    result = pytester.runpytest_subprocess("-p", "hil.plugin", "--bench", str(ROOT / "benches/sim.yaml"),
+    bench = private_bench_file("benches/sim.yaml", tmp_path)
+    result = pytester.runpytest_subprocess("-p", "hil.plugin", "--bench", str(bench),
                                            "--alluredir", str(alluredir), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=3)
     text = result.stdout.str()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = '''
@@ -21,7 +23,7 @@ def _probe(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str
     (tmp_path / "test_probe.py").write_text(PROBE)
     base = {k: v for k, v in os.environ.items() if k != "HIL_NIGHTLY"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "hil.plugin", "-p", "no:cacheprovider", "-s", "-q",
-                             "--rootdir", str(tmp_path), "--bench", str(ROOT / "benches/sim.yaml"),
+                             "--rootdir", str(tmp_path), "--bench", str(private_bench_file("benches/sim.yaml", tmp_path)),
                              str(tmp_path / "test_probe.py"), *args], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env={**base, **(env or {})})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -38,6 +40,7 @@ def test_nightly_switch_widens_the_sweep_and_sets_the_fuzz_budget(tmp_path):
 def test_timing_soak_runs_only_at_night(tmp_path):
     base = {k: v for k, v in os.environ.items() if k != "HIL_NIGHTLY"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "testcases/test_soak.py",
+                             "--bench", str(private_bench_file("benches/sim.yaml", tmp_path)),
                              "--reports-dir", str(tmp_path / "r"), "--evidence-dir", str(tmp_path / "e")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120, env=base)
     assert result.returncode == 0 and "1 skipped" in result.stdout, result.stdout[-2000:]

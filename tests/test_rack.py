@@ -24,6 +24,8 @@ from hil.rack.lease import FileLeases, LeaseKeeper, LeaseLost, acquire_one
 from hil.rack.inventory import BenchNeed, BenchTags, load_rack, need_from_marks
 from hil.rack.scheduling import RackScheduling
 
+from bench_ports import private_bench_data, write_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,11 +79,9 @@ def test_bad_rack_file_names_the_field_and_what_is_accepted(tmp_path, body, expe
 
 
 def test_capability_the_bench_file_lacks_is_refused(tmp_path):
-    data = yaml.safe_load((ROOT / "benches/sim.yaml").read_text())
+    data = private_bench_data("benches/sim.yaml", tmp_path)
     del data["console"]
-    data["sim"]["flash_file"] = str(tmp_path / "b.flash")
-    data["sim"]["trusted_keys"] = [str(ROOT / "firmware_images/keys/dev-ecdsa-p256.pem")]
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data))
+    write_bench(data, tmp_path / "b.yaml")
     path = _rack(tmp_path, "rack: r\nbenches:\n  - file: b.yaml\n    capabilities: [power_control, console]\n")
     with pytest.raises(BenchConfigError, match=r"benches.0.capabilities: console declared but .* has no console section"):
         load_rack(path)
@@ -389,6 +389,7 @@ def test_lease_taken_over_mid_test(bench_config, dut):
 '''
 
 
+@pytest.mark.integration
 def test_rack_run_spreads_over_benches_and_survives_a_lost_lease(tmp_path):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"
@@ -442,6 +443,7 @@ def classic_name(bench_file: Path) -> str:
     return yaml.safe_load(bench_file.read_text())["bench"]
 
 
+@pytest.mark.integration
 def test_rack_without_workers_skips_what_its_one_bench_cannot_serve(tmp_path):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"
@@ -539,6 +541,7 @@ def test_longest_tests_of_the_last_run_start_first(tmp_path):
     assert {nodes[0].sent[0], nodes[1].sent[0]} == {4, 2}
 
 
+@pytest.mark.integration
 def test_rack_run_leases_through_the_labgrid_coordinator(tmp_path, coordinator):
     classic, fd = _sim_bench(tmp_path, "c", False), _sim_bench(tmp_path, "f", True)
     rack = tmp_path / "rack.yaml"

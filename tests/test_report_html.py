@@ -17,6 +17,8 @@ import pytest
 
 from hil.report.html import ReportError, external_references, sanitize_report, strip_analytics
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What Allure 3.18's awesome template writes at the end of <body> (plugin-awesome/dist/generators.js).
@@ -69,11 +71,17 @@ from hil.timing.measure import Measurement
 
 
 @pytest.mark.requirement("R156-integrity", "ISO24089-integrity")
-def test_corrupted_image_is_rejected(measure):
+def test_corrupted_image_is_rejected(measure, tmp_path):
     """A corrupted image is rejected and never executed"""
+    import can
+
     m = measure(Measurement("download_throughput", 12.5, "KiB/s", 1.0, None))
-    allure.attach("   0.000 1  180             Rx   d 8 00 00 00 00 00 00 00 00\\n", name="can.asc",
-                  attachment_type=allure.attachment_type.TEXT, extension="asc")
+    with can.Logger(str(tmp_path / "can.blf")) as trace:  # as the plugin attaches a test's CAN trace
+        trace.on_message_received(can.Message(arbitration_id=0x180, data=bytes(8)))
+    allure.attach.file(str(tmp_path / "can.blf"), name="can.blf", attachment_type="application/octet-stream",
+                       extension="blf")
+    allure.attach("   +0.000000       180  Rx  BMS_SocCore  SOC=0.0\\n", name="can-excerpt.txt",
+                  attachment_type=allure.attachment_type.TEXT, extension="txt")
     assert m.passed
 
 
@@ -99,7 +107,8 @@ def synthetic_results(tmp_path_factory) -> Path:
     (tmp / "test_synthetic.py").write_text(SYNTHETIC)
     results = tmp / "allure-results"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "hil.plugin", "-p", "no:cacheprovider", "-q",
-                           str(tmp / "test_synthetic.py"), "--rootdir", str(tmp), "--bench", str(ROOT / "benches/sim.yaml"),
+                           str(tmp / "test_synthetic.py"), "--rootdir", str(tmp),
+                           "--bench", str(private_bench_file("benches/sim.yaml", tmp)),
                            "--alluredir", str(results)], cwd=tmp, capture_output=True, text=True, timeout=120)
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     return results
@@ -174,3 +183,32 @@ def test_embedded_data_is_declared_before_the_app(synthetic_report):
     head_end = html.index("</head>")
     assert html.index(EARLY_DATA_SCRIPT) < head_end < html.index("window.allureReportDataReady = false;\n")
     assert html.count(EARLY_DATA_SCRIPT) == 1
+
+
+def test_size_limit_of_the_single_file_report(tmp_path):
+    from hil.report.html import MAX_REPORT_MB, size_problem
+
+    small, big = tmp_path / "small.html", tmp_path / "big.html"
+    small.write_bytes(b"x" * 1000)
+    big.write_bytes(b"x" * int(2.5e6))
+    assert MAX_REPORT_MB == 20 and size_problem(small) is None
+    assert size_problem(big, 2.0) == (f"{big} is 2.5 MB, above the 2 MB an auditor's browser opens quickly: look at the "
+                                      "largest attachments in the allure-results (the CAN trace goes in once, as .blf)")
+
+
+def test_check_fails_a_report_above_its_size_limit(tmp_path, monkeypatch):
+    """`hil report check --max-mb`: a report that passes in the browser still fails on its size, naming it."""
+    from click.testing import CliRunner
+
+    from hil.report import html as report_html
+
+    found = {"requirement tree": True, "measurement with its limit": True, "attachment": True}
+    monkeypatch.setattr(report_html, "check_in_browser",
+                        lambda path, **kw: report_html.BrowserCheck([], found, kw.get("screenshot"), 0.1))
+    index = tmp_path / "index.html"
+    index.write_bytes(b"x" * 600_000)
+    ok = CliRunner().invoke(report_html.check_command, [str(index), "--max-mb", "1"])
+    assert ok.exit_code == 0 and '"megabytes": 0.6' in ok.output and '"ok": true' in ok.output, ok.output
+    big = CliRunner().invoke(report_html.check_command, [str(index), "--max-mb", "0.5"])
+    assert big.exit_code != 0 and '"ok": false' in big.output, big.output
+    assert "is 0.6 MB, above the 0.5 MB" in big.output, big.output

@@ -24,7 +24,7 @@ from hil.sim.bench import running_bench
 from hil.sim.soc import CpuStall, SocCore, SocEstimator, new_release_trace
 from hil.timing.soc_timing import CycleTimingStream
 
-from bench_ports import private_ports
+from bench_ports import private_config, private_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The acceptance figure (issue 12): p99 of |measured period - true period|.
@@ -34,13 +34,11 @@ WINDOW_S = 8.0
 
 def _udp_bench(tmp_path: Path) -> BenchConfig:
     """The in-process bench on the default bench's transport: udp_multicast on loopback, own group and port."""
-    cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
-    assert cfg.sim is not None
+    cfg = private_config(load_bench(ROOT / "benches/sim-inproc.yaml"), tmp_path, prefix="fidelity", flash_timing="fast")
     ports = private_ports()
     can = cfg.can.model_copy(update={"interface": "udp_multicast", "channel": ports.group,
                                      "args": {"port": ports.udp_port}, "pacing": True})
-    sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash", "flash_timing": "fast"})
-    return cfg.model_copy(update={"can": can, "sim": sim})
+    return cfg.model_copy(update={"can": can})
 
 
 def _p(values: list[float], q: float) -> float:
@@ -72,6 +70,7 @@ def _figures(errors: list[float], delays: list[float]) -> str:
             f"p99 {_p(delays, 0.99):.3f} ms")
 
 
+@pytest.mark.integration
 def test_measured_periods_match_the_true_release_times(tmp_path: Path) -> None:
     with running_bench(_udp_bench(tmp_path)) as (vb, effective), \
             Bench.open(effective, start_virtual=False, evidence_dir=tmp_path) as b:

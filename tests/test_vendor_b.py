@@ -8,36 +8,21 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import yaml
+import pytest
 
-from bench_ports import private_ports
+from bench_ports import private_bench_data, write_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.integration
+
 
 def _vendor_b_bench(tmp_path: Path) -> Path:
-    data = yaml.safe_load((ROOT / "benches/sim-vendor-b.yaml").read_text())
-    ports = private_ports()
-    data["bench"] = f"vb-{uuid.uuid4().int % 10**8}"
-    data["dut"]["profile"] = str(ROOT / "benches/profiles/vendor-b.yaml")
-    data["can"]["channel"] = ports.group
-    data["can"]["args"] = {"port": ports.udp_port}
-    data["psu"]["resource"] = ports.psu
-    data["load"]["resource"] = ports.load
-    data["sim"]["flash_file"] = str(tmp_path / "vb.flash")
-    keys = ROOT / "firmware_images/keys"
-    data["sim"]["trusted_keys"] = [str(keys / "vendor-b-release-ecdsa-p256.pem")]
-    images = data["images"]
-    images["catalogue"] = {role: str((ROOT / "benches" / v).resolve()) for role, v in images["catalogue"].items()}
-    images["signing_key"] = str(keys / "vendor-b-release-ecdsa-p256.pem")
-    images.update({"recipes": str(ROOT / "firmware_images/recipes"), "build_dir": str(ROOT / "firmware_images/build"),
-                   "keys_dir": str(keys), "packages": str(ROOT / "firmware_images/packages")})
-    path = tmp_path / "vendor-b.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    data = private_bench_data("benches/sim-vendor-b.yaml", tmp_path, prefix="vb")
+    data["sim"]["flash_timing"] = "fast"  # the board's profile is the point here; flash timing is the suite's
+    return write_bench(data, tmp_path / "vendor-b.yaml")
 
 
 def test_update_and_image_fault_cases_pass_on_vendor_b(tmp_path):

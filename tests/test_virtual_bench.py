@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -27,18 +26,18 @@ from hil.images.build import load_image
 from hil.images import mutate
 from hil.images.keys import ensure_dev_keys
 
+from bench_ports import private_config
+
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
 
 
 def bench_cfg(tmp_path: Path, *, fast: bool = True, paced: bool = False) -> BenchConfig:
     """The in-process sim bench with its own flash file and CAN channel; fast flash and bus unless timing matters."""
-    cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
-    assert cfg.sim is not None
-    sim = cfg.sim.model_copy(update={"flash_file": tmp_path / "bench.flash",
-                                     "flash_timing": "fast" if fast else "realistic"})
-    tag = uuid.uuid4().hex[:8]
-    can = cfg.can.model_copy(update={"channel": f"test-{tag}", "pacing": paced})
-    return cfg.model_copy(update={"bench": f"inproc-{tag}", "sim": sim, "can": can})
+    cfg = private_config(load_bench(ROOT / "benches/sim-inproc.yaml"), tmp_path, prefix="inproc",
+                         flash_timing="fast" if fast else "realistic")
+    return cfg.model_copy(update={"can": cfg.can.model_copy(update={"pacing": paced})})
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,14 +269,25 @@ class Bench:
         if self.load is not None:
             self.load.safe_state()
         timeout = timeout or self.cfg.dut.boot_timeout_s
-        try:
-            self.channel.wait_for(contract.MSG_SOC_CORE, timeout=timeout)
-        except HilTimeout:
+        deadline = time.monotonic() + timeout
+        # A booting DUT sends SOC frames within its restart budget; one in recovery never does but answers
+        # UDS. So: SOC frames for that budget, then UDS or SOC frames, whichever comes, until the timeout.
+        wait_s = min(timeout, self.cfg.timing.soc_restart_s)
+        while True:
             try:
-                self.client.boot_info()  # a DUT in recovery answers UDS but sends no SOC frames
+                self.channel.wait_for(contract.MSG_SOC_CORE, timeout=wait_s)
+                return
+            except HilTimeout:
+                pass
+            try:
+                self.client.boot_info()
+                return
             except HilError as exc:
-                raise BenchBroken(f"DUT {self.cfg.dut.hardware_number} on bench {self.cfg.bench} did not start "
-                                  f"within {timeout:.0f} s after power-on: {exc}") from exc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BenchBroken(f"DUT {self.cfg.dut.hardware_number} on bench {self.cfg.bench} did not start "
+                                      f"within {timeout:.0f} s after power-on: {exc}") from exc
+                wait_s = min(1.0, remaining)
 
     def close(self) -> None:
         """Safe state for every instrument, then close drivers and stop a virtual bench."""

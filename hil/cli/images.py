@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from hil.bench.config import BenchConfig, FlashLayout
 from hil.bench.contract import Reason
-from hil.cli.common import bench_option, file_or_recipe, load_bench_config
+from hil.cli.common import bench_option, file_or_recipe, hil_errors, load_bench_config, print_table, short_hex, trusted_keys
 from hil.errors import HilError, ImageError
 
 _VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}$")
@@ -47,20 +45,17 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
     from hil.images.build import build_all, read_manifest
 
     cfg = load_bench_config(bench_file)
-    try:
+    with hil_errors():
         built = build_all(cfg.images.recipes, cfg.images.keys_dir, cfg.images.build_dir, names=names or None,
                           layout=cfg.flash_layout)
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
     manifest = read_manifest(cfg.images.build_dir)
-    table = Table(title=f"images in {cfg.images.build_dir}")
-    for col in ("name", "version", "sec cnt", "key", "bytes", "sha256"):
-        table.add_column(col)
-    for name in built:
+
+    def row(name: str) -> tuple[str, ...]:
         entry = manifest.get(name, {})
-        table.add_row(name, entry.get("version", "?"), str(entry.get("security_counter", "?")), entry.get("key", "?"),
-                      str(entry.get("size", "?")), str(entry.get("sha256", "?"))[:16])
-    Console().print(table)
+        return (name, entry.get("version", "?"), str(entry.get("security_counter", "?")), entry.get("key", "?"),
+                str(entry.get("size", "?")), str(entry.get("sha256", "?"))[:16])
+    print_table(f"images in {cfg.images.build_dir}", ("name", "version", "sec cnt", "key", "bytes", "sha256"),
+                [row(name) for name in built])
 
 
 @images.command()
@@ -83,7 +78,7 @@ def sign(bench_file: str, key: str, version: tuple[int, int, int], security_coun
     cfg = load_bench_config(bench_file)
     if config_compat[0] > config_compat[1]:
         raise click.BadParameter(f"{list(config_compat)}: lowest must not exceed highest", param_hint="--config-compat")
-    try:
+    with hil_errors():
         key_path = resolve_key(key, cfg.images.keys_dir)
         layout: FlashLayout = cfg.flash_layout
         slot = layout.slot_size + layout.sector_size if confirm else layout.slot_size
@@ -91,8 +86,6 @@ def sign(bench_file: str, key: str, version: tuple[int, int, int], security_coun
                               security_counter=security_counter, slot_size=slot,
                               hardware_id=hardware_id or cfg.dut.hardware_number, config_compat=config_compat,
                               confirm=confirm))
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"signed {outfile}")
 
 
@@ -107,17 +100,11 @@ def sign(bench_file: str, key: str, version: tuple[int, int, int], security_coun
 def verify(bench_file: str, keys: tuple[str, ...], current_version: tuple[int, int, int] | None,
            min_security_counter: int, config_schema: int | None, image: str) -> None:
     """Verify IMAGE (a .bin or a recipe name) with our verifier; exit 1 printing the Reason name if it fails."""
-    from hil.images.mcuboot import load_trusted_keys, verify_image
+    from hil.images.mcuboot import verify_image
 
     cfg = load_bench_config(bench_file)
-    key_paths = [Path(k) for k in keys] or (list(cfg.sim.trusted_keys) if cfg.sim else [])
-    if not key_paths:
-        raise click.UsageError(f"{bench_file} has no sim.trusted_keys (a real bench); give the trusted keys with -k/--key")
+    trusted = trusted_keys(bench_file, cfg, keys)
     data, shown = _image_bytes(image, cfg)
-    try:
-        trusted = load_trusted_keys(key_paths)
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
     try:
         img = verify_image(data, trusted, hardware_id=cfg.dut.hardware_number, min_security_counter=min_security_counter,
                            current_version=current_version, config_schema=config_schema,
@@ -144,19 +131,14 @@ def info(bench_file: str | None, image: str) -> None:
     except ImageError as exc:
         raise click.ClickException(f"{shown}: {Reason(exc.reason).name}: {exc}") from None
     h = img.header
-    table = Table(title=f"{shown} (our parser)")
-    table.add_column("field")
-    table.add_column("value")
-    for field, value in (("magic", f"0x{h.magic:08x}"), ("load_addr", f"0x{h.load_addr:x}"), ("hdr_size", f"0x{h.hdr_size:x}"),
-                         ("protect_tlv_size", str(h.protect_tlv_size)), ("img_size", str(h.img_size)),
-                         ("flags", f"0x{h.flags:x}"), ("version", "{}.{}.{}+{}".format(*h.version)),
-                         ("total_size", str(img.total_size)), ("security_counter", str(img.security_counter)),
-                         ("hardware_id", str(img.hardware_id)), ("config_compat", str(img.config_compat))):
-        table.add_row(field, value)
-    for area, tlvs in (("protected", img.protected_tlvs), ("tlv", img.tlvs)):
-        for tag, raw in tlvs.items():
-            table.add_row(f"{area} {tlv_name(tag)}", raw.hex() if len(raw) <= 40 else raw[:40].hex() + "...")
-    Console().print(table)
+    rows = [("magic", f"0x{h.magic:08x}"), ("load_addr", f"0x{h.load_addr:x}"), ("hdr_size", f"0x{h.hdr_size:x}"),
+            ("protect_tlv_size", str(h.protect_tlv_size)), ("img_size", str(h.img_size)),
+            ("flags", f"0x{h.flags:x}"), ("version", "{}.{}.{}+{}".format(*h.version)),
+            ("total_size", str(img.total_size)), ("security_counter", str(img.security_counter)),
+            ("hardware_id", str(img.hardware_id)), ("config_compat", str(img.config_compat))]
+    rows += [(f"{area} {tlv_name(tag)}", short_hex(raw))
+             for area, tlvs in (("protected", img.protected_tlvs), ("tlv", img.tlvs)) for tag, raw in tlvs.items()]
+    print_table(f"{shown} (our parser)", ("field", "value"), rows)
     path = Path(image)
     if not path.is_file() and cfg is not None:
         path = cfg.images.build_dir / f"{image}.bin"

@@ -42,7 +42,11 @@ def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> N
         raise click.ClickException(f"{bench_file}: can.interface 'virtual' only works inside one process; "
                                    "use udp_multicast for a bench in its own process")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM stop the bench. SIGINT explicitly too: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then raises no KeyboardInterrupt - the
+    # plugin's SIGINT would go unheard and its bench be killed after a timeout.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     lock = None if lock_held else BenchLock(cfg.bench)
     if lock is not None:
         try:

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from hil.bench.config import BenchConfig
 from hil.bench.contract import Reason
-from hil.cli.common import bench_option, file_or_recipe, load_bench_config
-from hil.errors import HilError, ImageError
+from hil.cli.common import (bench_option, file_or_recipe, hil_errors, load_bench_config, print_table, short_hex,
+                            trusted_keys)
+from hil.errors import ImageError
 
 
 def _package_bytes(package: str, cfg: BenchConfig | None) -> tuple[bytes, str]:
@@ -36,18 +35,16 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
     from hil.config_packages.recipes import build_packages
 
     cfg = load_bench_config(bench_file)
-    try:
+    with hil_errors():
         built = build_packages(cfg, list(names) or None)
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
-    table = Table(title=f"configuration packages in {cfg.images.build_dir / 'packages'}")
-    for col in ("recipe", "profile", "group", "hardware", "schema", "version", "bytes"):
-        table.add_column(col)
-    for name, path in built.items():
+
+    def row(name: str, path: Path) -> tuple[str, ...]:
         data = path.read_bytes()
         pkg = parse_package(data)
-        table.add_row(name, pkg.name, pkg.vehicle_group, pkg.hardware, str(pkg.schema), str(pkg.version), str(len(data)))
-    Console().print(table)
+        return name, pkg.name, pkg.vehicle_group, pkg.hardware, str(pkg.schema), str(pkg.version), str(len(data))
+    print_table(f"configuration packages in {cfg.images.build_dir / 'packages'}",
+                ("recipe", "profile", "group", "hardware", "schema", "version", "bytes"),
+                [row(name, path) for name, path in built.items()])
 
 
 @packages.command()
@@ -60,13 +57,11 @@ def sign(bench_file: str, key: str | None, recipe: str, outfile: str) -> None:
     from hil.config_packages.recipes import board_key, build_from_recipe, load_package_recipe
 
     cfg = load_bench_config(bench_file)
-    try:
+    with hil_errors():
         r = load_package_recipe(Path(recipe))
         if key is not None:
             r = r.model_copy(update={"key": key})
         Path(outfile).write_bytes(build_from_recipe(r, cfg.images.keys_dir, board_key(cfg)))
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"signed {outfile}")
 
 
@@ -83,15 +78,10 @@ def info(bench_file: str | None, package: str) -> None:
         pkg = parse_package(data)
     except ImageError as exc:
         raise click.ClickException(f"{shown}: {Reason(exc.reason).name}: {exc}") from None
-    table = Table(title=f"{shown} ({len(data)} bytes)")
-    table.add_column("field")
-    table.add_column("value")
-    for field, value in pkg.summary().items():
-        table.add_row(field, str(value))
-    table.add_row("sha256 (computed)", pkg.digest.hex())
-    for tag, value in pkg.trailer.items():
-        table.add_row(f"trailer {tlv_name(tag)}", value.hex() if len(value) <= 40 else value[:40].hex() + "...")
-    Console().print(table)
+    rows = [(field, str(value)) for field, value in pkg.summary().items()]
+    rows.append(("sha256 (computed)", pkg.digest.hex()))
+    rows += [(f"trailer {tlv_name(tag)}", short_hex(value)) for tag, value in pkg.trailer.items()]
+    print_table(f"{shown} ({len(data)} bytes)", ("field", "value"), rows)
 
 
 @packages.command()
@@ -105,18 +95,11 @@ def verify(bench_file: str, keys: tuple[str, ...], vehicle_group: str | None, pa
 
     The range check against the hardware's absolute limits is the board's: a package can verify here
     and still be refused by the board (VALUE_OUT_OF_RANGE)."""
-    from hil.images.mcuboot import load_trusted_keys
     from hil.config_packages.package import verify_package
 
     cfg = load_bench_config(bench_file)
-    key_paths = [Path(k) for k in keys] or (list(cfg.sim.trusted_keys) if cfg.sim else [])
-    if not key_paths:
-        raise click.UsageError(f"{bench_file} has no sim.trusted_keys (a real bench); give the trusted keys with -k/--key")
+    trusted = trusted_keys(bench_file, cfg, keys)
     data, shown = _package_bytes(package, cfg)
-    try:
-        trusted = load_trusted_keys(key_paths)
-    except HilError as exc:
-        raise click.ClickException(str(exc)) from None
     try:
         pkg = verify_package(data, trusted)
     except ImageError as exc:

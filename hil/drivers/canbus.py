@@ -327,12 +327,9 @@ def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
             bus: can.BusABC = _SenderStampedUdpBus(channel=cfg.channel, fd=cfg.fd, **args)
             _enlarge_rcvbuf(bus)
         elif cfg.interface == "virtual":
-            protocol = can.CanProtocol.CAN_FD if cfg.fd else can.CanProtocol.CAN_20
-            if sender_stamps:
-                bus = _SenderStampedVirtualBus(channel=cfg.channel, receive_own_messages=False, protocol=protocol,
-                                               preserve_timestamps=True, **args)
-            else:
-                bus = can.Bus(interface="virtual", channel=cfg.channel, receive_own_messages=False, protocol=protocol, **args)
+            virtual = _SenderStampedVirtualBus if sender_stamps else VirtualBus
+            bus = virtual(channel=cfg.channel, receive_own_messages=False, preserve_timestamps=sender_stamps,
+                          protocol=can.CanProtocol.CAN_FD if cfg.fd else can.CanProtocol.CAN_20, **args)
         else:
             extra: dict[str, Any] = {"data_bitrate": cfg.data_bitrate} if cfg.data_bitrate is not None else {}
             timing = cfg.bit_timing()

@@ -17,9 +17,10 @@ import socket
 import threading
 import time
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, ContextManager, Iterator, Mapping
 
 import pyvisa
 import pyvisa.constants
@@ -70,6 +71,7 @@ class ScpiSession:
         self._log: IO[str] | None = None
         self._log_path: Path | None = None
         self._events: list[InstrumentEvent] = []
+        self._unlogged = threading.local()  # per thread: commands and answers stay out of the text log
         self.start_log(log_path)
         try:
             # The bench's `visa_library`: pyvisa-py by default, a vendor VISA for USB-TMC/GPIB instruments.
@@ -99,7 +101,19 @@ class ScpiSession:
                 self._log_path.parent.mkdir(parents=True, exist_ok=True)
                 self._log = open(self._log_path, "a", encoding="utf-8")
 
+    @contextmanager
+    def unlogged(self) -> Iterator[None]:
+        """Meanwhile the calling thread's commands, answers and measurements stay out of the text log (a sampler
+        that keeps its own record); failures (`!`) are still logged, events still kept."""
+        self._unlogged.on = True
+        try:
+            yield
+        finally:
+            self._unlogged.on = False
+
     def _write_log(self, direction: str, text: str, t: float | None = None) -> None:
+        if direction != "!" and getattr(self._unlogged, "on", False):
+            return
         if self._log is not None:
             self._log.write(f"{_stamp(t or time.time())} {direction} {text}\n")
             self._log.flush()
@@ -399,6 +413,10 @@ class ScpiDriver:
     def start_log(self, path: Path | None) -> None:
         """Log every command and answer to `path` from now on (None: stop logging to a file)."""
         self._session.start_log(path)
+
+    def unlogged(self) -> ContextManager[None]:
+        """Queries of the calling thread stay out of the log meanwhile (a sampler with its own record, e.g. a CSV)."""
+        return self._session.unlogged()
 
     def close(self) -> None:
         """Release the instrument."""

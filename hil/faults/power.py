@@ -13,6 +13,7 @@ phase lines), never from the plan, and the sweep's coverage check counts those o
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import threading
@@ -207,7 +208,9 @@ class SupplyMonitor:
 
     Gives the picture around a power cut (what the DUT really got) on a real bench as on the
     virtual one: only MEAS:VOLT? / MEAS:CURR? through the supply driver. `mark(label)` notes an
-    instant (a cut, a restore) in seconds since the start, for the plot.
+    instant (a cut, a restore) in seconds since the start, for the plot. The samples are this CSV's:
+    the driver's command log (supply.log) does not repeat them line by line (`unlogged`, where the
+    driver has it), so it keeps showing the settings, actions and the test's own measurements.
     """
 
     COLUMNS = ("time_s", "voltage_v", "current_a")
@@ -228,7 +231,9 @@ class SupplyMonitor:
         self.marks.append((label, time.time() - self.start_time))
 
     def _run(self) -> None:
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
+        unlogged = getattr(self.psu, "unlogged", None)
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh, \
+                (unlogged() if callable(unlogged) else contextlib.nullcontext()):
             out = csv.writer(fh)
             out.writerow(self.COLUMNS)
             while not self._stop.is_set():
@@ -315,12 +320,14 @@ class PowerCutSweep:
 
         A phase no planned cut was seen to land in (short phases, host latency) gets up to `extra_tries`
         more cuts at other points of its window; coverage is judged on the landings, not on this plan.
+        The sweep stops at the first cut not proven to have taken effect: the bench cannot inject this
+        fault, so no further cut would prove anything (the case fails on that one, naming it).
         """
         results = self._cut_at(profile.cut_offsets(points_per_phase))
         fractions = [0.15, 0.85, 0.35, 0.65, 0.05, 0.95][:extra_tries]
         for frac in fractions:
             missing = [w for name, w in profile.phases.items() if name not in {r.landed for r in results}]
-            if not missing:
+            if not missing or not all(r.proven for r in results):
                 break
             results += self._cut_at([(w.name, w.start_s + (w.end_s - w.start_s) * frac) for w in missing])
         return results
@@ -352,6 +359,8 @@ class PowerCutSweep:
             cutter.join(offset + self.off_s + 10.0)
             results.append(self._judge(phase, offset, ev, boots))
             self.restore()
+            if not results[-1].proven:
+                break  # see run(): an unproven cut ends the sweep
         return results
 
     def _judge(self, phase: str, offset: float, ev: CutEvidence, boots: int) -> CutResult:

@@ -10,13 +10,14 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import pytest
 
 from hil.bench.bench import Bench
 from hil.errors import HilError
 from hil.report import allure as allure_audit
+from hil.report.can_excerpt import Mark, write_excerpt
 from hil.timing.measure import Measurement
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 
 MEASUREMENTS = pytest.StashKey[list]()
+#: Failed phases of a test (setup, call): (when it ended, what failed), for the CAN excerpt's windows.
+FAILURES = pytest.StashKey[list]()
 
 
 class MeasurementOutOfLimits(AssertionError):
@@ -55,6 +58,18 @@ def safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:150]
 
 
+#: The decoded CAN excerpt beside the traces (hil.report.can_excerpt): what the report shows as text.
+EXCERPT = "can-excerpt.txt"
+
+
+def record_failure(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Remember a failed setup or call (its end and first line) for the CAN excerpt."""
+    if report.failed and report.when in ("setup", "call"):
+        text = str(report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") and  # type: ignore[union-attr]
+                   report.longrepr.reprcrash is not None else report.longrepr)  # type: ignore[union-attr]
+        item.stash.setdefault(FAILURES, []).append((report.stop, report.when, text.splitlines()[0][:200] if text else ""))
+
+
 def evidence_dir(hil: "HilSession", node: pytest.Item) -> Path:
     d = hil.evidence_root / safe(node.nodeid)
     d.mkdir(parents=True, exist_ok=True)
@@ -69,11 +84,15 @@ def start_evidence(b: Bench, d: Path) -> None:
     b.evidence_started = time.time()  # type: ignore[attr-defined]
 
 
-def stop_evidence(b: Bench, d: Path, node: pytest.Item) -> None:
+def stop_evidence(b: Bench, d: Path, node: pytest.Item, marks: Sequence[Mark] = ()) -> None:
+    """Close the traces and logs, write the CAN excerpt around `marks` (faults) and the failures, attach the evidence."""
     try:
         b.channel.stop_trace()
     except HilError:
         pass
+    failures = [Mark(t, f"test failed ({when}): {what}") for t, when, what in node.stash.get(FAILURES, [])]
+    write_excerpt(d / "can.blf", d / EXCERPT, [*marks, *failures], db=b.channel.db,
+                  labels={b.cfg.dut.tx_id: "UDS request", b.cfg.dut.rx_id: "UDS response"})
     if b.console is not None:
         (d / "console.log").write_text(b.console.text[getattr(b, "console_mark", 0):])
     b.supply.start_log(b.evidence_dir / "supply.log" if b.evidence_dir else None)
@@ -98,8 +117,8 @@ def history_evidence(b: Bench, d: Path) -> None:
 
 
 def check_evidence_kept(b: Bench, d: Path) -> None:
-    """Every test's evidence is on disk: a non-empty CAN trace in both formats, the console and supply logs."""
-    wanted = ["can.blf", "can.asc", "supply.log"] + (["console.log"] if b.console is not None else [])
+    """Every test's evidence is on disk: a non-empty CAN trace in both formats, its excerpt, the console and supply logs."""
+    wanted = ["can.blf", "can.asc", EXCERPT, "supply.log"] + (["console.log"] if b.console is not None else [])
     missing = [n for n in wanted if not (d / n).is_file()]
     empty = [n for n in ("can.blf", "can.asc") if (d / n).is_file() and (d / n).stat().st_size == 0]
     if missing or empty:

@@ -44,7 +44,7 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
     finally:
         try:
             audit.finish(evidence)  # phases, faults, images, board status: into the evidence and the report
-            stop_evidence(b, evidence, request.node)
+            stop_evidence(b, evidence, request.node, audit.fault_marks)
         finally:
             hil.back_to_known_state(request.node)
     check_evidence_kept(b, evidence)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from hil.bench.config import BenchConfig
-from hil.plugin.evidence import MEASUREMENTS, MeasurementOutOfLimits, expected_violations, measurement_verdict, safe
+from hil.plugin.evidence import (MEASUREMENTS, MeasurementOutOfLimits, expected_violations, measurement_verdict,
+                                 record_failure, safe)
 from hil.plugin.reports import hand_to_controller, write_rack_reports, write_reports
 from hil.plugin.session import (DEFAULT_SWEEP_POINTS, MARKERS, NIGHTLY_SWEEP_POINTS, STASH_KEY, HilSession, allure,
                                 label_bench, uses_bench)
@@ -124,31 +126,36 @@ def select_benches(hil: HilSession, cfg: BenchConfig, items: list[pytest.Item]) 
                                 cannot, first)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+@contextmanager
+def _running(item: pytest.Item) -> Iterator[None]:
+    """A test's setup or call is running: a lost lease interrupts it (rack mode)."""
     hil: HilSession = item.config.stash[STASH_KEY]
     hil.running = True
     try:
         yield
     finally:
         hil.running = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _running(item):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    hil: HilSession = item.config.stash[STASH_KEY]
-    label_bench(hil)  # here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too
-    hil.running = True
-    try:
+    # Labelled here, not in the bench fixture: tests without it (the sim-only sweep) ran on the bench too.
+    label_bench(item.config.stash[STASH_KEY])
+    with _running(item):
         yield
-    finally:
-        hil.running = False
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     report = outcome.get_result()
+    record_failure(item, report)
     if (report.when == "call" or (report.when == "setup" and report.outcome != "passed")) and uses_bench(item):
         hil: HilSession = item.config.stash[STASH_KEY]
         fault = item.get_closest_marker("fault")

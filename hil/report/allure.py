@@ -3,7 +3,8 @@
 The pytest plugin calls the small hooks here (hil/plugin/ keeps only the calls):
 
 - `check_requirement_ids` at collection: an unknown id in `@pytest.mark.requirement(...)` stops the
-  run with the id, the test and the accepted ids.
+  run with the id, the test and the accepted ids; `check_requirements_named` (called by
+  testcases/conftest.py) stops it when a case names no requirement at all.
 - `label_item`: epic = regulation, feature = requirement, story = case (hil.requirements is the
   catalogue), severity, tags. The report's tree groups by feature then story (see
   reports/allurerc.mjs for why not by epic too).
@@ -33,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pytest
 
 from hil import errors
+from hil.report.can_excerpt import Mark
 from hil.report.requirements import CATALOGUE, ISO21434, ISO24089, PROJECT, R155, R156, Requirement
 
 try:  # allure-pytest is a dependency; without it the hooks only skip the report parts
@@ -48,8 +50,9 @@ SEVERITY_BY_REGULATION: Mapping[str, str] = {R156: "critical", R155: "critical",
                                              ISO21434: "normal", PROJECT: "normal"}
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
-#: How often the supply's output is measured during a test (measured V and I in supply.log).
-SUPPLY_SAMPLE_S = 0.5
+#: How often the supply's output is measured during a test (measured V and I in supply.log; a power-fault case
+#: samples it at 50 Hz into supply-samples.csv besides).
+SUPPLY_SAMPLE_S = 1.0
 
 
 # ---------------------------------------------------------------------- collection
@@ -66,6 +69,17 @@ def check_requirement_ids(items: Iterable[pytest.Item]) -> None:
                  for rid, nodes in sorted(bad.items())]
         raise pytest.UsageError("unknown requirement id in @pytest.mark.requirement:\n" + "\n".join(lines)
                                 + f"\naccepted ids (hil/report/requirements.py): {', '.join(sorted(CATALOGUE))}")
+
+
+def check_requirements_named(items: Iterable[pytest.Item]) -> None:
+    """Refuse the run when a case names no requirement: every case is evidence for a requirement, and one
+    without would sit at the root of the report's requirement tree."""
+    missing = [item.nodeid for item in items if not requirement_ids(item)]
+    if missing:
+        raise pytest.UsageError(
+            f"{len(missing)} case(s) name no requirement - add @pytest.mark.requirement(<id>, ...) to:\n"
+            + "\n".join(f"  {nodeid}" for nodeid in missing)
+            + f"\naccepted ids (hil/report/requirements.py): {', '.join(sorted(CATALOGUE))}")
 
 
 def feature_title(req: Requirement) -> str:
@@ -160,6 +174,8 @@ class TestAudit:
         self._phase_start = len(flasher.phases) if flasher is not None else 0
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
+        #: The injected faults, for the CAN excerpt's windows (set by `finish`).
+        self.fault_marks: list[Mark] = []
 
     # ------------------------------------------------------------------ supply sampling
     def start(self) -> "TestAudit":
@@ -283,7 +299,9 @@ class TestAudit:
                 f"# {i['name']}  sha256 {i['sha256']}\n{i['dumpinfo']}" for i in images) + "\n")
         if getattr(self.bench, "uds", None) is not None:
             (evidence / "update-status.json").write_text(json.dumps(self.board_status(), indent=2, default=str) + "\n")
-        add_steps(self.events(), images)
+        events = self.events()
+        self.fault_marks = [Mark(e.start, e.title) for e in events if e.kind == "fault"]
+        add_steps(events, images)
 
 
 def _record(value: Any) -> Any:
@@ -333,21 +351,29 @@ def _listener() -> Any:
 
 
 #: Evidence file suffixes shown as text in the report.
-_TEXT_SUFFIXES = (".log", ".asc", ".json", ".txt", ".csv")
+_TEXT_SUFFIXES = (".log", ".json", ".txt", ".csv")
+#: The CAN trace the report carries (binary; any CAN tool reads it) beside its decoded excerpt (can-excerpt.txt).
+CAN_TRACE_ATTACHMENT = "can.blf"
+#: Evidence that stays in the evidence folder only: the .asc is the .blf again as text, four times its size.
+_NOT_ATTACHED = (".asc",)
 
 
 def attach_evidence(evidence: Path) -> None:
     """Attach a test's evidence files to the test itself (not to the bench fixture's teardown).
 
-    The .blf trace stays on disk (hashed in traceability.*); the report carries the readable .asc.
+    The CAN trace goes in once, as `can.blf`, with its decoded excerpt around each failure and
+    injected fault (`can-excerpt.txt`); the `.asc` stays in the evidence folder (hashed in
+    traceability.* like every evidence file).
     """
     if allure is None:
         return
-    files = [f for f in sorted(evidence.iterdir()) if f.is_file() and f.stat().st_size and f.suffix != ".blf"]
+    files = [f for f in sorted(evidence.iterdir())
+             if f.is_file() and f.stat().st_size and f.suffix not in _NOT_ATTACHED]
     listener = _listener()
     test = listener.allure_logger.get_test(None) if listener is not None else None
     for f in files:
-        kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV}.get(
+        kind = {".png": allure.attachment_type.PNG, ".csv": allure.attachment_type.CSV,
+                ".blf": "application/octet-stream"}.get(
             f.suffix, allure.attachment_type.TEXT if f.suffix in _TEXT_SUFFIXES else None)
         if test is not None:
             listener.allure_logger.attach_file(new_uuid(), str(f), name=f.name, attachment_type=kind,

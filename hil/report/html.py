@@ -32,6 +32,8 @@ _LOADING_TAG = re.compile(r"<(script|link|img|iframe|source|audio|video|embed|ob
 _URL_ATTR = re.compile(r"""\b(?:src|href|data)\s*=\s*["']?([^"'\s>]+)""", re.I)
 #: A URL that leaves the file: a scheme with a host, or protocol-relative.
 _EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.I)
+#: The single-file report's largest size (MB): an auditor's browser opens it in a few seconds (58 MB took 11 s).
+MAX_REPORT_MB = 20.0
 #: Inline scripts that exist only for the tracker (small; the report's own data scripts are megabytes).
 _TRACKER_MARKERS = ("gtag(", "googletagmanager", "dataLayer")
 _MAX_TRACKER_SCRIPT = 4000
@@ -177,10 +179,10 @@ def check_in_browser(index_html: Path, *, requirement: str, screenshot: Path | N
 
     Found on the page or not: the requirement tree (the requirement's feature, one of its cases
     and a test below it), a measurement with its limit (a step "name = value unit  limits [..]")
-    and an attachment (the CAN trace `can.asc`) of that test. Every request the page made that
+    and an attachment (the CAN trace `can.blf`) of that test. Every request the page made that
     leaves the file is listed. The screenshot shows the requirement view with the test open.
     """
-    from hil.report.allure import feature_title
+    from hil.report.allure import CAN_TRACE_ATTACHMENT, feature_title
     from hil.errors import HilTimeout
     from hil.report.browser import Chromium, Page
     from hil.report.requirements import lookup
@@ -210,8 +212,8 @@ def check_in_browser(index_html: Path, *, requirement: str, screenshot: Path | N
                     found["measurement with its limit"] = bool(re.search(r"= \S+ .*limits \[.*\]", text))
                 except HilTimeout:
                     pass
-                text = page.wait_text(lambda t: "can.asc" in t, "the CAN trace attachment", 15)
-                found["attachment"] = "can.asc" in text
+                text = page.wait_text(lambda t: CAN_TRACE_ATTACHMENT in t, "the CAN trace attachment", 15)
+                found["attachment"] = CAN_TRACE_ATTACHMENT in text
         except HilTimeout:
             pass  # what was not found stays False; the requests below are still checked
         if screenshot is not None:
@@ -310,14 +312,26 @@ def html_command(results: tuple[str, ...], output: str, config: str) -> None:
     click.echo(f"report: {Path(output) / 'index.html'} (removed: {removed})")
 
 
+def size_problem(index_html: Path, max_mb: float = MAX_REPORT_MB) -> str | None:
+    """Why the report is too big for an auditor's browser (None: it is not)."""
+    size_mb = index_html.stat().st_size / 1e6
+    if size_mb <= max_mb:
+        return None
+    return (f"{index_html} is {size_mb:.1f} MB, above the {max_mb:g} MB an auditor's browser opens quickly: look at "
+            "the largest attachments in the allure-results (the CAN trace goes in once, as .blf)")
+
+
 @click.command("check")
 @click.argument("index_html", default="reports/html/index.html", type=click.Path(dir_okay=False))
 @click.option("--requirement", default="R156-integrity", show_default=True,
               help="requirement whose tree, measurement and attachment must be visible")
 @click.option("--screenshot", default=None, type=click.Path(dir_okay=False),
               help="PNG of the requirement view (default: requirements.png beside the report)")
-def check_command(index_html: str, requirement: str, screenshot: str | None) -> None:
-    """Open the report in headless Chromium: requirement tree, a measurement with its limit, an attachment, no request outside the file."""
+@click.option("--max-mb", type=click.FloatRange(min=0, min_open=True), default=MAX_REPORT_MB, show_default=True,
+              help="largest size of the single-file report (MB)")
+def check_command(index_html: str, requirement: str, screenshot: str | None, max_mb: float) -> None:
+    """Open the report in headless Chromium: requirement tree, a measurement with its limit, an attachment, no request
+    outside the file; and the file is no larger than --max-mb."""
     path = Path(index_html)
     if not path.is_file():
         raise click.ClickException(f"report not found: {path} (run `make report` first)")
@@ -326,7 +340,12 @@ def check_command(index_html: str, requirement: str, screenshot: str | None) -> 
         result = check_in_browser(path, requirement=requirement, screenshot=shot)
     except (HilError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"ok": result.ok, "requests_outside": result.requests_outside, "found": result.found,
-                           "screenshot": str(result.screenshot), "seconds": round(result.seconds, 1)}))
+    too_big = size_problem(path, max_mb)
+    click.echo(json.dumps({"ok": result.ok and too_big is None, "requests_outside": result.requests_outside,
+                           "found": result.found, "megabytes": round(path.stat().st_size / 1e6, 1),
+                           "max_megabytes": max_mb, "screenshot": str(result.screenshot),
+                           "seconds": round(result.seconds, 1)}))
     if not result.ok:
         raise click.ClickException(f"the report failed the browser check: {result}")
+    if too_big is not None:
+        raise click.ClickException(too_big)

@@ -19,6 +19,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 #: Figure size (inches) and resolution of every evidence plot.
 SIZE = (9.0, 4.0)
 DPI = 100
+#: Colours of a saved plot: line plots need few, and a palette PNG is a third of an RGBA one (the report embeds
+#: every plot of every test).
+PALETTE_COLOURS = 128
+
+
+def write_png(fig: Any, path: Path | str) -> Path:
+    """Write `fig` to `path` as a palette PNG and free it."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT).save(
+            path, format="PNG", optimize=True)
+    return Path(path)
 
 
 def _read_timing_csv(path: Path) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -93,9 +112,7 @@ def _save(fig: Any, ax: Any, path: Path) -> Path:
     ax.legend(loc="upper right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[tuple[str, float]] = (),
@@ -129,9 +146,7 @@ def plot_supply(samples_csv: Path, out_path: Path, title: str, marks: Sequence[t
         av.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right", fontsize=7)
     av.set_title(f"{title}: measured voltage and current")
     fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
-    return Path(out_path)
+    return write_png(fig, out_path)
 
 
 #: Colours of sweep outcomes (anything else is drawn red: a brick or an inconsistent status).
@@ -160,6 +175,4 @@ def plot_outcome_strip(points: Sequence[tuple[int, str]], out_path: Path, title:
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
-    return Path(out_path)
+    return write_png(fig, out_path)

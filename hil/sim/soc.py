@@ -191,7 +191,7 @@ class SocCore:
             clock.start_at(start)
             self._cycle(rng, start - deadline, clock)
             free = clock.now()
-            self.stats.last_exec_us = int((free - start) * 1e6)
+            self.stats.last_exec_us = round((free - start) * 1e6)
             deadline += self.period_s
 
     def _model_sleep(self, seconds: float) -> None:
