@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal
 
 import can
 import cantools
+import isotp
 from can.interfaces.udp_multicast import UdpMulticastBus
 from can.interfaces.udp_multicast.utils import pack_message, unpack_message
 from can.interfaces.virtual import VirtualBus
@@ -253,6 +254,30 @@ class TxTap(_BusWrapper):
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
         return self._inner.recv(timeout), True  # the inner bus applies the filters
+
+
+class IsoTpStack(isotp.NotifierBasedCanStack):
+    """can-isotp's `NotifierBasedCanStack` with one thread hand-over less per received frame (tester and board).
+
+    can-isotp's listener puts each frame in a BufferedReader; its relay thread moves it to the queue its
+    main thread reads. That is two wake-ups of two threads before the stack sees a frame, each one a
+    futex and a GIL hand-over that a busy 2-core host makes cost 0.1-0.3 ms, and every TransferData
+    block waits on such frames in turn (first frame -> flow control -> consecutive frames ->
+    response). Here the notifier thread puts the frame on the main thread's queue itself (what the
+    relay thread does with it); the relay thread only waits for the stop.
+    """
+
+    def _on_message_received(self, msg: can.Message) -> None:
+        if msg.is_error_frame or msg.is_remote_frame or self.buffered_reader is None:
+            return  # buffered_reader is None: stopped (can-isotp's own test)
+        self.rx_relay_queue.put(isotp.CanMessage(arbitration_id=msg.arbitration_id, data=bytes(msg.data),
+                                                 extended_id=msg.is_extended_id, is_fd=msg.is_fd,
+                                                 bitrate_switch=msg.bitrate_switch))
+
+    def _rx_canbus(self, timeout: float) -> None:
+        """The relay thread's read: frames no longer come this way; wait for the stop (or the timeout)."""
+        self.events.stop_requested.wait(timeout)
+        return None
 
 
 def echoes_own_frames(cfg: CanConfig) -> bool:
