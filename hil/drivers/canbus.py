@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import collections
 import copy
+import ctypes
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Literal
@@ -35,6 +37,8 @@ Stuffing = Literal["worst", "none"]
 FD_LENGTHS = (12, 16, 20, 24, 32, 48, 64)
 #: Python's sleep overshoot that PacedBus absorbs so the long-run frame rate stays exact.
 ABSORB_S = 0.002
+#: prctl(2) option that sets the calling thread's timer slack.
+PR_SET_TIMERSLACK = 29
 #: Receive buffer of a udp_multicast socket: the default (~212 KB) drops bursts.
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
 
@@ -134,6 +138,20 @@ class _BusWrapper(can.BusABC):
         self._inner.shutdown()
 
 
+def _fine_timer_slack() -> None:
+    """Linux: the calling thread's sleeps end within ~1 us of their deadline instead of the default 50 us.
+
+    A paced frame is forwarded when its sleep ends: with Linux's timer slack every flow control,
+    response and first frame reached the peer 50-90 us after it crossed (measured), and a classic
+    sender with 270 us per frame spent a fifth of each frame oversleeping.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # nanoseconds, this thread only
+        except (OSError, AttributeError):
+            pass  # no prctl: sleeps keep the default slack
+
+
 class PacedBus(_BusWrapper):
     """Wraps a (virtual) bus so `send()` returns only once the frame would have crossed a real bus.
 
@@ -155,6 +173,7 @@ class PacedBus(_BusWrapper):
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._sender = threading.local()  # per sending thread: its timer slack is set
         #: Monotonic time at which the bus is free again.
         self.free_at = 0.0
         #: Accounting: frames paced and the bus time they took.
@@ -191,6 +210,9 @@ class PacedBus(_BusWrapper):
         crossed = self.reserve(msg)
         delay = crossed - self._clock()
         if delay > 0:
+            if not getattr(self._sender, "fine_slack", False):
+                self._sender.fine_slack = True
+                _fine_timer_slack()
             self._sleep(delay)
         self._inner.send(msg, timeout)
 
