@@ -208,6 +208,32 @@ def test_open_bus_udp_multicast_enlarges_receive_buffer_and_refuses_fd_frames() 
         bus.shutdown()
 
 
+def test_open_bus_udp_multicast_drops_its_own_frames_only() -> None:
+    """The kernel loops a multicast socket's sends back to it; the bench's bus drops those echoes (each cost a
+    received frame's whole path) and still receives a peer's frame, even one with the same bytes."""
+    from bench_ports import private_ports
+
+    ports = private_ports()
+    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
+    try:
+        bus, peer = open_bus(cfg), open_bus(cfg)
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))
+    try:
+        frame = can.Message(arbitration_id=0x7E0, data=b"\x21\x01\x02\x03\x04\x05\x06\x07", is_extended_id=False)
+        bus.send(frame)
+        got = peer.recv(2.0)
+        assert got is not None and bytes(got.data) == bytes(frame.data)
+        assert bus.recv(0.2) is None, "the bus handed its own frame back"
+        peer.send(frame)  # the same bytes from another node are traffic
+        got = bus.recv(2.0)
+        assert got is not None and bytes(got.data) == bytes(frame.data)
+        assert bus.recv(0.1) is None and peer.recv(0.1) is None
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
 # ---------------------------------------------------------------------- CanChannel
 @pytest.fixture
 def channel_pair():

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import collections
 import copy
+import ctypes
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Literal
 
 import can
 import cantools
+import isotp
 from can.interfaces.udp_multicast import UdpMulticastBus
-from can.interfaces.udp_multicast.utils import unpack_message
+from can.interfaces.udp_multicast.utils import pack_message, unpack_message
 from can.interfaces.virtual import VirtualBus
 
 from hil.bench.config import CanConfig
@@ -34,6 +37,8 @@ Stuffing = Literal["worst", "none"]
 FD_LENGTHS = (12, 16, 20, 24, 32, 48, 64)
 #: Python's sleep overshoot that PacedBus absorbs so the long-run frame rate stays exact.
 ABSORB_S = 0.002
+#: prctl(2) option that sets the calling thread's timer slack.
+PR_SET_TIMERSLACK = 29
 #: Receive buffer of a udp_multicast socket: the default (~212 KB) drops bursts.
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
 
@@ -133,6 +138,20 @@ class _BusWrapper(can.BusABC):
         self._inner.shutdown()
 
 
+def _fine_timer_slack() -> None:
+    """Linux: the calling thread's sleeps end within ~1 us of their deadline instead of the default 50 us.
+
+    A paced frame is forwarded when its sleep ends: with Linux's timer slack every flow control,
+    response and first frame reached the peer 50-90 us after it crossed (measured), and a classic
+    sender with 270 us per frame spent a fifth of each frame oversleeping.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # nanoseconds, this thread only
+        except (OSError, AttributeError):
+            pass  # no prctl: sleeps keep the default slack
+
+
 class PacedBus(_BusWrapper):
     """Wraps a (virtual) bus so `send()` returns only once the frame would have crossed a real bus.
 
@@ -154,13 +173,14 @@ class PacedBus(_BusWrapper):
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._sender = threading.local()  # per sending thread: its timer slack is set
         #: Monotonic time at which the bus is free again.
         self.free_at = 0.0
         #: Accounting: frames paced and the bus time they took.
         self.frames_sent = 0
         self.busy_s = 0.0
         self._after_rx = False  # free_at was last set by a received frame, not by our own schedule
-        # udp_multicast hands every socket its own frames back: those must not count as foreign traffic.
+        # An inner bus that hands its own frames back (receive_own_messages): those are not foreign traffic.
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
 
     def frame_time(self, msg: can.Message) -> float:
@@ -190,6 +210,9 @@ class PacedBus(_BusWrapper):
         crossed = self.reserve(msg)
         delay = crossed - self._clock()
         if delay > 0:
+            if not getattr(self._sender, "fine_slack", False):
+                self._sender.fine_slack = True
+                _fine_timer_slack()
             self._sleep(delay)
         self._inner.send(msg, timeout)
 
@@ -215,10 +238,10 @@ class PacedBus(_BusWrapper):
 class TxTap(_BusWrapper):
     """Wraps the tester's bus so every frame it transmits is also handed to `on_sent` (for the trace).
 
-    python-can interfaces differ: `virtual` never echoes a sender's own frames, `udp_multicast`
-    always does, SocketCAN/PCAN/Kvaser only with `receive_own_messages`. So the tester's frames are
-    traced from the sending side on every interface, and `is_echo` tells the receive path which
-    received frames are those echoes (to be left out of the trace, not counted twice).
+    python-can interfaces differ: `virtual` never echoes a sender's own frames, SocketCAN/PCAN/Kvaser
+    only with `receive_own_messages` (`open_bus`'s udp_multicast drops its loopback echoes). So the
+    tester's frames are traced from the sending side on every interface, and `is_echo` tells the
+    receive path which received frames are those echoes (to be left out of the trace, not counted twice).
     """
 
     def __init__(self, inner: can.BusABC, on_sent: Callable[[can.Message], None], *, echoes_own: bool) -> None:
@@ -255,9 +278,34 @@ class TxTap(_BusWrapper):
         return self._inner.recv(timeout), True  # the inner bus applies the filters
 
 
+class IsoTpStack(isotp.NotifierBasedCanStack):
+    """can-isotp's `NotifierBasedCanStack` with one thread hand-over less per received frame (tester and board).
+
+    can-isotp's listener puts each frame in a BufferedReader; its relay thread moves it to the queue its
+    main thread reads. That is two wake-ups of two threads before the stack sees a frame, each one a
+    futex and a GIL hand-over that a busy 2-core host makes cost 0.1-0.3 ms, and every TransferData
+    block waits on such frames in turn (first frame -> flow control -> consecutive frames ->
+    response). Here the notifier thread puts the frame on the main thread's queue itself (what the
+    relay thread does with it); the relay thread only waits for the stop.
+    """
+
+    def _on_message_received(self, msg: can.Message) -> None:
+        if msg.is_error_frame or msg.is_remote_frame or self.buffered_reader is None:
+            return  # buffered_reader is None: stopped (can-isotp's own test)
+        self.rx_relay_queue.put(isotp.CanMessage(arbitration_id=msg.arbitration_id, data=bytes(msg.data),
+                                                 extended_id=msg.is_extended_id, is_fd=msg.is_fd,
+                                                 bitrate_switch=msg.bitrate_switch))
+
+    def _rx_canbus(self, timeout: float) -> None:
+        """The relay thread's read: frames no longer come this way; wait for the stop (or the timeout)."""
+        self.events.stop_requested.wait(timeout)
+        return None
+
+
 def echoes_own_frames(cfg: CanConfig) -> bool:
-    """Whether this interface hands a sender its own frames back (udp_multicast always; others when asked)."""
-    return cfg.interface == "udp_multicast" or bool(cfg.args.get("receive_own_messages"))
+    """Whether the bus `open_bus` makes for `cfg` hands a sender its own frames back: only when the bench file
+    asks (`receive_own_messages`); udp_multicast's loopback echoes are dropped by the bus itself."""
+    return bool(cfg.args.get("receive_own_messages"))
 
 
 def load_dbc(path: str | os.PathLike[str]) -> cantools.database.can.Database:
@@ -278,21 +326,53 @@ def _enlarge_rcvbuf(bus: can.BusABC) -> None:
 
 
 class _SenderStampedUdpBus(UdpMulticastBus):
-    """udp_multicast that keeps the sender's frame timestamp when it set one (else the kernel's receive time).
+    """udp_multicast that keeps the sender's frame timestamp when it set one (else the kernel's receive time),
+    and never hands this bus its own frames back.
 
     The virtual board's CAN controller stamps each periodic frame with the end of its transmission
     (hil/sim/board.py `_can_tx`), as a real interface's hardware timestamp marks the end of the frame
     on the wire. The kernel's receive time would add the host's scheduling of the sending process,
     which is no property of the board. Frames sent without a timestamp (0) get the receive time as
     before. udp_multicast only carries virtual benches, so no real interface is affected.
+
+    Own frames: the multicast socket receives everything sent to the group, its own sends included
+    (python-can documents `receive_own_messages` as unsupported, the kernel loops them back anyway).
+    Each echo cost a received frame's whole path - unpacking, the notifier, every listener, the
+    ISO-TP stack's relay and main threads - and a tester's 4 KiB TransferData block is 585 of them,
+    CPU that the paced sender and the receiver need on a 2-core host. They are dropped on arrival by
+    their packed bytes, before anything is decoded.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Packed frames sent and not yet seen coming back (bounded: an echo lost to a full socket buffer ages out).
+        self._unechoed: collections.deque[bytes] = collections.deque(maxlen=256)
+        self._unechoed_lock = threading.Lock()
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        # python-can's UdpMulticastBus.send, remembering the packed bytes to recognise the echo.
+        if self._can_protocol is not can.CanProtocol.CAN_FD and msg.is_fd:
+            raise can.CanOperationError("cannot send FD message over bus with CAN FD disabled")
+        data = pack_message(msg)
+        with self._unechoed_lock:
+            self._unechoed.append(data)
+        self._multicast.send(data, timeout)
+
+    def _own_echo(self, data: bytes) -> bool:
+        with self._unechoed_lock:
+            if data in self._unechoed:
+                self._unechoed.remove(data)
+                return True
+        return False
+
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
-        # python-can's UdpMulticastBus._recv_internal, except that a sender's timestamp is kept.
+        # python-can's UdpMulticastBus._recv_internal, except that a sender's timestamp is kept and own frames dropped.
         result = self._multicast.recv(timeout)
         if not result:
             return None, False
         data, _, received = result
+        if self._own_echo(data):
+            return None, False  # BusABC.recv waits on for the rest of its timeout
         try:
             msg = unpack_message(data, check=True)
         except Exception as exc:
@@ -340,6 +420,5 @@ def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
         raise BenchBroken(f"cannot open CAN interface {cfg.interface!r} channel {cfg.channel!r}: "
                           f"{type(exc).__name__}: {exc}") from exc
     if cfg.pacing:
-        return PacedBus(bus, bitrate=cfg.bitrate, data_bitrate=cfg.data_bitrate,
-                        echoes_own=cfg.interface == "udp_multicast")
+        return PacedBus(bus, bitrate=cfg.bitrate, data_bitrate=cfg.data_bitrate, echoes_own=echoes_own_frames(cfg))
     return bus

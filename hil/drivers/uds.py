@@ -21,6 +21,7 @@ from udsoncan.exceptions import (ConfigError, InvalidResponseException, Negative
 from hil.bench import contract
 from hil.bench.config import DutConfig, TesterConfig
 from hil.drivers.can import CanChannel
+from hil.drivers.canbus import IsoTpStack
 from hil.errors import HilTimeout, UdsError
 from hil.bench.dut_profile import DutProfile
 
@@ -59,6 +60,26 @@ def nrc_name(code: int) -> str:
         return udsoncan.Response.Code.get_name(code) or "UNKNOWN"
 
 
+class _IsoTpConnection(PythonIsoTpConnection):
+    """udsoncan's connection to the ISO-TP stack, without a thread round trip before every request.
+
+    udsoncan empties the receive side before each request; can-isotp's `stop_receiving` does that by
+    asking the stack's main thread and waiting for its answer (two thread hand-overs on the tester's
+    critical path between two TransferData blocks). With no reception in progress there is nothing
+    for that thread to abort, and clearing the completed-message queue is all that is left to do.
+    """
+
+    def __init__(self, stack: isotp.TransportLayer, name: str) -> None:
+        super().__init__(stack, name=name)
+        self._stack = stack
+
+    def empty_rxqueue(self) -> None:
+        if self._stack.is_rx_active():
+            super().empty_rxqueue()  # a stale response half received: the stack's thread drops it
+        else:
+            self._stack.clear_rx_queue()
+
+
 class UdsClient:
     """The tester's UDS client for one DUT.
 
@@ -76,7 +97,7 @@ class UdsClient:
         self.isotp_timeout_s = tester.isotp_timeout_ms / 1000.0
         fd = can.cfg.fd
         mode = isotp.AddressingMode.Normal_29bits if self.profile.uds.extended_ids else isotp.AddressingMode.Normal_11bits
-        self._stack = isotp.NotifierBasedCanStack(
+        self._stack = IsoTpStack(
             can.bus, can.notifier,
             address=isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id),
             params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
@@ -91,7 +112,7 @@ class UdsClient:
             "p2_star_timeout": self.profile.uds.p2_star_ms / 1000 + self.p2_margin_s,
             "request_timeout": OVERALL_TIMEOUT_S,
         })
-        self._conn = PythonIsoTpConnection(self._stack, name=f"uds-{dut.name}")
+        self._conn = _IsoTpConnection(self._stack, name=f"uds-{dut.name}")
         self._client = Client(self._conn, config=config)  # type: ignore[arg-type]
         self._lock = threading.RLock()  # one request at a time (TesterPresent may come from another thread)
         self._client.open()

@@ -20,6 +20,7 @@ import isotp
 
 from hil.bench import contract
 from hil.bench.dut_profile import DutProfile
+from hil.drivers.canbus import IsoTpStack
 from hil.sim.errors import PowerLoss
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class UdsServerTransport:
         self.functional_id = uds.functional_request_id
         self._mode = isotp.AddressingMode.Normal_29bits if uds.extended_ids else isotp.AddressingMode.Normal_11bits
         self._params = self.profile.isotp_params(fd, fd if bitrate_switch is None else bitrate_switch, blocking_send=False)
-        self._stack: isotp.NotifierBasedCanStack | None = None
+        self._stack: IsoTpStack | None = None
         self._functional: queue.Queue[bytes] = queue.Queue()
         self._stop = threading.Event()
         self._serve_lock = threading.Lock()  # one request at a time, like a single-threaded ECU
@@ -71,7 +72,7 @@ class UdsServerTransport:
         if self._stack is not None:
             return
         self._stop.clear()
-        self._stack = isotp.NotifierBasedCanStack(
+        self._stack = IsoTpStack(
             self.bus, self.notifier,
             address=isotp.Address(self._mode, txid=self.txid, rxid=self.rxid),
             params=self._params, error_handler=self._isotp_error)
