@@ -138,14 +138,14 @@ class Tester:
         """A negative response `7F <SID> <code>`."""
         self.expect(request, bytes([0x7F, request[0], code]), why=why)
 
-    def silent(self, request: bytes, *, functional: bool = False, why: str = "") -> None:
-        """No frame at all from the board within P2 + the host margin (suppressed response)."""
+    def silent(self, request: bytes, *, functional: bool = False, why: str = "", window: float | None = None) -> None:
+        """No frame at all from the board within `window` (default P2 + the host margin): a suppressed response."""
         mark = time.time()
         if functional:
             self.raw(FUNC_ID, bytes([len(request)]) + request)
         else:
             self.send(request)
-        window = 0.05 + self.cfg.tester.host_margin_ms / 1000
+        window = window if window is not None else 0.05 + self.cfg.tester.host_margin_ms / 1000
         answer = self.stack.recv(block=True, timeout=window)
         sent = [m for t, m in list(self.frames) if t >= mark and m.arbitration_id == RSP_ID]
         self._note(request, "nothing" if answer is None and not sent else f"{len(sent)} frame(s)")
@@ -162,9 +162,9 @@ class Tester:
     def idle(self, seconds: float) -> None:
         """Wait while keeping the session: TesterPresent with the suppress bit, every S3/4."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.silent(b"\x3e\x80", why="TesterPresent with suppressPosRspMsgIndicationBit")
-            time.sleep(max(0.0, min(self.s3 / 4, end - time.monotonic())))
+        while time.monotonic() < end:  # the silence check is the wait: one TesterPresent every S3/4
+            self.silent(b"\x3e\x80", why="TesterPresent with suppressPosRspMsgIndicationBit",
+                        window=max(0.0, min(self.s3 / 4, end - time.monotonic())))
 
     def did(self, did: int) -> bytes:
         """ReadDataByIdentifier: the record (the response must echo the DID)."""
@@ -480,6 +480,8 @@ def download_rules(t: Tester) -> None:
     t.nrc(b"\x34\x00\x54" + slot + bytes(5), ROOR, why="size length nibble 5")
     t.nrc(b"\x34\x00\x44" + slot + bytes(3), IMLOIF, why="length does not match the ALFID")
     t.nrc(_request_download(bytes.fromhex("00000000"), 4096), ROOR, why="not the slot address")
+    t.nrc(_request_download((int.from_bytes(slot, "big") + 4096).to_bytes(4, "big"), 4096), ROOR,
+          why="a resume at an offset the board has not stored (FD0A says 0)")
     t.nrc(_request_download(slot, 0), ROOR, why="size 0")
     t.nrc(_request_download(PROFILE_ADDRESS, 0), ROOR, why="configuration package of 0 bytes")
     t.nrc(_request_download(PROFILE_ADDRESS, 4097), ROOR, why="configuration package over 4096 bytes")
@@ -605,7 +607,7 @@ def s3_and_tester_present(t: Tester, image: bytes) -> None:
     margin = 0.5 + t.cfg.tester.host_margin_ms / 1000
     # a silent tester: the board falls back to the default session on its own
     t.expect(b"\x10\x03", b"\x50\x03" + TIMING)
-    time.sleep(t.s3 + margin)
+    time.sleep(t.s3 + margin)  # the stimulus: a tester that says nothing
     t.expect(b"\x22\xf1\x86", b"\x62\xf1\x86\x01", why=f"silent for S3 ({t.s3:g} s) + {margin:g} s")
     # ... and abandons a download, keeping what it stored for a resume
     _programming(t)
@@ -617,7 +619,7 @@ def s3_and_tester_present(t: Tester, image: bytes) -> None:
     for n in range(1, blocks + 1):
         t.expect(bytes([0x36, n]) + image[(n - 1) * 4092:n * 4092], bytes([0x76, n]))
     mark = time.time()
-    time.sleep(t.s3 + margin)
+    time.sleep(t.s3 + margin)  # silent again, a download open
     soc = [m for ts, m in list(t.frames) if ts >= mark and m.arbitration_id == SOC_CORE_ID]
     if len(soc) < (t.s3 + margin) * 5:
         raise Mismatch(f"only {len(soc)} SOC frames while the tester was silent")
@@ -632,14 +634,12 @@ def s3_and_tester_present(t: Tester, image: bytes) -> None:
     # TesterPresent keeps the session (physical, then functional), however long
     t.expect(b"\x10\x03", b"\x50\x03" + TIMING)
     end = time.monotonic() + 2 * t.s3
-    while time.monotonic() < end:
-        t.silent(b"\x3e\x80", why="TesterPresent, suppressed")
-        time.sleep(t.s3 / 3)
+    while time.monotonic() < end:  # the silence check is the wait between two TesterPresent
+        t.silent(b"\x3e\x80", why="TesterPresent, suppressed", window=t.s3 / 3)
     t.expect(b"\x22\xf1\x86", b"\x62\xf1\x86\x03", why="TesterPresent every S3/3 keeps the session")
     end = time.monotonic() + 2 * t.s3
     while time.monotonic() < end:
-        t.silent(b"\x3e\x80", functional=True, why="functional TesterPresent, suppressed")
-        time.sleep(t.s3 / 3)
+        t.silent(b"\x3e\x80", functional=True, why="functional TesterPresent, suppressed", window=t.s3 / 3)
     t.expect(b"\x22\xf1\x86", b"\x62\xf1\x86\x03", why="functional TesterPresent keeps the session")
     # a request whose frames take longer than S3 to arrive: every frame restarts S3
     per_frame = 0.1
