@@ -218,15 +218,18 @@ def test_hmp_answers_its_manuals_commands() -> None:
 
 def test_hmp_sequence_plays_on_the_output() -> None:
     hmp = HmpModel()
+    heard: list[float] = []
+    hmp.add_listener(1, heard.append)  # every change of the output voltage, in order
     run = hmp.execute
     run("INST OUT1;ARB:DATA 5,1,0.06,7,1,0.06;ARB:REP 1;ARB:TRAN 1;OUTP ON;ARB:STAR 1")
-    seen = set()
-    deadline = time.monotonic() + 2.0
-    while hmp.sequence_running(1) and time.monotonic() < deadline:
-        seen.add(hmp.voltage_setpoint(1))
-        time.sleep(0.005)
-    assert {5.0, 7.0} <= seen and not hmp.sequence_running(1)
-    run("ARB:REP 0;ARB:TRAN 1;ARB:STAR 1;ARB:STOP 1")
+    deadline = time.monotonic() + 10.0
+    while hmp.sequence_running(1):
+        assert time.monotonic() < deadline, "a 0.12 s sequence still running after 10 s"
+        time.sleep(0.01)
+    assert heard == [5.0, 7.0], heard
+    run("ARB:REP 0;ARB:TRAN 1;ARB:STAR 1")
+    assert hmp.sequence_running(1), "0 repetitions: endless"
+    run("ARB:STOP 1")
     assert not hmp.sequence_running(1) and hmp.next_error().startswith("+0")
 
 
@@ -357,8 +360,8 @@ def test_pymeasure_hmp4040_runs_every_member_against_the_emulator() -> None:
         assert model.execute("ARB:DATA?") == ""
         w.call(hmp, "load_sequence", 1)
         assert model.execute("ARB:DATA?") == "5,0.5,0.06,7,0.5,0.06"
-        w.set(hmp, "repetitions", 2)
-        assert w.get(hmp, "repetitions") == 2
+        w.set(hmp, "repetitions", 0)  # endless: the sequence runs until stopped
+        assert w.get(hmp, "repetitions") == 0
         w.call(hmp, "transfer_sequence", 3)
         w.call(hmp, "start_sequence", 3)
         assert model.sequence_running(3)
