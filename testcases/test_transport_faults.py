@@ -1,18 +1,23 @@
 """Dropped, repeated and reordered TransferData blocks, endless data, and a tester that vanishes.
 
 Fault-matrix rows 12 (endless data) and 13 (partial bundle, drop-request). The old image keeps
-running throughout; a new tester can always start over.
+running throughout; a new tester can always start over. A tester that goes silent finds, after S3,
+the default session and a closed transfer - the board's own session timer ran out, with no request
+arriving; one that keeps sending TesterPresent keeps its session (S3 and every period here come
+from the DUT profile and the bench file).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
 
 import pytest
 
 from hil.dut.checks import Expected, check_final_state
-from hil.bench.contract import MSG_SOC_CORE, Nrc, UpdateState
-from hil.errors import UdsError
+from hil.bench.contract import MSG_SOC_CORE, MSG_UPDATE_STATUS, Did, Nrc, Reason, Routine, UpdateState
+from hil.errors import HilTimeout, UdsError
+from hil.timing.measure import Measurement
 
 Filter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
 
@@ -169,3 +174,107 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
     assert no_check.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, str(no_check.value)
     uds.session(SESSION_DEFAULT)  # the tester gives up: the DUT abandons the download
     check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)
+
+
+class TesterPaused(Exception):
+    """Raised from a progress hook: the tester stops sending blocks (it goes silent, or only keeps the session)."""
+
+    __test__ = False
+
+    def __init__(self, sent: int) -> None:
+        self.sent = sent
+        super().__init__(f"tester paused after {sent} bytes")
+
+
+def _pause_download(flasher, image: bytes, fraction: float) -> int:
+    """Stage `image` until `fraction` of it is sent, then stop talking; the bytes sent so far."""
+    def pause(sent: int, total: int) -> None:
+        if sent >= total * fraction:
+            raise TesterPaused(sent)
+
+    flasher.on_progress.append(pause)
+    try:
+        with pytest.raises(TesterPaused) as paused:
+            flasher.stage(image)
+    finally:
+        flasher.on_progress.clear()
+    return paused.value.sent
+
+
+@pytest.mark.fault(row=13, expect="a silent tester: after S3 the board is in its default session on its own, the transfer "
+                                  "closed (NRC 0x24), the download abandoned (IDLE/DOWNLOAD_ABORTED) and resumable")
+@pytest.mark.requirement("BMS-session-timeout", "R156-recovery")
+def test_silent_tester_finds_the_default_session_and_a_closed_transfer_after_s3(dut, flasher, uds, can, images,
+                                                                                 dut_profile, bench_config, measure):
+    baseline = dut.version()
+    config = dut.config()
+    image = images["update"]
+    s3 = dut_profile.uds.s3_s
+    margin = bench_config.tester.host_margin_ms / 1000.0
+    cycle = bench_config.timing.soc_period_ms / 1000.0
+    sent = _pause_download(flasher, image, 0.5)
+    silent_since = time.monotonic()
+    # Silence: the tester only listens. The board must end the session by itself and say so on CAN
+    # (BMS_UpdateStatus is sent in the cycle after a change of State or Reason).
+    abandoned = {"State": dut_profile.encode(UpdateState.IDLE), "Reason": dut_profile.encode(Reason.DOWNLOAD_ABORTED)}
+    with can.recorder(MSG_SOC_CORE) as soc:
+        try:
+            frame = can.wait_for(MSG_UPDATE_STATUS, abandoned, timeout=s3 + cycle + 2 * margin, since=silent_since)
+        except HilTimeout as exc:
+            pytest.fail(f"no IDLE/DOWNLOAD_ABORTED on CAN within S3 ({s3:g} s) + {cycle + 2 * margin:g} s of silence: "
+                        f"the session timer did not run out with no request arriving\n{exc.seen}")
+    measure(Measurement("s3_expiry_after_the_last_request", frame.received - silent_since, "s",
+                        s3 - margin, s3 + cycle + margin))
+    assert len(soc) >= 0.5 * (frame.received - silent_since) / cycle, f"SOC core stalled: {len(soc)} frames"
+    # The same tester comes back: no session change of its own, so whatever it finds the board did.
+    assert uds.read_did(Did.ACTIVE_SESSION) == bytes([dut_profile.sessions.default]), "session still open after S3"
+    per_block = dut_profile.uds.max_block_length - 2
+    with pytest.raises(UdsError) as closed:
+        uds.transfer_data((sent // per_block + 1) & 0xFF, image[sent:sent + per_block])
+    assert closed.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"TransferData after S3: {closed.value}"
+    with pytest.raises(UdsError) as no_exit:
+        uds.request_transfer_exit()
+    assert no_exit.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"RequestTransferExit after S3: {no_exit.value}"
+    status = dut.status()
+    assert (status.state, status.reason) == (UpdateState.IDLE, Reason.DOWNLOAD_ABORTED), status
+    # What the board had stored stays for a resume.
+    resumed = flasher.stage(image, resume=True)
+    assert resumed.resumed_from > 0, "the board kept nothing of the abandoned download for a resume (DID FD0A)"
+    assert resumed.accepted, resumed.reason.name
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
+
+
+@pytest.mark.fault(row=13, expect="TesterPresent with the suppress bit (3E 80) keeps the session and the open transfer "
+                                  "beyond S3")
+@pytest.mark.requirement("BMS-session-timeout")
+def test_tester_present_keeps_the_session_and_the_transfer_beyond_s3(dut, flasher, uds, can, images, dut_profile,
+                                                                      bench_config, measure):
+    baseline = dut.version()
+    config = dut.config()
+    image = images["update"]
+    s3 = dut_profile.uds.s3_s
+    margin = bench_config.tester.host_margin_ms / 1000.0
+    sent = _pause_download(flasher, image, 0.25)
+    # A gateway keeping the session open: TesterPresent every S3/2.5 (ISO 14229-2's 2 s for S3 = 5 s),
+    # for longer than two S3 periods, nothing else.
+    hold = 2 * s3 + margin
+    start = time.monotonic()
+    with can.recorder(MSG_UPDATE_STATUS) as status_frames:
+        while time.monotonic() - start < hold:
+            uds.tester_present(suppress_response=True)
+            can.collect(MSG_SOC_CORE, s3 / 2.5)
+    held = time.monotonic() - start
+    measure(Measurement("session_held_by_tester_present", held, "s", 2 * s3, None))
+    dropped = [f.describe() for f in status_frames
+               if f.signals["Reason"] == dut_profile.encode(Reason.DOWNLOAD_ABORTED)]
+    assert not dropped, f"the board abandoned the download although TesterPresent kept coming: {dropped}"
+    assert uds.read_did(Did.ACTIVE_SESSION) == bytes([dut_profile.sessions.programming]), \
+        f"TesterPresent every {s3 / 2.5:g} s did not keep the programming session for {held:.1f} s"
+    # The transfer is still open: the rest of the image goes through and the board accepts it.
+    per_block = dut_profile.uds.max_block_length - 2
+    for counter, offset in enumerate(range(sent, len(image), per_block), start=sent // per_block + 1):
+        uds.transfer_data(counter & 0xFF, image[offset:offset + per_block])
+    uds.request_transfer_exit()
+    result = uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
+    assert result[:1] == b"\x00", f"the image completed after the hold was rejected: {result.hex()}"
+    check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)

@@ -243,29 +243,3 @@ def test_tester_section_is_validated(tmp_path: Path, tester: dict[str, Any], fie
     p.write_text(yaml.safe_dump(data))
     with pytest.raises(BenchConfigError, match=field.replace(".", r"\.")):
         load_bench(p)
-
-
-@pytest.mark.integration
-def test_s3_restarts_on_every_frame_of_a_request(tmp_path: Path) -> None:
-    """A 4 KiB TransferData takes 585 frames; a host slow to reassemble them must not let S3 expire mid-request."""
-    from hil.sim.bench import running_bench
-
-    cfg = load_bench(ROOT / "benches/sim-inproc.yaml")
-    assert cfg.sim is not None
-    cfg = private_config(cfg, tmp_path, prefix="s3", flash_timing="fast")
-    cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"pacing": False})})
-    with running_bench(cfg, power_on=True) as (bench, _):
-        board = bench.board
-        assert board is not None
-        deadline = time.monotonic() + 10
-        while board.diag is None or board._transport is None:
-            assert time.monotonic() < deadline, "board did not boot"
-            time.sleep(0.01)
-        diag, transport = board.diag, board._transport
-        read_session = bytes([0x22]) + int(contract.Did.ACTIVE_SESSION).to_bytes(2, "big")
-        assert diag.handle(b"\x10\x03")[:2] == b"\x50\x03"
-        diag._last_request -= contract.S3_SERVER_S + 1  # the last request ended long ago ...
-        transport._on_request_frame(can.Message(arbitration_id=cfg.dut.tx_id, data=b"\x10\x0f\x36\x01", is_extended_id=False))
-        assert diag.handle(read_session)[-1] == 0x03, "S3 expired although a request was arriving"
-        diag._last_request -= contract.S3_SERVER_S + 1  # ... and nothing arrived since: back to default
-        assert diag.handle(read_session)[-1] == 0x01

@@ -474,44 +474,6 @@ def test_hmp_general_output_gates_every_channel() -> None:
     assert hmp.execute("OUTP:GEN OFF;MEAS:VOLT?") == "+0.00000000E+00"
 
 
-def test_pymeasure_drives_the_keysight_and_hmp_emulators() -> None:
-    """Third-party drivers (pymeasure's KeysightE36312A and HMP4040) against the same emulators."""
-    pymeasure = pytest.importorskip("pymeasure")
-    from pymeasure.instruments.keysight import KeysightE36312A
-    from pymeasure.instruments.rohdeschwarz.hmp import HMP4040
-
-    assert pymeasure
-    keysight = SupplyModel()
-    keysight.set_load(2, _board_load)
-    with ScpiServer(keysight) as server:
-        supply = KeysightE36312A(_resource(server.port or 0), visa_library="@py", read_termination="\n",
-                                 write_termination="\n", timeout=1000)
-        supply.ch_2.voltage_setpoint = 12
-        supply.ch_2.current_limit = 0.8
-        supply.ch_2.output_enabled = True
-        assert supply.ch_2.voltage_setpoint == pytest.approx(12.0)
-        assert supply.ch_2.voltage == pytest.approx(12.0) and supply.ch_2.current == pytest.approx(BOARD_AMPS)
-        assert supply.ch_2.output_enabled is True
-        assert supply.id == contract.PSU_IDN_SIM
-        supply.adapter.close()
-    assert keysight.is_on(2) and keysight.next_error().startswith("+0")
-    hmp_model = HmpModel()
-    hmp_model.set_load(3, _board_load)
-    with ScpiServer(hmp_model) as server:
-        hmp = HMP4040(_resource(server.port or 0), visa_library="@py", read_termination="\n",
-                      write_termination="\n", timeout=1000)
-        hmp.selected_channel = 3
-        hmp.voltage = 12
-        hmp.current = 0.5
-        hmp.output_enabled = True  # pymeasure: OUTP:GEN, the general output
-        assert hmp.measured_voltage == 0.0, "a channel not activated delivers nothing"
-        hmp.selected_channel_active = True  # OUTP:SEL ON
-        assert hmp.selected_channel == 3 and hmp.voltage == pytest.approx(12.0)
-        assert hmp.measured_voltage == pytest.approx(12.0) and hmp.measured_current == pytest.approx(BOARD_AMPS)
-        hmp.adapter.close()
-    assert hmp_model.is_on(3) and hmp_model.next_error().startswith("+0")
-
-
 @pytest.mark.parametrize("dialect", ["hil_sim", "keysight_el30000"])
 def test_each_battery_emulator_dialect_drives_its_own_emulator_over_tcp(dialect: str) -> None:
     model = BATTERY_MODELS[dialect]()

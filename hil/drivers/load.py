@@ -189,9 +189,9 @@ class ScpiBatteryEmulator(ScpiDriver):
             commands = self.dialect.reset()
             for command in commands:
                 self._session.write(command)
+                self._session.check_errors(command, self.dialect.error_query)
             if self._session.query("*OPC?") != "1":
                 raise InstrumentError(f"{self._where()}: *OPC? after {'; '.join(commands)} did not answer 1")
-            self._session.check_errors("; ".join(commands), self.dialect.error_query)
             current = self.dialect.pack_current_from(self._session.query_float(self.dialect.query_pack_current()))
         check_readback(f"{self._where()} pack current after reset (A)", 0.0, current,
                        abs_tol=self.CURRENT_TOLERANCE_A)

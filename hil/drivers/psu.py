@@ -1,7 +1,8 @@
 """Programmable supply driver: SCPI over pyvisa (`@py`), one dialect per vendor family.
 
 Safety first: every setting is checked against the bench file's `psu.limits` (and the model's
-channel range) before anything is sent, read back afterwards, and followed by `SYST:ERR?`.
+channel range) before anything is sent, read back afterwards, and every write (channel selections
+included) is followed by `SYST:ERR?`.
 Every command and answer goes to the supply log with a timestamp; settings and measurements
 are also kept as `events` for reports.
 
@@ -481,18 +482,23 @@ class ScpiPowerSupply(ScpiDriver):
                                  f"{self.channel} range of {range_limit:g} {unit}; nothing was sent")
 
     # ------------------------------------------------------------------ settings
+    def _write(self, command: str) -> None:
+        """Send one command, then read the error queue: every write is checked on its own, so an error
+        names the command that caused it (a refused channel selection never lets a query read another channel)."""
+        self._session.write(command)
+        self._session.check_errors(command, self.dialect.error_query)
+
     def _setting(self, command: str) -> None:
-        """Select the channel if the dialect needs it, send, then read the error queue."""
+        """Select the channel if the dialect needs it, send, and read the error queue after each."""
         with self._session.lock:
             for cmd in self.dialect.select(self.channel):
-                self._session.write(cmd)
-            self._session.write(command)
-            self._session.check_errors(command, self.dialect.error_query)
+                self._write(cmd)
+            self._write(command)
 
     def _query(self, command: str) -> str:
         with self._session.lock:
             for cmd in self.dialect.select(self.channel):
-                self._session.write(cmd)
+                self._write(cmd)
             return self._session.query(command)
 
     def _query_float(self, command: str) -> float:

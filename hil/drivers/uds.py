@@ -243,10 +243,15 @@ class UdsClient:
         with self._request(f"ECUReset 0x{kind:02X}") as c:
             c.ecu_reset(kind)
 
-    def tester_present(self) -> None:
-        """TesterPresent (keeps a non-default session alive)."""
-        with self._request("TesterPresent") as c:
-            c.tester_present()
+    def tester_present(self, suppress_response: bool = False) -> None:
+        """TesterPresent (keeps a non-default session alive). `suppress_response`: `3E 80`, the
+        suppressPosRspMsgIndicationBit set - sent without waiting, as a gateway keeps a session open."""
+        with self._request("TesterPresent" + (" (no response)" if suppress_response else "")) as c:
+            if suppress_response:
+                with c.suppress_positive_response:
+                    c.tester_present()
+            else:
+                c.tester_present()
 
     def raw(self, request: bytes) -> bytes:
         """Send any bytes; return the final raw response, negative ones included (0x78 pending is waited out)."""

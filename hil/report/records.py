@@ -78,7 +78,8 @@ FAULT_MATRIX: Mapping[int, FaultClass] = _matrix([
     FaultClass(12, "oversized image / endless TransferData", "0x34 size, 0x36 stream",
                "NRC 0x31 / 0x70 / 0x71, nothing overwritten", 'Uptane "endless data"'),
     FaultClass(13, "dropped / repeated / reordered blocks, tester vanishes mid-transfer", "ISO-TP / UDS",
-               "NRC 0x73 / 0x24 or timeout; old image keeps running", 'Uptane "partial bundle"'),
+               "NRC 0x73 / 0x24; after S3 without a request the default session and a closed transfer, "
+               "TesterPresent keeps the session; old image keeps running", 'Uptane "partial bundle"'),
     FaultClass(14, "preconditions false: current flowing, supply low, not idle", "battery/load emulator, PSU",
                "NRC 0x22 / 0x93, nothing erased", "R156 safe state, enough energy"),
     FaultClass(15, "configuration lost or migrated wrongly", "config store",

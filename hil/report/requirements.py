@@ -107,6 +107,10 @@ CATALOGUE: Mapping[str, Requirement] = _catalogue([
     Requirement("BMS-resumable-download", PROJECT, "", "resumable background download",
                 "An interrupted download resumes from the last block the BMS has stored, without a new erase; "
                 "a resumed image that does not verify is refused like any corrupted image."),
+    Requirement("BMS-session-timeout", PROJECT, "", "a vanished tester leaves no session open",
+                "A non-default diagnostic session without a request for longer than S3 falls back to the default "
+                "session on the BMS's own timer: security relocked, an open download abandoned (what is stored "
+                "kept for a resume) and reported; a tester that sends TesterPresent keeps its session."),
     Requirement("BMS-soc-timing", PROJECT, "", "SOC core timing during updates",
                 "The SOC core keeps its cycle timing budget (period, execution time, start latency, no "
                 "missed cycles) while downloading, erasing and installing."),

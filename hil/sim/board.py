@@ -435,12 +435,14 @@ class Board:
         self._boot_threads.append(t)
         t.start()
 
-    def _start_diag(self, recovery: bool) -> None:
-        self.diag = DiagServer(self, recovery=recovery)
+    def _start_diag(self, cpu: Cpu, recovery: bool) -> None:
+        diag = DiagServer(self, recovery=recovery)
+        self.diag = diag
         self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
-                                             fd=self.cfg.can.fd, handler=self.diag.handle, profile=self.profile,
-                                             activity=self.diag.touch)
+                                             fd=self.cfg.can.fd, handler=diag.handle, profile=self.profile,
+                                             activity=diag.touch)
         self._transport.start()
+        self._spawn("uds-s3", lambda: diag.run_s3_timer(cpu.wait))  # S3 runs out with no request arriving
 
     def _boot(self, cpu: Cpu, cause: ResetCause) -> None:
         self.log(f"BOOT: reset cause={cause.name}")
@@ -453,7 +455,7 @@ class Board:
         if result.mode is BootMode.RECOVERY:
             self.descriptor = None
             self.log("RECOVERY: minimal UDS server running")
-            self._start_diag(recovery=True)
+            self._start_diag(cpu, recovery=True)
             cpu.sleep(None)
             return
         assert result.image is not None
@@ -484,7 +486,7 @@ class Board:
             # confirmed image means power was lost between the confirmation and the status write.
             self.set_update(UpdateState.SUCCESS, Reason.NONE, target=result.image.version_tuple)
         # Diagnostics first: once the SOC core's frames are on the bus, UDS answers (bench contract).
-        self._start_diag(recovery=False)
+        self._start_diag(cpu, recovery=False)
         self._start_soc(cpu, desc)
         self._spawn("soc-persist", lambda: self._persist_soc(cpu))
         if result.trial:

@@ -53,6 +53,12 @@ DEFECTS: dict[str, DefectInfo] = {
     "wrong_block_sequence_accepted": DefectInfo(
         "TransferData refuses a block with the wrong sequence counter", (13,),
         "broken_block_sequence", ("test_transport_faults.py",)),
+    "s3_never_expires": DefectInfo(
+        "a silent tester's session falls back to the default one after S3 and its download is abandoned", (13,),
+        "silent_tester", ("test_transport_faults.py",)),
+    "tester_present_ignored": DefectInfo(
+        "TesterPresent keeps a non-default session beyond S3", (13,),
+        "tester_present_keeps", ("test_transport_faults.py",)),
     "endless_transfer_data_accepted": DefectInfo(
         "TransferData refuses data beyond the announced size", (12,),
         "endless_transfer_data", ("test_transport_faults.py",)),

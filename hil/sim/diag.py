@@ -49,6 +49,14 @@ def _header_version(data: bytes) -> tuple[int, int, int]:
         return (0, 0, 0)
 
 
+def _is_tester_present(frame: bytes) -> bool:
+    """A single ISO-TP frame carrying TesterPresent (classic or CAN FD single frame)."""
+    if not frame or frame[0] >> 4 != 0:
+        return False
+    sid_at = 1 if frame[0] & 0x0F else 2
+    return len(frame) > sid_at and frame[sid_at] == 0x3E
+
+
 def _require(cond: bool, nrc: Nrc) -> None:
     if not cond:
         raise NegativeResponse(nrc)
@@ -117,7 +125,13 @@ class DiagServer:
     session: int = -1  # the profile's default session (set in __post_init__)
     unlocked_level: int = 0
     _seed: tuple[int, bytes] | None = None
-    _last_request: float = field(default_factory=time.monotonic)
+    #: S3server (ISO 14229-2): restarted by every frame of a request and when a request has been served;
+    #: stopped while one is served. It runs out on the board's own clock (`run_s3_timer`), not when the
+    #: next request arrives.
+    _s3_since: float = field(default_factory=time.monotonic)
+    _s3_lapsed: bool = False  # S3 ran out before a frame arrived that the timer task had not yet seen
+    _serving: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # one request, or the S3 expiry, at a time
     _download: _Download | None = None
     _erased: bool = False
     _progress: int = 0
@@ -135,23 +149,59 @@ class DiagServer:
         if not request:
             return None
         sid = request[0]
-        now = time.monotonic()
-        if self.session != self.profile.sessions.default and now - self._last_request > self.profile.uds.s3_s:
-            self._to_default_session()
-        self._last_request = now
-        handler = self._handlers().get(sid)
-        try:
-            if handler is None:
-                raise NegativeResponse(Nrc.SERVICE_NOT_SUPPORTED)
-            return handler(request)
-        except NegativeResponse as nr:
-            return bytes([0x7F, sid, int(nr.nrc)])
-        except PowerLoss:
-            return None
+        with self._lock:
+            self._serving = True  # S3 is stopped while a request is served
+            try:
+                if self._s3_lapsed:
+                    self._s3_expire()  # S3 ran out before this request's first frame: it finds the default session
+                handler = self._handlers().get(sid)
+                if handler is None:
+                    raise NegativeResponse(Nrc.SERVICE_NOT_SUPPORTED)
+                return handler(request)
+            except NegativeResponse as nr:
+                return bytes([0x7F, sid, int(nr.nrc)])
+            except PowerLoss:
+                return None
+            finally:
+                self._serving = False
+                if not (sid == 0x3E and self.ecu.defects.has("tester_present_ignored")):
+                    self._s3_since = time.monotonic()  # restarted as the response goes out
 
-    def touch(self) -> None:
-        """A frame of a request arrived: the S3 timer restarts (ISO 14229-2), however long reassembly takes."""
-        self._last_request = time.monotonic()
+    # ------------------------------------------------------------------ S3 (session timer)
+    def touch(self, frame: bytes = b"") -> None:
+        """A frame of a request arrived (physical or functional): the S3 timer restarts (ISO 14229-2), however
+        long reassembly takes. If S3 had already run out, the request finds the default session."""
+        if _is_tester_present(frame) and self.ecu.defects.has("tester_present_ignored"):
+            return
+        now = time.monotonic()
+        if self._s3_due(now):
+            self._s3_lapsed = True
+        self._s3_since = now
+
+    def _s3_due(self, now: float) -> bool:
+        return (self.session != self.profile.sessions.default and not self._serving
+                and now - self._s3_since > self.profile.uds.s3_s and not self.ecu.defects.has("s3_never_expires"))
+
+    def run_s3_timer(self, wait: Callable[[float], bool]) -> None:
+        """The board's S3 task: with no request for longer than S3 the session falls back to the default one,
+        without waiting for a request. `wait(seconds)` is the board's wait; True ends the task (reset, power loss)."""
+        tick = min(0.05, self.profile.uds.s3_s / 20)
+        while not wait(tick):
+            if not self._lock.acquire(blocking=False):
+                continue  # a request is being served: S3 is stopped meanwhile
+            try:
+                if self._s3_lapsed or self._s3_due(time.monotonic()):
+                    self._s3_expire()
+            finally:
+                self._lock.release()
+
+    def _s3_expire(self) -> None:
+        """S3 ran out: default session, security relocked, an open download abandoned (what is stored stays)."""
+        self._s3_lapsed = False
+        if self.session == self.profile.sessions.default:
+            return
+        self.ecu.log(f"UDS: S3 expired ({self.profile.uds.s3_s:g} s without a request), default session")
+        self._to_default_session(why="S3 expired")
 
     def _handlers(self) -> dict[int, Callable[[bytes], bytes | None]]:
         return {0x10: self._session_control, 0x11: self._ecu_reset, 0x22: self._read_did, 0x27: self._security_access,
@@ -174,13 +224,14 @@ class DiagServer:
     def progress(self) -> int:
         return self._progress
 
-    def _to_default_session(self) -> None:
+    def _to_default_session(self, why: str = "session change") -> None:
         self.session = self.profile.sessions.default
         self.unlocked_level = 0
         self._seed = None
-        self._abort_download()
+        self._abort_download(why)
 
-    def _abort_download(self) -> None:
+    def _abort_download(self, why: str) -> None:
+        """Abandon an open download: blocks in flight are programmed, the resume record (FD0A) is kept."""
         if self._download is not None and self._download.buffer is not None:
             self._download = None  # a configuration package in RAM: nothing to abandon in flash
             return
@@ -188,6 +239,7 @@ class DiagServer:
             if self._download.writer is not None:
                 self._download.writer.finish(timeout=2.0)
             self._download = None
+            self.ecu.log(f"UPD: download abandoned ({why}), {self.resume_record()[1]} bytes stored for a resume")
             self.ecu.set_update(UpdateState.IDLE, Reason.DOWNLOAD_ABORTED)
 
     @property
@@ -202,7 +254,7 @@ class DiagServer:
         _require(sub in (sessions.default, sessions.programming, sessions.extended), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         # Entering any session, the same one included, re-initialises it (ISO 14229-1): security is
         # relocked and a half-done download is abandoned, which is how a new tester restarts.
-        self._to_default_session()
+        self._to_default_session(f"session 0x{sub:02X} entered")
         self.session = sub
         return bytes([0x50, sub]) + struct.pack(">HH", self.profile.uds.p2_ms, self.profile.uds.p2_star_ms // 10)
 
@@ -210,7 +262,7 @@ class DiagServer:
         _require(len(req) == 2, Nrc.INCORRECT_MESSAGE_LENGTH)
         sub = req[1] & 0x7F
         _require(sub in (0x01, 0x02, 0x03), Nrc.SUBFUNCTION_NOT_SUPPORTED)
-        self._abort_download()
+        self._abort_download("ECUReset")
         self.ecu.request_reset_after_response()
         return None if req[1] & 0x80 else bytes([0x51, sub])
 

@@ -8,6 +8,10 @@ speak the same: `ScpiServer(instrument).start()` returns the bound port.
 (several commands separated by ';'), matches each header against long/short mnemonic forms,
 answers queries with one line (several answers joined by ';', as IEEE 488.2 requires), and
 pushes errors onto the instrument's error queue, read with `SYST:ERR?` like on the real thing.
+Every instrument keeps the IEEE 488.2 status registers: the Standard Event Status Register (ESR,
+set by errors by their class and by `*OPC`, read and cleared by `*ESR?`, enabled by `*ESE`), and
+the Status Byte (`*STB?`: error queue not empty, message available, ESR summary, master summary,
+enabled by `*SRE`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,23 @@ PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
 MISSING_PARAMETER = (-109, "Missing parameter")
 UNDEFINED_HEADER = (-113, "Undefined header")
 DATA_OUT_OF_RANGE = (-222, "Data out of range")
+SETTINGS_CONFLICT = (-221, "Settings conflict")
 ILLEGAL_PARAMETER_VALUE = (-224, "Illegal parameter value")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
+QUERY_INTERRUPTED = (-410, "Query INTERRUPTED")
+
+# IEEE 488.2 Standard Event Status Register bits.
+ESR_OPC = 0x01  # operation complete (*OPC)
+ESR_QYE = 0x04  # query error (-4xx)
+ESR_DDE = 0x08  # device-dependent error (-3xx, and the instrument's own positive codes)
+ESR_EXE = 0x10  # execution error (-2xx)
+ESR_CME = 0x20  # command error (-1xx)
+ESR_PON = 0x80  # power on
+# IEEE 488.2 / SCPI-1999 Status Byte bits.
+STB_EAV = 0x04  # error/event queue not empty
+STB_MAV = 0x10  # message available: an answer waits in the output queue
+STB_ESB = 0x20  # event status summary: ESR & ESE != 0
+STB_MSS = 0x40  # master summary status: (STB & SRE) != 0
 
 #: Real instruments keep about 20 errors; the last slot then reads -350.
 ERROR_QUEUE_DEPTH = 20
@@ -223,6 +242,10 @@ class ScpiInstrument:
         self._scpi_lock = threading.Lock()  # one program message at a time, as a real instrument parses
         self._errors_lock = threading.Lock()
         self._errors: collections.deque[str] = collections.deque()
+        self._esr = ESR_PON  # the instrument was just powered on
+        self._ese = 0
+        self._sre = 0
+        self._answers: list[str] = []  # the output queue of the program message being executed (MAV)
         self._received: collections.deque[tuple[float, str]] = collections.deque(maxlen=COMMAND_LOG_DEPTH)
         self._table: list[tuple[tuple[_Node, ...], bool, Callable[[list[str]], str | None]]] = [
             (cmd.nodes, cmd.query, cmd.handler) for cmd in [*self._common_commands(), *self.commands()]
@@ -236,12 +259,18 @@ class ScpiInstrument:
     def reset(self) -> None:
         """`*RST`: the instrument's reset state."""
 
+    def close(self) -> None:
+        """The instrument goes away (its server stops): end any background activity."""
+
     # ------------------------------------------------------------------ error queue
     def push_error(self, error: ScpiError) -> None:
-        """Queue an error as the instrument would; when the queue is full its last entry reads -350."""
+        """Queue an error as the instrument would (its class sets its ESR bit); when the queue is full its
+        last entry reads -350."""
         with self._errors_lock:
+            self._esr |= _esr_bit(error.code)
             if len(self._errors) >= ERROR_QUEUE_DEPTH:
                 self._errors[-1] = ScpiError(QUEUE_OVERFLOW).entry
+                self._esr |= ESR_DDE
             else:
                 self._errors.append(error.entry)
 
@@ -251,9 +280,24 @@ class ScpiInstrument:
             return self._errors.popleft() if self._errors else ScpiError(NO_ERROR).entry
 
     def clear_errors(self) -> None:
-        """`*CLS`: empty the error queue."""
+        """`*CLS`: empty the error queue and clear the event register (ESE and SRE stay)."""
         with self._errors_lock:
             self._errors.clear()
+            self._esr = 0
+
+    # ------------------------------------------------------------------ IEEE 488.2 status registers
+    def status_byte(self, message_available: bool = False) -> int:
+        """`*STB?`: the status byte with its master summary bit (reading it clears nothing)."""
+        with self._errors_lock:
+            stb = (STB_EAV if self._errors else 0) | (STB_MAV if message_available else 0)
+            stb |= STB_ESB if self._esr & self._ese else 0
+            return stb | (STB_MSS if stb & self._sre & ~STB_MSS else 0)
+
+    def read_event_status(self) -> int:
+        """`*ESR?`: the Standard Event Status Register, cleared by the read."""
+        with self._errors_lock:
+            esr, self._esr = self._esr, 0
+            return esr
 
     # ------------------------------------------------------------------ command log
     def received(self) -> list[str]:
@@ -273,6 +317,7 @@ class ScpiInstrument:
         """Run one program message (commands separated by ';'); the joined query answers or None."""
         answers: list[str] = []
         with self._scpi_lock:
+            self._answers = answers
             path: list[str] = []  # SCPI compound-header path: `SOUR:VOLT 5;CURR 1` means SOUR:CURR
             for raw in _split_commands(message):
                 command = raw.strip()
@@ -318,20 +363,53 @@ class ScpiInstrument:
 
     # ------------------------------------------------------------------ common commands
     def _common_commands(self) -> list[ScpiCommand]:
+        """IEEE 488.2's mandatory common commands (and `*OPT?`), and SCPI's `SYST:ERR?` / `SYST:VERS?`."""
         return [
             ScpiCommand("*IDN", True, self._no_params(lambda: self.idn)),
             ScpiCommand("*RST", False, self._no_params(self._rst)),
             ScpiCommand("*CLS", False, self._no_params(self._cls)),
+            ScpiCommand("*ESE", False, self._register_setter("_ese", "*ESE", 0)),
+            ScpiCommand("*ESE", True, self._no_params(lambda: self.nr1(self._ese))),
+            ScpiCommand("*ESR", True, self._no_params(lambda: self.nr1(self.read_event_status()))),
+            ScpiCommand("*SRE", False, self._register_setter("_sre", "*SRE", STB_MSS)),
+            ScpiCommand("*SRE", True, self._no_params(lambda: self.nr1(self._sre))),
+            ScpiCommand("*STB", True, self._no_params(lambda: self.nr1(self.status_byte(bool(self._answers))))),
             ScpiCommand("*OPC", True, self._no_params(lambda: "1")),
-            ScpiCommand("*OPC", False, self._no_params(lambda: None)),
+            ScpiCommand("*OPC", False, self._no_params(self._opc)),
             ScpiCommand("*WAI", False, self._no_params(lambda: None)),
-            ScpiCommand("*TST", True, self._no_params(lambda: "+0")),
+            ScpiCommand("*TST", True, self._no_params(lambda: self.nr1(0))),
+            ScpiCommand("*OPT", True, self._no_params(lambda: "0")),
             ScpiCommand("SYSTem:ERRor[:NEXT]", True, self._no_params(self.next_error)),
             ScpiCommand("SYSTem:VERSion", True, self._no_params(lambda: "1999.0")),
         ]
 
+    #: `+` before NR1 answers (`*ESR?` -> `+0`), as Keysight instruments answer; others answer `0`.
+    signed_nr1 = False
+
+    def nr1(self, value: int) -> str:
+        """An integer answer (IEEE 488.2 NR1) in the family's form."""
+        return f"{value:+d}" if self.signed_nr1 else str(value)
+
+    def _register_setter(self, name: str, header: str, ignored: int) -> Callable[[list[str]], None]:
+        """`*ESE <n>` / `*SRE <n>`: an integer 0..255 (bits in `ignored` are not settable)."""
+        def handler(params: list[str]) -> None:
+            if len(params) != 1 or not params[0]:
+                raise ScpiError(MISSING_PARAMETER if not params or not params[0] else PARAMETER_NOT_ALLOWED,
+                                f"{header} <0..255>")
+            value = parse_number(params[0], minimum=0, maximum=255)
+            if value != int(value):
+                raise ScpiError(DATA_OUT_OF_RANGE, f"{header} {params[0]} is not an integer")
+            with self._errors_lock:
+                setattr(self, name, int(value) & ~ignored)
+        return handler
+
+    def _opc(self) -> None:
+        """`*OPC`: set the ESR's operation-complete bit once pending operations are done (none here)."""
+        with self._errors_lock:
+            self._esr |= ESR_OPC
+
     def _rst(self) -> None:
-        self.reset()
+        self.reset()  # the status registers and the error queue are not *RST's (IEEE 488.2)
 
     def _cls(self) -> None:
         self.clear_errors()
@@ -344,6 +422,17 @@ class ScpiInstrument:
             return fn()
 
         return handler
+
+
+def _esr_bit(code: int) -> int:
+    """The ESR bit an error of this code sets (IEEE 488.2 / SCPI error classes)."""
+    if -199 <= code <= -100:
+        return ESR_CME
+    if -299 <= code <= -200:
+        return ESR_EXE
+    if -499 <= code <= -400:
+        return ESR_QYE
+    return ESR_DDE if code != 0 else 0  # -3xx and the instrument's own (positive) codes
 
 
 def _split_commands(message: str) -> list[str]:
@@ -559,6 +648,13 @@ class ScpiServer(LineServer):
     def __init__(self, handler: ScpiHandler, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port, name=f"scpi-{type(handler).__name__}")
         self.handler = handler
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop serving, then let the instrument end its background activity (an HMP's running sequences)."""
+        super().stop(timeout)
+        close = getattr(self.handler, "close", None)
+        if callable(close):
+            close()
 
     def on_line(self, conn: socket.socket, line: str) -> None:
         answer = self.handler.execute(line)

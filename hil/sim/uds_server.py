@@ -39,13 +39,13 @@ class UdsServerTransport:
 
     def __init__(self, bus: can.BusABC, notifier: can.Notifier, *, rxid: int | None = None, txid: int | None = None,
                  fd: bool = False, handler: Handler, profile: DutProfile | None = None,
-                 bitrate_switch: bool | None = None, activity: Callable[[], None] | None = None) -> None:
+                 bitrate_switch: bool | None = None, activity: Callable[[bytes], None] | None = None) -> None:
         """Addressing, padding, P2 and the functional id come from the DUT profile; rxid/txid override it."""
         self.profile = profile if profile is not None else DutProfile()
         uds = self.profile.uds
         self.bus = bus
-        #: Called for every frame of a request as it arrives (the server's S3 timer restarts on reception,
-        #: not when a long request has finally been reassembled by a host thread).
+        #: Called with the data of every frame of a request as it arrives (the server's S3 timer restarts on
+        #: reception, not when a long request has finally been reassembled by a host thread).
         self.activity = activity
         self.notifier = notifier
         self.rxid = uds.phys_request_id if rxid is None else rxid
@@ -115,7 +115,7 @@ class UdsServerTransport:
     def _on_request_frame(self, msg: can.Message) -> None:
         """Notifier listener: any frame addressed to this server is tester activity."""
         if self.activity is not None and msg.arbitration_id in (self.rxid, self.functional_id) and not msg.is_error_frame:
-            self.activity()
+            self.activity(bytes(msg.data))
 
     def _on_functional_frame(self, msg: can.Message) -> None:
         """Notifier listener: single-frame requests on the functional ID (runs in the notifier thread)."""
