@@ -34,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hil.bench.config import load_bench  # noqa: E402
 from hil.sim.defects import DEFECTS  # noqa: E402
 
 #: A tester-side timeout (udsoncan's P2 on the host) is host load, never a board defect of the catalogue.
@@ -161,7 +162,10 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep each run's evidence and junit.xml here")
     args = ap.parse_args()
 
-    names = [n.strip() for n in args.defects.split(",") if n.strip()] or sorted(DEFECTS)
+    base = Path(args.bench).resolve()
+    family = load_bench(base).profile.update.family
+    names = [n.strip() for n in args.defects.split(",") if n.strip()] or sorted(
+        n for n, info in DEFECTS.items() if info.applies_to(family))  # a board of this family can carry it
     unknown = [n for n in names if n not in DEFECTS]
     if unknown:
         ap.error(f"unknown defect(s) {unknown}; accepted: {', '.join(sorted(DEFECTS))}")
@@ -169,7 +173,6 @@ def main() -> int:
     for n in names:
         info = DEFECTS[n]
         runs.append(Run(n, [f"testcases/{f}" for f in info.files], info.selection))
-    base = Path(args.bench).resolve()
     free_slots = list(range(args.jobs))
     lock = threading.Lock()
 

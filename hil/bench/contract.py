@@ -140,7 +140,8 @@ class Did(enum.IntEnum):
 
 
 class Routine(enum.IntEnum):
-    """RoutineControl (0x31) identifiers, all startRoutine (0x01)."""
+    """RoutineControl (0x31) identifiers, all startRoutine (0x01). An update family uses some of them
+    (hil/images/families.py); a profile gives identifiers to those its family uses."""
 
     ERASE_MEMORY = 0xFF00  # erase the inactive (secondary) slot; long -> 0x78
     CHECK_PROGRAMMING_DEPENDENCIES = 0xFF01  # verify the staged image: status record below

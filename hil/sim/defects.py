@@ -25,6 +25,12 @@ class DefectInfo:
     selection: str
     #: test files (under testcases/) holding those cases.
     files: tuple[str, ...]
+    #: update families (hil/images/families.py) whose board can carry it; () = every family's.
+    families: tuple[str, ...] = ()
+
+    def applies_to(self, family: str) -> bool:
+        """Whether a board of update family `family` can be built with this defect."""
+        return not self.families or family in self.families
 
 
 #: Every defect the virtual board can be built with. Names read as what the defective board does.
@@ -106,10 +112,10 @@ DEFECTS: dict[str, DefectInfo] = {
     # ---- power cuts (rows 1, 2, 3, 4)
     "swap_resumed_from_wrong_step": DefectInfo(
         "an interrupted swap resumes at the step it was cut in", (3, 4),
-        "power_cut", ("test_power_faults.py",)),
+        "power_cut", ("test_power_faults.py",), families=("mcuboot",)),
     "swap_status_written_before_copy": DefectInfo(
         "a swap step is recorded done only after its copy (a cut or torn write cannot lose data)", (1, 2),
-        "power_cut-at_every_operation or torn_write", ("test_power_fail_sweep_exhaustive.py",)),
+        "power_cut-at_every_operation or torn_write", ("test_power_fail_sweep_exhaustive.py",), families=("mcuboot",)),
     # ---- SOC core (rows 17, 22)
     "soc_frames_dropped_while_downloading": DefectInfo(
         "the SOC core keeps sending while an image downloads", (17,),
