@@ -24,6 +24,7 @@ from hil.bench.dut_profile import DutProfile, ProfileError, compute_key, load_pr
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "benches/profiles/default.yaml"
 VENDOR_B = ROOT / "benches/profiles/vendor-b.yaml"
+FBL = ROOT / "benches/profiles/fbl.yaml"
 
 
 def test_default_profile_file_is_the_contract():
@@ -81,9 +82,11 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"update": {"family": "autosar"}}, r"profile.yaml: update.family: got 'autosar' - .*unknown update family 'autosar'; "
-                                        r"accepted: mcuboot"),
-    ({"update": {"blocks": [{"name": "a", "address": 0x1000, "size": 0x2000},
-                            {"name": "b", "address": 0x2000, "size": 0x100}]}},
+                                        r"accepted: mcuboot, flash_bootloader"),
+    ({"update": {"family": "flash_bootloader"}}, r"dids: roles without an identifier: FINGERPRINT \(update family "
+                                                 r"flash_bootloader uses them\)"),
+    ({"update": {"family": "flash_bootloader", "blocks": [{"name": "a", "address": 0x1000, "size": 0x2000},
+                                                          {"name": "b", "address": 0x2000, "size": 0x100}]}},
      r"update.blocks: .*block b at 0x2000 overlaps"),
     ({"update": {"address_length_format": 0x30}}, r"update.address_length_format: got 48 - .*both nibbles"),
     ({"dids": {"SOFTWARE_VERSON": 0xF189}}, r"profile.yaml: dids: .*unknown role 'SOFTWARE_VERSON'; accepted: .*SOFTWARE_VERSION"),
@@ -143,7 +146,7 @@ def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B], ids=["default", "vendor-b"])
+@pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B, FBL], ids=["default", "vendor-b", "fbl"])
 def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     """Raw CAN frames show the profile's ids, DIDs, routine ids, padding and state codes - nothing else."""
     cfg = load_bench(_inproc_bench(tmp_path, profile_file))
@@ -188,7 +191,7 @@ def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     db = cantools.database.load_file(str(p.can.dbc))
     soc_id = db.get_message_by_name(p.can.dbc_message(contract.MSG_SOC_CORE)).frame_id
     assert any(f.arbitration_id == soc_id for f in frames), f"SOC frames on the profile's DBC id 0x{soc_id:X}"
-    for other in {DEFAULT, VENDOR_B} - {profile_file}:
+    for other in {DEFAULT, VENDOR_B, FBL} - {profile_file}:
         others = load_profile(other)
         assert not [f for f in frames if f.arbitration_id in (others.uds.phys_request_id, others.uds.phys_response_id)]
     if profile_file == VENDOR_B:
@@ -205,7 +208,7 @@ def test_no_board_identifier_is_a_literal_outside_the_profile():
     import cantools
 
     ids: set[int] = set()
-    for p, dbc in ((DutProfile(), ROOT / "benches/dbc/bms.dbc"),):
+    for p, dbc in ((DutProfile(), ROOT / "benches/dbc/bms.dbc"), (load_profile(FBL), ROOT / "benches/dbc/fbl.dbc")):
         db = cantools.database.load_file(str(dbc))
         ids |= (set(p.dids.values()) | set(p.routines.values()) | {m.frame_id for m in db.messages}
                 | {p.uds.phys_request_id, p.uds.phys_response_id, p.uds.functional_request_id}

@@ -56,6 +56,26 @@ FAMILIES: Mapping[str, UpdateFamily] = MappingProxyType({
         suffixes=(".bin",),
         routines=("ERASE_MEMORY", "CHECK_PROGRAMMING_DEPENDENCIES", "ACTIVATE_UPDATE", "APPLY_PROFILE"),
     ),
+    "flash_bootloader": UpdateFamily(
+        name="flash_bootloader",
+        description="OEM flash bootloader (ISO 14229 programming sequence) on a dual-bank part: Intel HEX / S-record "
+                    "builds with a signed header and a detached signature, fingerprint, erase and download per "
+                    "logical block into the inactive bank, check-memory and check-dependencies routines, the reset "
+                    "switches banks; the previous bank is the backup a failed first boot falls back to",
+        container="hil.images.fbl:FblContainer",
+        sequence="hil.dut.fbl_sequence:FblSequence",
+        board="hil.sim.fbl",
+        suffixes=(".hex", ".s19", ".srec", ".mot", ".ihex"),
+        routines=("ERASE_MEMORY", "CHECK_MEMORY", "CHECK_PROGRAMMING_DEPENDENCIES", "APPLY_PROFILE"),
+        dids=("FINGERPRINT",),
+        profile_fields=("blocks",),
+        not_applicable=MappingProxyType({
+            **{name: "no swap: the flash_bootloader family activates by switching banks in one NV record at the "
+                     "reset (no sector copy to interrupt or to watch); the exhaustive sweep cuts that record at every "
+                     "flash operation (rows 1-3)"
+               for name in ("swap_start", "swap_progress", "swap_resume", "swap_done")},
+        }),
+    ),
 })
 
 #: The family of a profile that names none (the default board).

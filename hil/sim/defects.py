@@ -150,6 +150,21 @@ DEFECTS: dict[str, DefectInfo] = {
     "rollback_not_recorded": DefectInfo(
         "every rolled-back update leaves a history entry and a DTC", (25,),
         "history_and_dtc_after_success_and_rollback", ("test_update_history.py",)),
+    # ---- the OEM flash-bootloader family's own promises (docs/flash-bootloader.md)
+    "check_memory_ignores_signature": DefectInfo(
+        "the check-memory routine refuses a signature that does not verify", (6,),
+        "signature-flipped_bit", ("test_image_faults.py",), families=("flash_bootloader",)),
+    "dependency_check_skipped": DefectInfo(
+        "the check-programming-dependencies routine refuses other hardware, downgrades and an incompatible "
+        "configuration", (7, 10, 11),
+        "downgrade or wrong_hardware or configuration_schema_unsupported", ("test_image_faults.py",),
+        families=("flash_bootloader",)),
+    "bank_marked_valid_before_check": DefectInfo(
+        "a bank is marked valid (installs at the next reset) only after both check routines accepted it", (5,),
+        "flipped_payload_bit", ("test_image_faults.py",), families=("flash_bootloader",)),
+    "backup_bank_invalidated_at_switch": DefectInfo(
+        "the bank switched away from stays valid: the backup a failed first boot falls back to", (9,),
+        "self_test_fails", ("test_update.py",), families=("flash_bootloader",)),
     # ---- the bench itself: a supply that acknowledges OUTP OFF and keeps the output on
     "supply_ignores_output_off": DefectInfo(
         "a power cut takes effect (reset cause, boot counter, supply read-back prove it)", (4,),
