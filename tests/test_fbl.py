@@ -377,3 +377,20 @@ def test_a_bench_refuses_defects_its_family_cannot_carry(work: Path, tmp_path: P
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(mcuboot))
     with pytest.raises(BenchConfigError, match=r"update family mcuboot cannot carry them .*flash_bootloader"):
         load_bench(tmp_path / "m.yaml")
+
+
+def test_a_case_that_does_not_apply_to_the_family_is_not_covered_with_its_reason(tmp_path: Path) -> None:
+    """The console_pattern fixture's skip for a swap phase this family does not have reaches the fault matrix."""
+    import json
+
+    from hil.images.families import NOT_APPLICABLE_PREFIX, family
+    from hil.report.records import NOT_COVERED, TestRecord, write_fault_matrix
+
+    fam = family("flash_bootloader")
+    why = f"{NOT_APPLICABLE_PREFIX}{fam.name}: console pattern 'swap_progress': {fam.not_applicable['swap_progress']}"
+    records = [TestRecord("t.py::test_swap", "test_swap", "skipped", 0.0, fault_rows=[4], reason=why),
+               TestRecord("t.py::test_download_cut", "test_download_cut", "passed", 1.0, fault_rows=[4])]
+    _md, js = write_fault_matrix(records, tmp_path)
+    row = next(r for r in json.loads(js.read_text())["rows"] if r["row"] == 4)
+    assert row["verdict"] == NOT_COVERED and row["not_covered_because"] == [why]
+    assert "no swap" in why

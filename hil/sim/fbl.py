@@ -18,7 +18,6 @@ state (the exhaustive sweep, hil/sim/sweep.py, proves it with `FblRig`).
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
 from typing import Any, Callable, Sequence, cast
