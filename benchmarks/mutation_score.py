@@ -103,7 +103,15 @@ def bench_copy(base: Path, workdir: Path, slot: int, defect: str | None) -> Path
     for key, default in (("recipes", "../firmware_images/recipes"), ("build_dir", "../firmware_images/build"),
                          ("keys_dir", "../firmware_images/keys"), ("packages", "../firmware_images/packages")):
         images[key] = str((base.parent / images.get(key, default)).resolve())
-    data["can"]["dbc"] = str((base.parent / data["can"].get("dbc", "dbc/bms.dbc")).resolve())
+    if data["can"].get("dbc"):  # else the DUT profile's DBC
+        data["can"]["dbc"] = str((base.parent / data["can"]["dbc"]).resolve())
+    if data["dut"].get("profile"):
+        data["dut"]["profile"] = str((base.parent / data["dut"]["profile"]).resolve())
+    if images.get("signing_key"):
+        images["signing_key"] = str((base.parent / images["signing_key"]).resolve())
+    if isinstance(images.get("catalogue"), dict):  # image files relative to the bench file; recipe names stay
+        images["catalogue"] = {role: str((base.parent / v).resolve()) if "/" in str(v) else v
+                               for role, v in images["catalogue"].items()}
     out = workdir / "bench.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
