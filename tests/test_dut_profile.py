@@ -130,6 +130,7 @@ def test_missing_profile_file_is_named(tmp_path):
 def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     """The in-process virtual bench, with `profile` and without explicit levels (the profile's apply)."""
     data = yaml.safe_load((ROOT / "benches/sim-inproc.yaml").read_text())
+    data["bench"] = f"profile-{uuid.uuid4().hex[:8]}"  # never a shipped bench's name (its lock may be held)
     data["dut"]["profile"] = str(profile)
     for key in ("security", "bench_security"):
         data["dut"][key].pop("level", None)
@@ -147,8 +148,9 @@ def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
 
 
 @pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B, FBL], ids=["default", "vendor-b", "fbl"])
-def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
+def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file, monkeypatch):
     """Raw CAN frames show the profile's ids, DIDs, routine ids, padding and state codes - nothing else."""
+    monkeypatch.setenv("HIL_LOCK_DIR", str(tmp_path / "locks"))  # hermetic: beside any run of the shipped benches
     cfg = load_bench(_inproc_bench(tmp_path, profile_file))
     p = cfg.profile
     frames: list[can.Message] = []

@@ -44,6 +44,12 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fbl")
 
 
+@pytest.fixture(autouse=True)
+def private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bench locks of this module's in-process benches in a temporary folder: beside any run of the shipped benches."""
+    monkeypatch.setenv("HIL_LOCK_DIR", str(tmp_path / "locks"))
+
+
 @pytest.fixture(scope="module")
 def profile() -> DutProfile:
     return load_profile(PROFILE)
@@ -209,6 +215,7 @@ def test_an_unknown_family_is_named_with_the_accepted_ones(tmp_path: Path) -> No
 def _bench(work: Path, tmp_path: Path, defects: list[str] | None = None) -> Path:
     """An in-process virtual FBL bench (python-can virtual bus, fast flash) sharing the module's keys and builds."""
     data = yaml.safe_load((ROOT / "benches/sim-fbl.yaml").read_text())
+    data["bench"] = f"fbl-{uuid.uuid4().hex[:8]}"  # never the shipped bench's name (its lock may be held)
     data["dut"]["profile"] = str(PROFILE)
     data["can"] = {"interface": "virtual", "channel": f"fbl-{uuid.uuid4().hex[:8]}", "bitrate": 500000, "pacing": False}
     for key in ("psu", "load"):
