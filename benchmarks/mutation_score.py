@@ -34,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hil.bench.config import load_bench  # noqa: E402
 from hil.sim.defects import DEFECTS  # noqa: E402
 
 #: A tester-side timeout (udsoncan's P2 on the host) is host load, never a board defect of the catalogue.
@@ -102,7 +103,15 @@ def bench_copy(base: Path, workdir: Path, slot: int, defect: str | None) -> Path
     for key, default in (("recipes", "../firmware_images/recipes"), ("build_dir", "../firmware_images/build"),
                          ("keys_dir", "../firmware_images/keys"), ("packages", "../firmware_images/packages")):
         images[key] = str((base.parent / images.get(key, default)).resolve())
-    data["can"]["dbc"] = str((base.parent / data["can"].get("dbc", "dbc/bms.dbc")).resolve())
+    if data["can"].get("dbc"):  # else the DUT profile's DBC
+        data["can"]["dbc"] = str((base.parent / data["can"]["dbc"]).resolve())
+    if data["dut"].get("profile"):
+        data["dut"]["profile"] = str((base.parent / data["dut"]["profile"]).resolve())
+    if images.get("signing_key"):
+        images["signing_key"] = str((base.parent / images["signing_key"]).resolve())
+    if isinstance(images.get("catalogue"), dict):  # image files relative to the bench file; recipe names stay
+        images["catalogue"] = {role: str((base.parent / v).resolve()) if "/" in str(v) else v
+                               for role, v in images["catalogue"].items()}
     out = workdir / "bench.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -161,7 +170,10 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep each run's evidence and junit.xml here")
     args = ap.parse_args()
 
-    names = [n.strip() for n in args.defects.split(",") if n.strip()] or sorted(DEFECTS)
+    base = Path(args.bench).resolve()
+    family = load_bench(base).profile.update.family
+    names = [n.strip() for n in args.defects.split(",") if n.strip()] or sorted(
+        n for n, info in DEFECTS.items() if info.applies_to(family))  # a board of this family can carry it
     unknown = [n for n in names if n not in DEFECTS]
     if unknown:
         ap.error(f"unknown defect(s) {unknown}; accepted: {', '.join(sorted(DEFECTS))}")
@@ -169,7 +181,6 @@ def main() -> int:
     for n in names:
         info = DEFECTS[n]
         runs.append(Run(n, [f"testcases/{f}" for f in info.files], info.selection))
-    base = Path(args.bench).resolve()
     free_slots = list(range(args.jobs))
     lock = threading.Lock()
 

@@ -16,23 +16,22 @@ from hil.bench.contract import SESSION_DEFAULT, SESSION_EXTENDED, Did, Reason, U
 from hil.errors import UdsError
 
 
-def _declared_rxswin(image: bytes) -> str | None:
+def _declared_rxswin(images, image: bytes) -> str | None:
     """The RXSWIN an image of this project's builds declares (None for an image without our descriptor)."""
-    from hil.images.mcuboot import parse_image
     from hil.images.payload import PayloadError, decode_payload
 
     try:
-        return decode_payload(parse_image(image).payload).rxswin or None
+        return decode_payload(images.container.payload(image)).rxswin or None
     except (PayloadError, ValueError):
         return None
 
 
-def _check_readable(dut, image: bytes) -> str:
+def _check_readable(dut, images, image: bytes) -> str:
     rxswin = dut.rxswin()
     assert rxswin, "RXSWIN (DID 0xF1A0) reads empty in application mode"
     assert rxswin.isprintable() and rxswin.isascii(), f"RXSWIN is not printable ASCII: {rxswin!r}"
     assert dut.rxswin() == rxswin, "RXSWIN changed between two reads"
-    declared = _declared_rxswin(image)
+    declared = _declared_rxswin(images, image)
     if declared is not None:
         assert rxswin == declared, f"DUT reports RXSWIN {rxswin!r}, the running image declares {declared!r}"
     return rxswin
@@ -40,7 +39,7 @@ def _check_readable(dut, image: bytes) -> str:
 
 @pytest.mark.requirement("R156-rxswin", "ISO24089-identification")
 def test_rxswin_is_readable_and_refuses_to_be_written(dut, uds, images, bench_config, psu):
-    rxswin = _check_readable(dut, images.baseline())
+    rxswin = _check_readable(dut, images, images.baseline())
     assert dut.version(), "software version (DID 0xF189) reads empty"
     # Unauthorised change: neither without security access nor with the programming level's key.
     uds.session(SESSION_DEFAULT)
@@ -63,9 +62,9 @@ def test_rxswin_is_readable_and_refuses_to_be_written(dut, uds, images, bench_co
 @pytest.mark.destructive
 @pytest.mark.requirement("R156-rxswin", "ISO24089-identification", "R156-inform-result")
 def test_rxswin_follows_the_installed_software(dut, flasher, images, bench_config, measure):
-    before = _check_readable(dut, images.baseline())
+    before = _check_readable(dut, images, images.baseline())
     outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, f"update ended {outcome.state.name}: {outcome.states_seen}"
     check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
-    after = _check_readable(dut, images["update"])
+    after = _check_readable(dut, images, images["update"])
     assert after != before, f"RXSWIN still {before!r} after installing different type-approval-relevant software"

@@ -26,22 +26,15 @@ from hil.timing.measure import Measurement
                  marks=pytest.mark.fault(row=3, expect="converges to a bootable state")),
 ])
 def test_exhaustive_power_fail_sweep(request, scenario, torn, multi, row, images, bench_config, measure, evidence):
-    import functools
-
-    from hil.images.mcuboot import load_trusted_keys
-    from hil.sim.bootloader import Bootloader
-    from hil.sim.defects import Defects
-    from hil.sim.sweep import sweep
+    from hil.sim.sweep import sweep_for_bench
 
     assert bench_config.sim is not None
     if multi and request.config.getoption("--nightly"):
         multi *= 10  # nightly: up to ten times as many cuts in a row per point
-    trusted = load_trusted_keys(bench_config.sim.trusted_keys)
-    # The bootloader of the board the bench file describes, defects included (a defective board's sweep must fail).
-    make = functools.partial(Bootloader, defects=Defects(bench_config.sim.defects))
-    report = sweep(bench_config.flash_layout, images["baseline"], images["update"], trusted,
-                   bench_config.dut.hardware_number, scenario=scenario, torn=torn, multi=multi, seed=row,
-                   make_bootloader=make)
+    # The bootloader of the board the bench file describes (its update family's), defects included: a defective
+    # board's sweep must fail.
+    report = sweep_for_bench(bench_config, images["baseline"], images["update"], scenario=scenario, torn=torn,
+                             multi=multi, seed=row)
     (evidence / "sweep.txt").write_text("\n".join(str(p) for p in report.points))
     from hil.report.plots import plot_outcome_strip
 

@@ -65,7 +65,7 @@ def test_interrupted_download_resumes(how, dut, uds, psu, flasher, images, bench
     assert staged.resumed_from > 0, "the board reported nothing to resume (DID FD0A)"
     assert "erase" not in phases, f"a resumed download must not erase: phases {phases}"
     assert staged.accepted, staged.reason
-    measure(Measurement("download_resumed_from", staged.resumed_from / len(image) * 100, "%", 1.0, 100.0))
+    measure(Measurement("download_resumed_from", staged.resumed_from / staged.size * 100, "%", 1.0, 100.0))
     flasher.activate()
     outcome = flasher.wait_outcome()
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
@@ -80,9 +80,8 @@ def test_resumed_image_that_does_not_verify_is_refused(dut, uds, psu, flasher, i
     _interrupted_download(flasher, image)
     _interrupt("tester_vanishes", dut, uds, psu, bench_config)
     # The rest of the download arrives corrupted: one bit flipped near the end of the payload.
-    bad = bytearray(image)
-    bad[contract.IMAGE_HEADER_SIZE + 40000] ^= 0x10
-    staged = flasher.stage(bytes(bad), resume=True)
+    bad = images.container.flip_bit(image, "payload", -8 * 64)
+    staged = flasher.stage(bad, resume=True)
     assert staged.resumed_from > 0, "expected a resumed download"
     assert not staged.accepted and staged.reason is Reason.HASH_MISMATCH, staged
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.REJECTED, Reason.HASH_MISMATCH), measure)

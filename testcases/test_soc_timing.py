@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hil.drivers.canbus import isotp_ceiling_kib_s
-from hil.bench.contract import Routine, UpdateState
+from hil.bench.contract import UpdateState
 from hil.dut.flasher import Phase
 from hil.timing.measure import Measurement
 from hil.timing.soc_timing import TimingCase, TimingSummary, measurement_names
@@ -96,7 +96,7 @@ def _erase_window(tc: TimingCase, flasher, uds, images) -> None:
     flasher.unlock()
     time.sleep(1.0)
     tc.mark("erase start")
-    uds.routine(Routine.ERASE_MEMORY)
+    flasher.erase()
     tc.mark("erase end")
     time.sleep(1.0)
 

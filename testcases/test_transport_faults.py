@@ -93,7 +93,8 @@ def test_endless_transfer_data_is_suspended(dut, flasher, images, bench_config, 
     config = dut.config()
     image = images["update"]
     per_block = dut_profile.uds.max_block_length - 2  # SID and block counter
-    blocks = -(-len(image) // per_block)
+    _address, first = flasher.downloads(image)[0]  # the first RequestDownload's data (the family knows its layout)
+    blocks = -(-len(first) // per_block)
     flasher.block_filter = endless(blocks)
     with pytest.raises(UdsError) as refused:
         flasher.stage(image)
@@ -149,19 +150,17 @@ def test_tester_vanishes_mid_transfer_then_a_new_tester_restarts(dut, flasher, c
 @pytest.mark.fault(row=13, expect="RequestTransferExit refuses a download shorter than announced (NRC 0x24); nothing staged")
 @pytest.mark.requirement("ISO24089-integrity", "R156-integrity")
 def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, bench_config, measure):
-    """Announce the whole image, send all but its last block, then ask to exit: the DUT must refuse."""
-    import struct
-
-    from hil.bench.contract import SESSION_DEFAULT, Did, Routine
+    """Announce the first download of the image whole, send all but its last block, then ask to exit: the DUT must refuse."""
+    from hil.bench.contract import SESSION_DEFAULT
 
     baseline = dut.version()
     config = dut.config()
     image = images["update"]
-    address, _slot, _sector = struct.unpack(">III", uds.read_did(Did.FLASH_LAYOUT))
+    address, data = flasher.downloads(image)[0]  # the family's first RequestDownload: where, and what
     flasher.unlock()
-    uds.routine(Routine.ERASE_MEMORY)
-    per_block = uds.request_download(address, len(image)) - 2  # the DUT's maxNumberOfBlockLength, less SID and counter
-    blocks = [image[i:i + per_block] for i in range(0, len(image), per_block)]
+    flasher.erase()
+    per_block = uds.request_download(address, len(data)) - 2  # the DUT's maxNumberOfBlockLength, less SID and counter
+    blocks = [data[i:i + per_block] for i in range(0, len(data), per_block)]
     for n, block in enumerate(blocks[:-1], start=1):  # the last block never leaves the tester
         uds.transfer_data(n & 0xFF, block)
     with pytest.raises(UdsError) as refused:
@@ -170,7 +169,7 @@ def test_short_download_is_refused_at_transfer_exit(dut, flasher, uds, images, b
     status = dut.status()
     assert status.state is not UpdateState.DOWNLOADED, "a short download must never count as complete"
     with pytest.raises(UdsError) as no_check:
-        uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
+        flasher.verify(image)  # the family's check step(s) on what arrived
     assert no_check.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, str(no_check.value)
     uds.session(SESSION_DEFAULT)  # the tester gives up: the DUT abandons the download
     check_final_state(dut, bench_config.timing, Expected(baseline, config=config), measure)

@@ -10,7 +10,6 @@ import pytest
 
 from hil.bench.contract import DTC_STATUS_FAILED, Dtc, Reason, UpdateState
 from hil.errors import UpdateFailed
-from hil.images import mutate
 
 pytestmark = [pytest.mark.destructive]
 
@@ -53,7 +52,7 @@ def test_history_and_dtc_after_success_and_rollback(dut, flasher, images):
 def test_rejected_image_recorded_with_reason_and_dtc(dut, flasher, images):
     dut.clear_dtcs()
     with pytest.raises(UpdateFailed):
-        flasher.update(mutate.flip_bit(images["update"], "payload"))
+        flasher.update(images.container.flip_bit(images["update"], "payload"))
     last = dut.update_history()[-1]
     assert (last.result, last.reason, _version(last.to_version)) == (UpdateState.REJECTED, Reason.HASH_MISMATCH, images.version("update")), str(last)
     assert dut.dtcs() == {int(Dtc.UPDATE_REJECTED): DTC_STATUS_FAILED}

@@ -25,6 +25,7 @@ from bench_ports import private_bench_data
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "benches/profiles/default.yaml"
 VENDOR_B = ROOT / "benches/profiles/vendor-b.yaml"
+FBL = ROOT / "benches/profiles/fbl.yaml"
 
 
 def test_default_profile_file_is_the_contract():
@@ -33,7 +34,12 @@ def test_default_profile_file_is_the_contract():
     assert loaded.model_dump(exclude={"can"}) == DutProfile().model_dump(exclude={"can"})
     assert loaded.can.messages == DutProfile().can.messages
     assert loaded.can.dbc == ROOT / "benches/dbc/bms.dbc"
-    assert loaded.dids == {d.name: int(d) for d in Did}
+    from hil.images.families import FAMILIES, shared_dids
+
+    default_family = FAMILIES[loaded.update.family]
+    roles = (*shared_dids(tuple(d.name for d in Did)), *default_family.dids)
+    assert loaded.dids == {d.name: int(d) for d in Did if d.name in roles}
+    assert loaded.routines == {r.name: int(r) for r in Routine if r.name in default_family.routines}
     assert loaded.encode(UpdateState.SUCCESS) == int(UpdateState.SUCCESS)
 
 
@@ -76,6 +82,14 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 
 @pytest.mark.parametrize(("data", "message"), [
+    ({"update": {"family": "autosar"}}, r"profile.yaml: update.family: got 'autosar' - .*unknown update family 'autosar'; "
+                                        r"accepted: mcuboot, flash_bootloader"),
+    ({"update": {"family": "flash_bootloader"}}, r"dids: roles without an identifier: FINGERPRINT \(update family "
+                                                 r"flash_bootloader uses them\)"),
+    ({"update": {"family": "flash_bootloader", "blocks": [{"name": "a", "address": 0x1000, "size": 0x2000},
+                                                          {"name": "b", "address": 0x2000, "size": 0x100}]}},
+     r"update.blocks: .*block b at 0x2000 overlaps"),
+    ({"update": {"address_length_format": 0x30}}, r"update.address_length_format: got 48 - .*both nibbles"),
     ({"dids": {"SOFTWARE_VERSON": 0xF189}}, r"profile.yaml: dids: .*unknown role 'SOFTWARE_VERSON'; accepted: .*SOFTWARE_VERSION"),
     ({"uds": {"phys_request_id": 0x7E0, "pading": 0}}, r"profile.yaml: uds.pading: unknown key; accepted here: .*padding"),
     ({"encodings": {"update_state": {"DONE": 8}}}, r"encodings: .*update_state.DONE: unknown name; accepted: IDLE"),
@@ -128,7 +142,7 @@ def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B], ids=["default", "vendor-b"])
+@pytest.mark.parametrize("profile_file", [DEFAULT, VENDOR_B, FBL], ids=["default", "vendor-b", "fbl"])
 def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     """Raw CAN frames show the profile's ids, DIDs, routine ids, padding and state codes - nothing else."""
     cfg = load_bench(_inproc_bench(tmp_path, profile_file))
@@ -144,7 +158,7 @@ def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
             assert status.state in (UpdateState.IDLE, UpdateState.SUCCESS)
             bench.flasher.unlock()
             struct.unpack(">III", bench.uds.read_did(Did.FLASH_LAYOUT))
-            bench.uds.routine(Routine.ERASE_MEMORY)
+            bench.flasher.erase()  # the update family's erase step, with its option record where it has one
             dut.wait_running(5.0)
             time.sleep(0.3)  # a few SOC cycles on the spy bus
         finally:
@@ -159,7 +173,8 @@ def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
         r[2:5] == b"\x62" + did for r in responses), "the response echoes the profile's DID"
     assert all(len(r) == 8 and r.endswith(bytes([p.uds.padding])) for r in requests if r[0] < 0x07)
     erase = p.routine(Routine.ERASE_MEMORY).to_bytes(2, "big")
-    assert any(r[1:5] == b"\x31\x01" + erase for r in requests), "RoutineControl with the profile's routine id"
+    assert any(r[1:5] == b"\x31\x01" + erase or (r[0] >> 4 == 1 and r[2:6] == b"\x31\x01" + erase) for r in requests), \
+        "RoutineControl with the profile's routine id (single or first frame)"
     unlock = [r for r in requests if r[1] == 0x27]
     assert unlock and unlock[0][2] == p.security.programming_level
     session = [r for r in requests if r[1] == 0x10]
@@ -172,8 +187,9 @@ def test_profile_numbers_are_what_goes_on_the_wire(tmp_path, profile_file):
     db = cantools.database.load_file(str(p.can.dbc))
     soc_id = db.get_message_by_name(p.can.dbc_message(contract.MSG_SOC_CORE)).frame_id
     assert any(f.arbitration_id == soc_id for f in frames), f"SOC frames on the profile's DBC id 0x{soc_id:X}"
-    others = load_profile(VENDOR_B if profile_file == DEFAULT else DEFAULT)
-    assert not [f for f in frames if f.arbitration_id in (others.uds.phys_request_id, others.uds.phys_response_id)]
+    for other in {DEFAULT, VENDOR_B, FBL} - {profile_file}:
+        others = load_profile(other)
+        assert not [f for f in frames if f.arbitration_id in (others.uds.phys_request_id, others.uds.phys_response_id)]
     if profile_file == VENDOR_B:
         assert p.encode(ActivationMode.RESTORE) == 0x5A
 
@@ -187,10 +203,12 @@ def test_no_board_identifier_is_a_literal_outside_the_profile():
 
     import cantools
 
-    p = DutProfile()
-    db = cantools.database.load_file(str(ROOT / "benches/dbc/bms.dbc"))
-    ids = (set(p.dids.values()) | set(p.routines.values()) | {m.frame_id for m in db.messages}
-           | {p.uds.phys_request_id, p.uds.phys_response_id, p.uds.functional_request_id})
+    ids: set[int] = set()
+    for p, dbc in ((DutProfile(), ROOT / "benches/dbc/bms.dbc"), (load_profile(FBL), ROOT / "benches/dbc/fbl.dbc")):
+        db = cantools.database.load_file(str(dbc))
+        ids |= (set(p.dids.values()) | set(p.routines.values()) | {m.frame_id for m in db.messages}
+                | {p.uds.phys_request_id, p.uds.phys_response_id, p.uds.functional_request_id}
+                | {b.address for b in p.update.blocks})
     found = []
     for path in sorted((ROOT / "hil").rglob("*.py")):
         if path.name in ("contract.py", "profile.py"):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hil.bench import contract
 from hil.bench.validation import format_validation_error  # noqa: F401  (bench, recipe and rack loaders use it from here)
 from hil.errors import BenchConfigError
+from hil.images.families import image_file_suffixes
 from hil.images.roles import ROLES
 from hil.bench.dut_profile import BUILTIN_ALGORITHMS, DutProfile, ProfileError, check_against_dbc, compute_key, load_profile
 
@@ -324,9 +325,10 @@ class SimConfig(_Model):
 
 
 class PrebuildConfig(_Model):
-    """Virtual benches only: make the catalogue's missing .bin files from the recipes of the same name."""
+    """Virtual benches only: make the catalogue's missing image files from the recipes of the same name."""
 
     key: str = Field(description="signing key name in keys_dir (generated on first use) or a .pem path")
+    kind: Literal["ecdsa-p256", "ed25519"] = Field("ecdsa-p256", description="type of a key generated on first use")
 
 
 class ImagesConfig(_Model):
@@ -335,8 +337,9 @@ class ImagesConfig(_Model):
     recipes: Path = Path("../firmware_images/recipes")
     build_dir: Path = Path("../firmware_images/build")
     keys_dir: Path = Path("../firmware_images/keys")
-    catalogue: dict[str, str] | None = Field(None, description="image role -> signed .bin file or recipe name; "
-                                                                "None = the recipe catalogue on virtual benches")
+    catalogue: dict[str, str] | None = Field(None, description="image role -> signed image file (.bin, .hex, .s19, "
+                                                                "...) or recipe name; None = the recipe catalogue "
+                                                                "on virtual benches")
     signing_key: Path | None = Field(None, description="the board's development signing key (PEM), for derived variants")
     signing_key_env: str | None = Field(None, description="environment variable holding the signing key's path")
     prebuild: PrebuildConfig | None = None
@@ -405,6 +408,17 @@ class BenchConfig(_Model):
         return self.model_copy(update=update)
 
     @model_validator(mode="after")
+    def _defects_fit_the_family(self) -> "BenchConfig":
+        from hil.sim.defects import DEFECTS
+
+        family = self.profile.update.family
+        foreign = [n for n in (self.sim.defects if self.sim else []) if not DEFECTS[n].applies_to(family)]
+        if foreign:
+            raise ValueError(f"sim.defects {foreign}: a board of update family {family} cannot carry them (they break "
+                             f"promises of {', '.join(sorted({f for n in foreign for f in DEFECTS[n].families}))} boards)")
+        return self
+
+    @model_validator(mode="after")
     def _virtual_needs_sim(self) -> "BenchConfig":
         if self.virtual and self.sim is None:
             raise ValueError("virtual: true needs a sim section")
@@ -448,8 +462,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                                for i, k in enumerate(sim["trusted_keys"])]
     images = data.setdefault("images", {}) if isinstance(data, dict) else None
     if isinstance(images, dict) and isinstance(images.get("catalogue"), dict):
-        # .bin files are paths relative to the bench file; anything else is a recipe name
-        images["catalogue"] = {role: str((base / v).resolve()) if isinstance(v, str) and v.endswith(".bin") else v
+        # image files (.bin, .hex, .s19, ...: every update family's suffixes) are paths relative to the bench
+        # file; anything else is a recipe name
+        suffixes = image_file_suffixes()
+        images["catalogue"] = {role: str((base / v).resolve()) if isinstance(v, str) and v.endswith(suffixes) else v
                                for role, v in images["catalogue"].items()}
     if isinstance(images, dict):
         for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir),

@@ -137,15 +137,18 @@ class Did(enum.IntEnum):
     UPDATE_HISTORY = 0xFD09  # u8 count, then count x UpdateHistoryEntry (newest last)
     DOWNLOAD_RESUME = 0xFD0A  # u32 announced size, u32 bytes stored (resume offset), u32 CRC-32 of them
     CONFIGURATION = 0xFD20  # UTF-8 JSON object; 0x2E only at the bench level (development restore path)
+    FINGERPRINT = 0xF15A  # flash_bootloader: who programmed the board (BCD date, tester id); written before erasing
 
 
 class Routine(enum.IntEnum):
-    """RoutineControl (0x31) identifiers, all startRoutine (0x01)."""
+    """RoutineControl (0x31) identifiers, all startRoutine (0x01). An update family uses some of them
+    (hil/images/families.py); a profile gives identifiers to those its family uses."""
 
     ERASE_MEMORY = 0xFF00  # erase the inactive (secondary) slot; long -> 0x78
     CHECK_PROGRAMMING_DEPENDENCIES = 0xFF01  # verify the staged image: status record below
     ACTIVATE_UPDATE = 0x0301  # option record: ActivationMode; takes effect at the next reset
     APPLY_PROFILE = 0xFF02  # verify and apply the downloaded configuration package: status record below
+    CHECK_MEMORY = 0x0202  # flash_bootloader: verify the downloaded blocks; option record: the detached signature
 
 
 class ActivationMode(enum.IntEnum):
@@ -372,6 +375,7 @@ DID_LENGTH: dict[Did, int | None] = {
     Did.UPDATE_HISTORY: None,
     Did.DOWNLOAD_RESUME: 12,
     Did.CONFIGURATION: None,
+    Did.FINGERPRINT: None,
 }
 
 # --------------------------------------------------------------------------- image

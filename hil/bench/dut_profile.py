@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hil.bench import contract
 from hil.bench.validation import format_validation_error
 from hil.errors import BenchConfigError
+from hil.images.families import DEFAULT_FAMILY, FAMILIES, family as update_family, shared_dids
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -225,6 +226,57 @@ class RestoreProfile(_Model):
         return self
 
 
+class LogicalBlock(_Model):
+    """One address range of the board's memory map that a download fills (an OEM flash bootloader's logical block)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    address: int = Field(ge=0, le=0xFFFFFFFF, description="first address (the board's logical address)")
+    size: int = Field(gt=0, le=0xFFFFFFFF, description="bytes the block holds at most")
+
+
+class UpdateProfile(_Model):
+    """How the board is updated: its update family (hil/images/families.py) and that family's layout facts."""
+
+    family: str = Field(DEFAULT_FAMILY, description="update family: image container and programming sequence")
+    blocks: list[LogicalBlock] = Field(default_factory=list, description="flash_bootloader: the logical blocks, "
+                                       "in address order; an image's header sits at the start of the first")
+    fingerprint_length: int = Field(16, ge=4, le=64, description="flash_bootloader: bytes of the fingerprint DID "
+                                    "record (3 bytes BCD date, then the tester id)")
+    address_length_format: int = Field(0x44, ge=0x11, le=0x44, description="flash_bootloader: the "
+                                       "addressAndLengthFormatIdentifier of the erase routine's option record")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        update_family(v)  # ValueError naming the accepted families
+        return v
+
+    @field_validator("address_length_format")
+    @classmethod
+    def _format(cls, v: int) -> int:
+        if not (1 <= v >> 4 <= 4 and 1 <= v & 0x0F <= 4):
+            raise ValueError(f"0x{v:02X}: both nibbles (length bytes, address bytes) must be 1..4")
+        return v
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v: list[LogicalBlock]) -> list[LogicalBlock]:
+        end = -1
+        for b in v:
+            if b.address <= end:
+                raise ValueError(f"block {b.name} at 0x{b.address:X} overlaps or precedes the block before it "
+                                 "(blocks are listed in address order, without overlap)")
+            end = b.address + b.size - 1
+        return v
+
+
+def _default_roles(roles: type[enum.IntEnum]) -> dict[str, int]:
+    """The default board's identifiers: the roles its update family (the default one) uses."""
+    fam = FAMILIES[DEFAULT_FAMILY]
+    wanted = fam.routines if roles is contract.Routine else (*shared_dids(tuple(m.name for m in roles)), *fam.dids)
+    return {m.name: int(m.value) for m in roles if m.name in wanted}
+
+
 def _default_encodings() -> dict[str, dict[str, int]]:
     return {k: _enum_table(e) for k, e in ENCODED_ENUMS.items()}
 
@@ -237,14 +289,15 @@ class DutProfile(_Model):
     uds: UdsProfile = UdsProfile()
     sessions: SessionProfile = SessionProfile()
     security: SecurityProfile = SecurityProfile()
-    dids: dict[str, int] = Field(default_factory=lambda: _enum_table(contract.Did),
+    dids: dict[str, int] = Field(default_factory=lambda: _default_roles(contract.Did),
                                  description="DID role (contract.Did name) -> identifier")
-    routines: dict[str, int] = Field(default_factory=lambda: _enum_table(contract.Routine),
+    routines: dict[str, int] = Field(default_factory=lambda: _default_roles(contract.Routine),
                                      description="routine role (contract.Routine name) -> identifier")
     encodings: dict[str, dict[str, int]] = Field(default_factory=_default_encodings,
                                                  description="table -> {framework enum name: board value}")
     console: ConsoleProfile = ConsoleProfile()
     restore: RestoreProfile = RestoreProfile()
+    update: UpdateProfile = UpdateProfile()
     source: Path | None = Field(None, exclude=True)
 
     @field_validator("dids", "routines")
@@ -257,9 +310,6 @@ class DutProfile(_Model):
                 raise ValueError(f"unknown role {role!r}; accepted: {accepted}")
             if not 0 <= ident <= 0xFFFF:
                 raise ValueError(f"{role}: identifier 0x{ident:X} does not fit 16 bits")
-        missing = [m.name for m in roles if m.name not in v]
-        if missing:
-            raise ValueError(f"roles without an identifier: {', '.join(missing)}")
         seen: dict[int, str] = {}
         for role, ident in v.items():
             if ident in seen:
@@ -286,6 +336,21 @@ class DutProfile(_Model):
                 raise ValueError(f"{table}: board values {dup} are used for more than one name")
             out[table] = dict(entries)
         return out
+
+    @model_validator(mode="after")
+    def _family_roles(self) -> "DutProfile":
+        """Every DID and routine role the board's update family uses has an identifier."""
+        fam = FAMILIES[self.update.family]
+        for kind, needed, given in (("dids", (*shared_dids(tuple(m.name for m in contract.Did)), *fam.dids), self.dids),
+                                    ("routines", fam.routines, self.routines)):
+            missing = [r for r in needed if r not in given]
+            if missing:
+                raise ValueError(f"{kind}: roles without an identifier: {', '.join(missing)} "
+                                 f"(update family {fam.name} uses them)")
+        for name in fam.profile_fields:
+            if not getattr(self.update, name):
+                raise ValueError(f"update.{name}: update family {fam.name} needs it (see docs for the family)")
+        return self
 
     # ------------------------------------------------------------------ identifiers
     def did(self, role: str | contract.Did) -> int:

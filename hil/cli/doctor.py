@@ -96,7 +96,7 @@ def _profile(cfg: BenchConfig) -> str:
     p = cfg.profile
     return (f"{p.name} ({p.source or 'built-in default'}): UDS 0x{p.uds.phys_request_id:X}/0x{p.uds.phys_response_id:X}, "
             f"{len(p.dids)} DIDs, {len(p.routines)} routines, restore {p.restore.method}, "
-            f"{len(p.console.patterns)} console patterns")
+            f"{len(p.console.patterns)} console patterns, update family {p.update.family}")
 
 
 def _catalogue(cfg: BenchConfig) -> str:
@@ -104,9 +104,10 @@ def _catalogue(cfg: BenchConfig) -> str:
     from pathlib import Path
 
     from hil.images.catalogue import DERIVED, ROLES, catalogue_of, signing_key
+    from hil.images.families import image_file_suffixes
 
     catalogue = catalogue_of(cfg)
-    absent = [r for r, v in catalogue.items() if v.endswith(".bin") and not Path(v).is_file()
+    absent = [r for r, v in catalogue.items() if v.endswith(image_file_suffixes()) and not Path(v).is_file()
               and cfg.images.prebuild is None]
     if absent:
         raise ValueError(f"catalogue files missing: {', '.join(f'{r}={catalogue[r]}' for r in absent)}")

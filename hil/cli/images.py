@@ -26,10 +26,16 @@ def _version(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def _image_bytes(image: str, cfg: BenchConfig | None) -> tuple[bytes, str]:
-    """Bytes of IMAGE, a .bin path or (with a bench) a recipe name."""
-    from hil.images.build import load_image
+    """Bytes of IMAGE, a .bin path or (with a bench) a recipe name or an image file the bench's container reads."""
+    from hil.images.build import load_image as load_mcuboot_image
+    from hil.images.catalogue import load_image
 
-    return file_or_recipe(image, cfg, load_image, "IMAGE")
+    if cfg is not None and Path(image).is_file():
+        try:
+            return load_image(image, cfg), str(image)  # the board's container: a HEX file and its .sig, say
+        except HilError:
+            pass
+    return file_or_recipe(image, cfg, load_image if cfg is not None else load_mcuboot_image, "IMAGE")
 
 
 @click.group("images", context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,21 +47,26 @@ def images() -> None:
 @bench_option("bench whose recipes, keys and build directories and flash layout are used")
 @click.argument("names", nargs=-1)
 def build(bench_file: str, names: tuple[str, ...]) -> None:
-    """Build and sign NAMES (recipe names; all recipes when none are given)."""
-    from hil.images.build import build_all, read_manifest
+    """Build and sign NAMES (recipe names; all recipes when none are given) in the bench's image format."""
+    from hil.images.catalogue import container_of
+    from hil.images.recipes import find_recipe, load_recipes
 
     cfg = load_bench_config(bench_file)
+    container = container_of(cfg)
     with hil_errors():
-        built = build_all(cfg.images.recipes, cfg.images.keys_dir, cfg.images.build_dir, names=names or None,
-                          layout=cfg.flash_layout)
-    manifest = read_manifest(cfg.images.build_dir)
+        recipes = [find_recipe(n, cfg.images.recipes) for n in names] if names else \
+            list(load_recipes(cfg.images.recipes).values())
+        built = {r.name: (r, container.build(r, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout))
+                 for r in recipes}
 
     def row(name: str) -> tuple[str, ...]:
-        entry = manifest.get(name, {})
-        return (name, entry.get("version", "?"), str(entry.get("security_counter", "?")), entry.get("key", "?"),
-                str(entry.get("size", "?")), str(entry.get("sha256", "?"))[:16])
-    print_table(f"images in {cfg.images.build_dir}", ("name", "version", "sec cnt", "key", "bytes", "sha256"),
-                [row(name) for name in built])
+        recipe, path = built[name]
+        image = container.load(path)
+        info = container.read(image)
+        return (name, info.version_str, str(info.security_counter), recipe.key, str(container.size(image)),
+                container.digest(image).hex()[:16])
+    print_table(f"{container.family} images in {cfg.images.build_dir}",
+                ("name", "version", "sec cnt", "key", "bytes", "digest"), [row(name) for name in built])
 
 
 @images.command()
@@ -129,6 +140,14 @@ def info(bench_file: str | None, image: str) -> None:
     try:
         img = parse_image(data)
     except ImageError as exc:
+        if cfg is not None:  # not an MCUboot image: the bench's own container describes it
+            from hil.images.catalogue import container_of
+
+            try:
+                click.echo(container_of(cfg).describe(data))
+                return
+            except (HilError, ValueError):
+                pass
         raise click.ClickException(f"{shown}: {Reason(exc.reason).name}: {exc}") from None
     h = img.header
     rows = [("magic", f"0x{h.magic:08x}"), ("load_addr", f"0x{h.load_addr:x}"), ("hdr_size", f"0x{h.hdr_size:x}"),

@@ -141,7 +141,7 @@ def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
             flasher = bench.programmer
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                           TransferSpeedColumn(), console=out) as progress:
-                task = progress.add_task(f"{before} -> {image}", total=len(data))
+                task = progress.add_task(f"{before} -> {image}", total=flasher.container.size(data))
                 flasher.on_progress.append(lambda done, total: progress.update(task, completed=done))
                 staged = flasher.stage(data, bench_level=activation is ActivationMode.RESTORE, resume=resume)
             resumed = f", resumed at byte {staged.resumed_from}" if staged.resumed_from else ""

@@ -102,7 +102,8 @@ class UdsClient:
             address=isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id),
             params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
                                              timeout_ms=tester.isotp_timeout_ms))
-        codecs: dict[Any, Any] = {self.profile.did(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()}
+        codecs: dict[Any, Any] = {self.profile.did(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()
+                                  if did.name in self.profile.dids}  # the roles of the board's update family
         codecs["default"] = BytesCodec(None)  # DIDs outside the profile (negative tests)
         config = dict(udsoncan.configs.default_client_config)
         config.update({

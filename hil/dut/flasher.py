@@ -1,61 +1,31 @@
-"""The UDS programming sequence as one object: stage, activate, wait for the outcome.
+"""The update as one object: stage, activate, wait for the outcome - whatever the board's update family.
 
-Fault injectors attach to its hooks: `on_phase` (a phase begins), `on_progress` (bytes
-transferred, the byte-offset hook power cuts use) and `block_filter` (rewrites the TransferData
-blocks actually sent: drop, repeat, reorder, wrong counter).
+The steps on the wire are the family's programming sequence (hil/dut/sequence.py, chosen by the DUT
+profile's `update.family`); the Flasher owns what every family shares: the fault hooks, the phases,
+the transfer loop and the wait for the outcome. Fault injectors attach to its hooks: `on_phase` (a
+phase begins), `on_progress` (bytes transferred, the byte-offset hook power cuts use) and
+`block_filter` (rewrites the TransferData blocks actually sent: drop, repeat, reorder, wrong counter).
 """
 
 from __future__ import annotations
 
 import collections
-import enum
-import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from hil.bench import contract
 from hil.bench.config import DutConfig
-from hil.bench.contract import ActivationMode, Did, Reason, Routine, UpdateState
+from hil.bench.contract import ActivationMode, Reason, UpdateState
 from hil.drivers.protocols import CanLink, UdsLink
+from hil.dut.sequence import BlockFilter, Phase, ProgrammingSequence, StageResult, sequence_for
 from hil.errors import HilTimeout, UdsError, UpdateFailed
 from hil.bench.dut_profile import DutProfile
+from hil.images.container import ImageContainer, container_for
 
-
-class Phase(str, enum.Enum):
-    """Phases of an update as the tester sees them (names used in evidence and fault ids)."""
-
-    UNLOCK = "unlock"
-    ERASE = "erase"
-    DOWNLOAD = "download"
-    TRANSFER_EXIT = "transfer_exit"
-    VERIFY = "verify"
-    ACTIVATE = "activate"
-    RESET = "reset"
-    INSTALL = "install"  # ECU silent: bootloader swapping
-    FIRST_BOOT = "first_boot"  # new image running its self-test
-    DONE = "done"
-
-
-#: (counter, data) pairs actually sent for one block; the default sends the block unchanged.
-BlockFilter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
+__all__ = ["BlockFilter", "Flasher", "Phase", "StageResult", "UpdateOutcome"]
 
 TERMINAL_STATES = (UpdateState.SUCCESS, UpdateState.ROLLED_BACK, UpdateState.REJECTED, UpdateState.RECOVERY)
-
-
-@dataclass
-class StageResult:
-    """Outcome of the background download and the ECU's check of the staged image."""
-
-    size: int
-    seconds: float
-    accepted: bool
-    reason: Reason
-    resumed_from: int = 0  # bytes the DUT already had (a resumed download sent only the rest)
-
-    @property
-    def kib_per_s(self) -> float:
-        return (self.size - self.resumed_from) / 1024 / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -83,7 +53,7 @@ def _num(value: object) -> int:
 
 
 class Flasher:
-    """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
+    """Drives one DUT through its update family's programming sequence (docs/bench-contract.md)."""
 
     def __init__(self, uds: UdsLink, can: CanLink, dut: DutConfig, profile: DutProfile | None = None) -> None:
         self.uds = uds
@@ -98,83 +68,81 @@ class Flasher:
         #: evidence for reports (hil.allure_audit). Bounded, so a long sweep does not pile up images.
         self.staged: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=16)
         self.transport_faults: collections.deque[tuple[float, str]] = collections.deque(maxlen=256)
+        #: The board's image format and programming steps (its update family).
+        self.container: ImageContainer = container_for(self.profile)
+        self.sequence: ProgrammingSequence = sequence_for(self)
 
-    def _phase(self, phase: Phase) -> None:
+    # ------------------------------------------------------------------ what sequences use
+    def phase(self, phase: Phase) -> None:
+        """A phase begins: recorded with its time, then every on_phase hook runs."""
         self.phases.append((phase, time.monotonic()))
         for hook in list(self.on_phase):
             hook(phase)
 
+    def download(self, address: int, data: bytes, *, offset: int = 0, sent_before: int = 0,
+                 total: int | None = None) -> None:
+        """RequestDownload of data[offset:] at address + offset, the TransferData blocks (through `block_filter`,
+        reporting sent_before + bytes sent of `total` to `on_progress`), RequestTransferExit."""
+        total = total if total is not None else len(data)
+        self.phase(Phase.DOWNLOAD)
+        block_len = self.uds.request_download(address + offset, len(data) - offset)
+        per_block = block_len - 2
+        counter = 1
+        for block_start in range(offset, len(data), per_block):
+            chunk = data[block_start:block_start + per_block]
+            frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
+            for c, payload in frames:
+                self.uds.transfer_data(c, payload)
+            sent = sent_before + block_start + len(chunk)
+            for hook in list(self.on_progress):
+                hook(sent, total)
+            counter = (counter + 1) & 0xFF
+        self.phase(Phase.TRANSFER_EXIT)
+        self.uds.request_transfer_exit()
+
+    # ------------------------------------------------------------------ the family's steps
     def unlock(self, bench_level: bool = False) -> None:
         """Programming session and SecurityAccess (the bench level for restores)."""
-        self._phase(Phase.UNLOCK)
-        self.uds.session(contract.SESSION_PROGRAMMING)
-        security = self.dut.bench_security if bench_level else self.dut.security
-        if security is None:
-            raise UpdateFailed("this bench has no bench_security level configured; restores need it")
-        self.uds.unlock(security)
+        self.sequence.unlock(bench_level)
+
+    def erase(self) -> None:
+        """Erase what a download fills (after `unlock`): the family's erase step."""
+        self.sequence.erase()
+
+    def downloads(self, image: bytes) -> list[tuple[int, bytes]]:
+        """(address, data) of each RequestDownload a full download of `image` makes."""
+        return self.sequence.downloads(image)
+
+    def capacity(self) -> tuple[int, int]:
+        """(address, bytes): where the first download goes and the most the board takes there."""
+        return self.sequence.capacity()
 
     def resume_offset(self, image: bytes) -> int:
-        """Where a download of `image` can resume: the bytes the DUT reports stored (DID FD0A), if they are
-        this image's first bytes (same size, same CRC-32); 0 when it must start over."""
-        import zlib
-
-        size, stored, crc = struct.unpack(">III", self.uds.read_did(Did.DOWNLOAD_RESUME))
-        if size == len(image) and 0 < stored < size and zlib.crc32(image[:stored]) == crc:
-            return stored
-        return 0
+        """Where a download of `image` can resume: the bytes the DUT reports stored (DID DOWNLOAD_RESUME), if they
+        are this image's first bytes; 0 when it must start over."""
+        return self.sequence.resume_offset(image)
 
     def stage(self, image: bytes, *, bench_level: bool = False, check: bool = True, resume: bool = False) -> StageResult:
-        """Background download into the inactive slot, then the ECU's check routine.
+        """Background download, then the ECU's check of what arrived.
 
         `resume`: continue an interrupted download of the same image from the last block the DUT has
         stored (no erase); falls back to a full download when there is nothing to resume."""
-        start = time.monotonic()
         self.staged.append((time.time(), image))
-        self.unlock(bench_level)
-        address, slot_size, _sector = struct.unpack(">III", self.uds.read_did(Did.FLASH_LAYOUT))
-        offset = self.resume_offset(image) if resume else 0
-        if offset == 0:
-            self._phase(Phase.ERASE)
-            self.uds.routine(Routine.ERASE_MEMORY)
-        self._phase(Phase.DOWNLOAD)
-        block_len = self.uds.request_download(address + offset, len(image) - offset)
-        per_block = block_len - 2
-        counter = 1
-        sent = offset
-        for block_start in range(offset, len(image), per_block):
-            chunk = image[block_start:block_start + per_block]
-            frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
-            for c, data in frames:
-                self.uds.transfer_data(c, data)
-            sent = block_start + len(chunk)
-            for hook in list(self.on_progress):
-                hook(sent, len(image))
-            counter = (counter + 1) & 0xFF
-        self._phase(Phase.TRANSFER_EXIT)
-        self.uds.request_transfer_exit()
-        if not check:
-            return StageResult(len(image), time.monotonic() - start, True, Reason.NONE, offset)
-        self._phase(Phase.VERIFY)
-        status = self.uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
-        accepted = len(status) >= 1 and status[0] == 0
-        reason = self.profile.decode(Reason, status[1]) if len(status) >= 2 else Reason.NONE
-        return StageResult(len(image), time.monotonic() - start, accepted, reason, offset)
+        return self.sequence.stage(image, bench_level=bench_level, check=check, resume=resume)
+
+    def verify(self, image: bytes) -> tuple[bool, Reason]:
+        """The ECU's check of the downloaded `image` alone: (accepted, reason); UdsError if it refuses to check."""
+        return self.sequence.verify(image)
 
     def discard(self) -> None:
-        """Throw away whatever the inactive slot holds (a staged, rejected or reverted image): the erase
-        routine, then the default session. Afterwards the update status is IDLE and there is no backup."""
-        self.unlock()
-        self._phase(Phase.ERASE)
-        self.uds.routine(Routine.ERASE_MEMORY)
-        self.uds.session(contract.SESSION_DEFAULT)
+        """Throw away whatever the DUT holds staged (a staged, rejected or reverted image), then the default
+        session. Afterwards the update status is IDLE and there is no backup."""
+        self.sequence.discard()
 
-    def activate(self, mode: ActivationMode = ActivationMode.TEST) -> None:
-        """Activation routine, then ECUReset: the bootloader installs at the reset."""
-        self._phase(Phase.ACTIVATE)
-        self.uds.routine(Routine.ACTIVATE_UPDATE, bytes([self.profile.encode(mode)]))
-        self._phase(Phase.RESET)
-        self.uds.ecu_reset()
-        self._phase(Phase.INSTALL)
+    def activate(self, mode: ActivationMode = ActivationMode.TEST, *, reset: bool = True) -> None:
+        """Make the verified image install; with `reset`, the reset that starts the install (the bootloader
+        installs at the next reset either way, a power cycle included)."""
+        self.sequence.activate(mode, reset=reset)
 
     def wait_outcome(self, timeout: float | None = None) -> UpdateOutcome:
         """Wait until the DUT reports a terminal update state (success, rolled back, rejected, recovery).
@@ -194,7 +162,7 @@ class Flasher:
             if not seen or seen[-1] != label:
                 seen.append(label)
                 if state is UpdateState.TESTING:
-                    self._phase(Phase.FIRST_BOOT)
+                    self.phase(Phase.FIRST_BOOT)
 
         with self.can.recorder(contract.MSG_UPDATE_STATUS) as frames:
             done = 0
@@ -213,7 +181,7 @@ class Flasher:
                 if state is not None:
                     note(state, reason)
                 if state in TERMINAL_STATES:
-                    self._phase(Phase.DONE)
+                    self.phase(Phase.DONE)
                     return UpdateOutcome(state, reason, self._version(), time.monotonic() - start, seen)
         raise HilTimeout(f"update did not reach a terminal state within {timeout:.0f} s", " -> ".join(seen))
 

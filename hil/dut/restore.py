@@ -81,11 +81,15 @@ class CommandRestore:
             raise BenchConfigError(f"restore.command {self.cfg.command!r}: bad placeholder {exc}; "
                                    "accepted: {image}, {address}, {bench}") from None
 
-    def run(self, image: bytes, bench_name: str) -> str:
-        """Run the command on `image`; its output, or BenchBroken with exit code and last output."""
+    def run(self, image: bytes, bench_name: str, container: Any = None) -> str:
+        """Run the command on `image` (written as the board's `container` writes its files: a .bin by default);
+        its output, or BenchBroken with exit code and last output."""
         with tempfile.TemporaryDirectory(prefix="hil-restore-") as tmp:
-            path = Path(tmp) / "baseline.bin"
-            path.write_bytes(image)
+            if container is None:
+                path = Path(tmp) / "baseline.bin"
+                path.write_bytes(image)
+            else:
+                path = container.save(image, Path(tmp) / f"baseline{container.suffixes[0]}")[0]
             argv = self.argv(path, bench_name)
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=self.cfg.timeout_s)
@@ -102,7 +106,7 @@ class CommandRestore:
         return output
 
     def restore(self, bench: Any, image: bytes, label: str) -> None:
-        self.run(image, bench.cfg.bench)
+        self.run(image, bench.cfg.bench, bench.flasher.container)
         _power_cycle_and_wait(bench)
 
 

@@ -382,6 +382,4 @@ class PowerCutSweep:
                          ev.landed, proof, ev.timing_error_s)
 
     def flasher_version_of_image(self) -> str:
-        from hil.images.mcuboot import parse_image
-
-        return parse_image(self.image).version_str
+        return str(self.flasher.container.read(self.image).version_str)

@@ -82,10 +82,10 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """The build manifest ({} when there is none or it is unreadable: everything is rebuilt)."""
+def read_manifest(out_dir: Path, name: str = MANIFEST) -> dict[str, Any]:
+    """The build manifest `name` in `out_dir` ({} when there is none or it is unreadable: everything is rebuilt)."""
     try:
-        data = json.loads((Path(out_dir) / MANIFEST).read_text())
+        data = json.loads((Path(out_dir) / name).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

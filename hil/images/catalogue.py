@@ -8,8 +8,10 @@ derived where that is honest:
 - `older_version`, `higher_security_counter`: the update re-signed with the board's development
   signing key (`images.signing_key` file or `images.signing_key_env`; never committed) with imgtool.
 
-Mutations (bit flips, truncation, no signature) need no key (hil/images/mutate.py). A role that is
-neither mapped nor derivable is *missing*: the case asking for it is skipped naming the role, and
+Images are built, read and re-signed by the container of the board's update family
+(hil/images/container.py): the same catalogue serves MCUboot .bin files and an OEM flash
+bootloader's HEX/S-record files. Mutations (bit flips, truncation, no signature) need no key. A role
+that is neither mapped nor derivable is *missing*: the case asking for it is skipped naming the role, and
 the fault matrix reports its row NOT COVERED with that reason.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from hil.bench.config import BenchConfig
 from hil.errors import HilError, ImageBuildError
+from hil.images.container import ImageContainer, container_for
 from hil.images.roles import ROLES
 
 #: The virtual bench's recipes by role (firmware_images/recipes); a virtual bench without
@@ -73,38 +76,65 @@ def signing_key(cfg: BenchConfig) -> Path | None:
     return None
 
 
+def container_of(cfg: BenchConfig) -> ImageContainer:
+    """The image container of the bench's board (its DUT profile's update family)."""
+    return container_for(cfg.profile)
+
+
 def prebuild(cfg: BenchConfig) -> list[Path]:
-    """Virtual benches with `images.prebuild`: build each missing catalogue .bin from the recipe of the same
-    name, signed with the prebuild key (generated on first use, never committed). Returns the files made."""
+    """Virtual benches with `images.prebuild`: build each missing catalogue file (of a suffix the board's container
+    builds) from the recipe of the same name, signed with the prebuild key (generated on first use, never
+    committed). Returns the files made."""
     spec = cfg.images.prebuild
     if spec is None:
         return []
-    from hil.images.build import build_image
     from hil.images.keys import ensure_key
     from hil.images.recipes import find_recipe
 
-    key = ensure_key(spec.key, cfg.images.keys_dir)
+    container = container_of(cfg)
+    key = ensure_key(spec.key, cfg.images.keys_dir, spec.kind)
     made = []
     for role, entry in catalogue_of(cfg).items():
         path = Path(entry)
-        if path.suffix != ".bin":
+        if path.suffix not in container.suffixes:
             continue
         recipe = find_recipe(path.stem, cfg.images.recipes).model_copy(update={"key": str(key)})
         if path.is_file():
             continue
-        made.append(build_image(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout))
+        made.append(container.build(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout,
+                                    suffix=path.suffix))
     return made
+
+
+def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
+    """Image bytes for a recipe name (built on demand with the bench's container, layout and keys), a path to a
+    recipe .yaml of your own (built the same way), or a path to an image file the container reads."""
+    container = container_of(cfg)
+    candidate = Path(name_or_path)
+    if candidate.is_file() and candidate.suffix in (".yaml", ".yml"):
+        from hil.images.recipes import load_recipe
+
+        return container.load(container.build(load_recipe(candidate), cfg.images.keys_dir, cfg.images.build_dir,
+                                              layout=cfg.flash_layout))
+    if candidate.is_file():
+        return container.load(candidate)
+    name = str(name_or_path)
+    if candidate.suffix in (*container.suffixes, ".bin") or os.sep in name:
+        raise ImageBuildError(f"image file {candidate} not found (give a recipe name or an existing image file: "
+                              f"{', '.join(container.suffixes)})")
+    from hil.images.recipes import find_recipe
+
+    recipe = find_recipe(name, cfg.images.recipes)
+    return container.load(container.build(recipe, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout))
 
 
 def derive(role: str, update: bytes, cfg: BenchConfig) -> bytes:
     """`role` derived from the update image (see DERIVED); MissingImage naming what is lacking."""
-    from hil.images import mutate
-    from hil.images.mcuboot import parse_image
-
+    container = container_of(cfg)
     if role == "unknown_key":
         from hil.images.keys import ensure_dev_keys
 
-        return mutate.resign(update, ensure_dev_keys(cfg.images.keys_dir)["untrusted-ecdsa-p256"])
+        return container.resign(update, ensure_dev_keys(cfg.images.keys_dir)["untrusted-ecdsa-p256"])
     key = signing_key(cfg)
     where = (f"images.signing_key_env={cfg.images.signing_key_env} is not set" if cfg.images.signing_key_env
              else "no images.signing_key / images.signing_key_env in the bench file")
@@ -113,24 +143,22 @@ def derive(role: str, update: bytes, cfg: BenchConfig) -> bytes:
                                  f"board's development key: {where}")
     if not key.is_file():
         raise MissingImage(role, f"signing key {key} does not exist")
-    img = parse_image(update)
+    info = container.read(update)
     try:
         if role == "higher_security_counter":
-            return mutate.resign(update, key, security_counter=(img.security_counter or 0) + 1)
+            return container.resign(update, key, security_counter=info.security_counter + 1)
         if role == "older_version":
-            return mutate.resign(update, key, version=(0, 0, 1))
+            return container.resign(update, key, version=(0, 0, 1))
     except ImageBuildError as exc:
         raise MissingImage(role, f"re-signing the update failed: {exc}") from None
     raise MissingImage(role, f"no way to derive it; accepted roles to derive: {', '.join(DERIVED)}")
 
 
 def resolve_image(name: str, cfg: BenchConfig, update: "bytes | None" = None) -> bytes:
-    """Image bytes for an image role (the bench's catalogue, or derived), a recipe name or a .bin path.
+    """Image bytes for an image role (the bench's catalogue, or derived), a recipe name or an image file path.
 
     MissingImage names a role the bench lacks. `update`: the update image if the caller has it already.
     """
-    from hil.images.build import load_image
-
     if name not in ROLES:
         return load_image(name, cfg)
     catalogue = catalogue_of(cfg)

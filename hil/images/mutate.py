@@ -75,7 +75,7 @@ def region_span(data: bytes, region: Region) -> tuple[int, int]:
 
 
 def flip_bit(data: bytes, region: Region, bit_index: int = 0) -> bytes:
-    """Flip bit `bit_index` (counted from the region start, LSB first) of `region`.
+    """Flip bit `bit_index` (counted from the region start, LSB first; negative: back from its end) of `region`.
 
     Device reports: header, payload, protected_tlv -> HASH_MISMATCH (all hashed; the header
     region starts at the version field); signature -> SIGNATURE_INVALID; tlv -> bit 0 turns
@@ -83,6 +83,8 @@ def flip_bit(data: bytes, region: Region, bit_index: int = 0) -> bytes:
     UNKNOWN_KEY, SIGNATURE_INVALID or BAD_TLV depending on what they hit).
     """
     start, end = region_span(data, region)
+    if bit_index < 0:
+        bit_index += (end - start) * 8
     if not 0 <= bit_index < (end - start) * 8:
         raise ValueError(f"bit_index {bit_index} outside region {region} ({(end - start) * 8} bits)")
     out = bytearray(data)

@@ -140,11 +140,18 @@ def dut_profile(bench_config: BenchConfig) -> Any:
 
 @pytest.fixture
 def console_pattern(bench_config: BenchConfig) -> Any:
-    """`console_pattern(name)`: the profile's console pattern, or skip the case naming the missing pattern."""
+    """`console_pattern(name)`: the profile's console pattern, or skip the case naming the missing pattern - and,
+    where the board's update family has no such phase at all (no swap to watch), why it does not apply."""
+    from hil.images.families import NOT_APPLICABLE_PREFIX, family
+
     def get(name: str) -> str:
-        pattern = bench_config.profile.console_pattern(name)
+        profile = bench_config.profile
+        pattern = profile.console_pattern(name)
         if pattern is None:
-            pytest.skip(f"console pattern missing: profile {bench_config.profile.name} has no console pattern {name!r}")
+            fam = family(profile.update.family)
+            if name in fam.not_applicable:
+                pytest.skip(f"{NOT_APPLICABLE_PREFIX}{fam.name}: console pattern {name!r}: {fam.not_applicable[name]}")
+            pytest.skip(f"console pattern missing: profile {profile.name} has no console pattern {name!r}")
         return pattern
     return get
 

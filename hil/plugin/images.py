@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hil.bench.config import BenchConfig
+
+if TYPE_CHECKING:
+    from hil.images.container import ImageContainer
 
 
 class ImageStore:
@@ -20,6 +24,7 @@ class ImageStore:
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self._cache: dict[str, bytes] = {}
+        self._container: ImageContainer | None = None
         self.used: list[tuple[float, str]] = []  # (wall clock, name): which test used which image
 
     def get(self, name: str) -> bytes:
@@ -42,17 +47,22 @@ class ImageStore:
             pytest.skip(f"{MISSING_ROLE_PREFIX}{exc.role}: {exc.reason}")
             raise  # unreachable: skip raises
 
-    def version(self, name: str) -> str:
-        """The version an image reports (F189 once it runs), from the image header."""
-        from hil.images.mcuboot import parse_image
+    @property
+    def container(self) -> ImageContainer:
+        """The board's image container (its update family's): read, corrupt, truncate, re-sign images."""
+        if self._container is None:
+            from hil.images.container import container_for
 
-        return parse_image(self[name]).version_str
+            self._container = container_for(self.cfg.profile)
+        return self._container
+
+    def version(self, name: str) -> str:
+        """The version an image reports (the software-version DID once it runs), read by the container."""
+        return self.container.read(self[name]).version_str
 
     def security_counter(self, name: str) -> int:
         """The security counter an image carries (0 if none)."""
-        from hil.images.mcuboot import parse_image
-
-        return parse_image(self[name]).security_counter or 0
+        return self.container.read(self[name]).security_counter
 
     def baseline(self) -> bytes:
         """The baseline image: the catalogue's `baseline` role, else dut.baseline_image."""

@@ -39,8 +39,6 @@ def known_state(b: Bench, baseline: Baseline, destructive: bool) -> None:
 
 def restore_baseline(b: Bench, baseline: Baseline, destructive: bool) -> None:
     """The baseline image (through the profile's restore strategy when it differs), configuration and group."""
-    from hil.images.mcuboot import parse_image
-
     dut = b.make_dut()
     try:
         wait_dut_up(dut, b.cfg.dut.boot_timeout_s * 2)
@@ -51,7 +49,7 @@ def restore_baseline(b: Bench, baseline: Baseline, destructive: bool) -> None:
     image = store.baseline()
     version = dut.version()
     status = dut.status()
-    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != parse_image(image).version_str
+    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != store.container.read(image).version_str
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
     if needs_image or (destructive and dut.security_counter() > 1):

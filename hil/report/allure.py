@@ -240,14 +240,15 @@ class TestAudit:
         store = self.item.funcargs.get("images")  # type: ignore[attr-defined]
         used = getattr(store, "used", []) if store is not None else []
         names = list(dict.fromkeys(name for t, name in used if t >= self.started))
+        flasher = getattr(self.bench, "flasher", None)
+        container = getattr(flasher, "container", None)  # the board's image format (its update family)
         seen: dict[str, dict[str, Any]] = {}
         for name in names:
             data = store[name]  # cached: no rebuild
             digest = hashlib.sha256(data).hexdigest()
             entry = {"name": name, "sha256": digest, "bytes": len(data), "source": "images fixture (recipe)",
-                     "dumpinfo": _dumpinfo_of(store, name, data)}
+                     "dumpinfo": _dumpinfo_of(store, name, data, container)}
             seen[digest] = entry
-        flasher = getattr(self.bench, "flasher", None)
         staged = [data for t, data in list(getattr(flasher, "staged", [])) if t >= self.started]
         for i, data in enumerate(staged):
             digest = hashlib.sha256(data).hexdigest()
@@ -256,7 +257,7 @@ class TestAudit:
                 continue
             seen[digest] = {"name": f"derived image #{i + 1} (mutated by the test)", "sha256": digest,
                             "bytes": len(data), "source": "staged through the flasher", "staged": True,
-                            "dumpinfo": _dumpinfo_bytes(data)}
+                            "dumpinfo": _dumpinfo_bytes(data, container)}
         return list(seen.values())
 
     def board_status(self) -> dict[str, Any]:
@@ -315,22 +316,29 @@ def _record(value: Any) -> Any:
     return value
 
 
-def _dumpinfo_of(store: Any, name: str, data: bytes) -> str:
-    """The build's saved `imgtool dumpinfo` (firmware_images/build/<name>.dumpinfo.txt), else run it."""
+def _dumpinfo_of(store: Any, name: str, data: bytes, container: Any = None) -> str:
+    """The build's saved description (<build_dir>/<name>.dumpinfo.txt: `imgtool dumpinfo` or the container's
+    own), else the image described by the board's container."""
     build_dir = getattr(getattr(getattr(store, "cfg", None), "images", None), "build_dir", None)
     if build_dir is not None:
         saved = Path(build_dir) / f"{name}.dumpinfo.txt"
         if saved.is_file():
             return saved.read_text(errors="replace")
-    return _dumpinfo_bytes(data)
+    return _dumpinfo_bytes(data, container)
 
 
-def _dumpinfo_bytes(data: bytes) -> str:
-    """`imgtool dumpinfo` of image bytes (a broken image's refusal is kept as its output)."""
+def _dumpinfo_bytes(data: bytes, container: Any = None) -> str:
+    """The image described by the board's container (`imgtool dumpinfo` for MCUboot images); a broken image's
+    refusal is kept as its output."""
     import tempfile
 
     from hil.images.build import dumpinfo
 
+    if container is not None:
+        try:
+            return str(container.describe(data))
+        except (errors.HilError, OSError, ValueError) as exc:
+            return f"the {container.family} container could not describe this image: {exc}"
     with tempfile.TemporaryDirectory(prefix="hil-dumpinfo-") as tmp:
         path = Path(tmp) / "image.bin"
         path.write_bytes(data)

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
 from hil import __version__
+from hil.images.families import NOT_APPLICABLE_PREFIX
 from hil.report.requirements import CATALOGUE, PARAGRAPH_CAVEAT, Requirement
 
 PASS = "PASS"
@@ -135,9 +136,10 @@ class TestRecord:
     bench: str | None = None  # the bench it ran on (rack runs and merged reports name it)
 
 
-#: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern): the row's
-#: promise was not checked on this board, so the row is NOT COVERED even when other cases passed.
-GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ")
+#: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern), or that the
+#: case does not apply to the board's update family (hil/images/families.py): the row's promise was not
+#: checked on this board, so the row is NOT COVERED, with the reason, even when other cases passed.
+GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ", NOT_APPLICABLE_PREFIX)
 
 
 def is_gap(record: TestRecord) -> bool:

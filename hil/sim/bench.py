@@ -21,12 +21,11 @@ import can
 from hil.drivers.canbus import open_bus
 from hil.bench.config import BenchConfig, socket_resource_address, socket_url_address
 from hil.errors import BenchBroken, BenchConfigError
-from hil.images.build import load_image
-from hil.images.catalogue import catalogue_of, prebuild
+from hil.images.catalogue import catalogue_of, load_image, prebuild
 from hil.images.keys import ensure_dev_keys
 from hil.images.mcuboot import load_trusted_keys
 from hil.sim.board import DEFAULT_CONFIG, Board, PackSource
-from hil.sim.bootloader import Bootloader
+from hil.sim.family import board_parts
 from hil.sim.console import ConsoleServer
 from hil.sim.defects import Defects
 from hil.sim.flash import FlashModel
@@ -187,12 +186,12 @@ class VirtualBench:
         cfg = self.cfg
         assert cfg.sim is not None
         ensure_dev_keys(cfg.images.keys_dir)
-        # initial_image: a recipe, a .bin path, or an image role of the bench's catalogue ("baseline")
+        # initial_image: a recipe, an image file, or an image role of the bench's catalogue ("baseline")
         image = load_image(catalogue_of(cfg).get(cfg.sim.initial_image, cfg.sim.initial_image), cfg)
         interrupter = flash.interrupter
         flash.interrupter = None  # factory programming happens at full speed, before the board exists
         try:
-            Bootloader.factory_program(flash, cfg.flash_layout, image)
+            board_parts(cfg.profile).bootloader.factory_program(flash, cfg.flash_layout, image, cfg.profile)
             NvStore(flash, cfg.flash_layout).update(config=DEFAULT_CONFIG[1], config_schema=1, security_counter=0,
                                                     boot_count=0, update={"state": 0, "reason": 0, "target": [0, 0, 0]})
         finally:

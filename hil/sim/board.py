@@ -24,13 +24,15 @@ from hil.bench.config import BenchConfig
 from hil.bench.contract import BootMode, Reason, ResetCause, UpdateState
 from hil.drivers.canbus import load_dbc
 from hil.sim.errors import PowerLoss
-from hil.images.mcuboot import ParsedImage, TrustedKey
+from hil.images.container import BootImage
+from hil.images.mcuboot import TrustedKey
 from hil.images.payload import FirmwareDescriptor, PayloadError, decode_payload
 from hil.sim import config_packages
 from hil.sim.bootloader import Bootloader
 from hil.sim.defects import Defects
 from hil.sim.diag import DiagServer
 from hil.sim.ecu import PackSource
+from hil.sim.family import board_parts
 from hil.sim.flash import Cut, FlashModel, FlashOp
 from hil.sim.mcu_time import ModelLock, charge
 from hil.sim.nvstore import NvStore
@@ -139,8 +141,11 @@ class Board:
         self.nv = NvStore(flash, self.layout)
         #: sim_only: the promises this board breaks on purpose (empty for a good board).
         self.defects = Defects(self.sim.defects)
-        self.bootloader = Bootloader(flash, self.layout, self.nv, self.trusted, self.hardware_number, log=self.log,
-                                     defects=self.defects)
+        #: the update family's parts: bootloader and UDS application (hil/sim/family.py)
+        self.parts = board_parts(self.profile)
+        self.bootloader: Bootloader = self.parts.bootloader(flash, self.layout, self.nv, self.trusted,
+                                                            self.hardware_number, log=self.log, defects=self.defects,
+                                                            profile=self.profile)
         self._nv_lock = ModelLock()  # a task waiting for an NV write is stalled in model time too
         self._power_lock = threading.Lock()
         self._powered = False
@@ -154,7 +159,7 @@ class Board:
         self._kick = time.monotonic()
         self.diag: DiagServer | None = None
         self.reset_cause = ResetCause.POWER_ON
-        self.running_image: ParsedImage | None = None
+        self.running_image: BootImage | None = None
         self.descriptor: FirmwareDescriptor | None = None
         self.soc: SocCore | None = None
         # SecurityAccess attempt counter and lockout survive resets (a reset must not defeat the delay);
@@ -322,14 +327,18 @@ class Board:
             timer.start()
 
     def erase_secondary(self) -> None:
-        """The application's erase of the inactive slot. A build for a single-bank part (`stall_on_erase`)
+        """The application's erase of the inactive slot (see `flash_erase`)."""
+        self.flash_erase(self.bootloader.erase_secondary)
+
+    def flash_erase(self, erase: Callable[[], None]) -> None:
+        """An erase the application runs while it keeps going. A build for a single-bank part (`stall_on_erase`)
         erases from the bank its code runs from: the SOC task cannot run until the erase ends. The defect
         soc_stalls_during_erase does the same on any build."""
         desc = self.descriptor
         stalls = (desc is not None and desc.timing.stall_on_erase) or self.defects.has("soc_stalls_during_erase")
         stall = self.cpu_stall.held() if stalls else contextlib.nullcontext()
         with stall:
-            self.bootloader.erase_secondary()
+            erase()
 
     # ------------------------------------------------------------------ power
     @property
@@ -436,7 +445,7 @@ class Board:
         t.start()
 
     def _start_diag(self, cpu: Cpu, recovery: bool) -> None:
-        diag = DiagServer(self, recovery=recovery)
+        diag = self.parts.diag_server(self, recovery=recovery)
         self.diag = diag
         self._transport = UdsServerTransport(self.bus, self.notifier, rxid=self.cfg.dut.tx_id, txid=self.cfg.dut.rx_id,
                                              fd=self.cfg.can.fd, handler=diag.handle, profile=self.profile,

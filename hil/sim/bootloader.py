@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from hil.bench.config import FlashLayout
+from hil.bench.dut_profile import DutProfile
 from hil.bench.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
 from hil.errors import ImageError
+from hil.images.container import BootImage
 from hil.sim.errors import FlashError
 from hil.images.mcuboot import ParsedImage, TrustedKey, image_extent, parse_image, verify_image
 from hil.sim.defects import Defects
@@ -55,7 +57,7 @@ class BootResult:
     """What one boot decided: which image runs (None in recovery), whether it is on its trial boot."""
 
     mode: BootMode
-    image: ParsedImage | None
+    image: BootImage | None
     trial: bool
     reverted: bool
     reason: Reason
@@ -110,7 +112,7 @@ class Bootloader:
 
     def __init__(self, flash: FlashModel, layout: FlashLayout, nv: NvStore, trusted: Sequence[TrustedKey],
                  hardware_id: str, *, log: Callable[[str], None] = lambda line: None, chunk: int = 1024,
-                 defects: Defects | None = None) -> None:
+                 defects: Defects | None = None, profile: DutProfile | None = None) -> None:
         if chunk <= 0 or chunk % layout.write_align or layout.sector_size % chunk:
             raise FlashError(f"copy chunk {chunk} must divide the sector ({layout.sector_size}) "
                              f"and be a multiple of write_align ({layout.write_align})")
@@ -600,7 +602,7 @@ class Bootloader:
         return t.consistent and t.image_ok
 
     @staticmethod
-    def factory_program(flash: FlashModel, layout: FlashLayout, image: bytes) -> None:
+    def factory_program(flash: FlashModel, layout: FlashLayout, image: bytes, profile: DutProfile | None = None) -> None:
         """Blank flash -> `image` in the primary slot with a confirmed trailer (what production programming does)."""
         if len(image) > layout.slot_size:
             raise FlashError(f"image of {len(image)} bytes does not fit the {layout.slot_size}-byte slot")

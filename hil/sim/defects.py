@@ -25,6 +25,12 @@ class DefectInfo:
     selection: str
     #: test files (under testcases/) holding those cases.
     files: tuple[str, ...]
+    #: update families (hil/images/families.py) whose board can carry it; () = every family's.
+    families: tuple[str, ...] = ()
+
+    def applies_to(self, family: str) -> bool:
+        """Whether a board of update family `family` can be built with this defect."""
+        return not self.families or family in self.families
 
 
 #: Every defect the virtual board can be built with. Names read as what the defective board does.
@@ -112,10 +118,10 @@ DEFECTS: dict[str, DefectInfo] = {
     # ---- power cuts (rows 1, 2, 3, 4)
     "swap_resumed_from_wrong_step": DefectInfo(
         "an interrupted swap resumes at the step it was cut in", (3, 4),
-        "power_cut", ("test_power_faults.py",)),
+        "power_cut", ("test_power_faults.py",), families=("mcuboot",)),
     "swap_status_written_before_copy": DefectInfo(
         "a swap step is recorded done only after its copy (a cut or torn write cannot lose data)", (1, 2),
-        "power_cut-at_every_operation or torn_write", ("test_power_fail_sweep_exhaustive.py",)),
+        "power_cut-at_every_operation or torn_write", ("test_power_fail_sweep_exhaustive.py",), families=("mcuboot",)),
     # ---- SOC core (rows 17, 22)
     "soc_frames_dropped_while_downloading": DefectInfo(
         "the SOC core keeps sending while an image downloads", (17,),
@@ -150,6 +156,21 @@ DEFECTS: dict[str, DefectInfo] = {
     "rollback_not_recorded": DefectInfo(
         "every rolled-back update leaves a history entry and a DTC", (25,),
         "history_and_dtc_after_success_and_rollback", ("test_update_history.py",)),
+    # ---- the OEM flash-bootloader family's own promises (docs/flash-bootloader.md)
+    "check_memory_ignores_signature": DefectInfo(
+        "the check-memory routine refuses a signature that does not verify", (6,),
+        "signature-flipped_bit", ("test_image_faults.py",), families=("flash_bootloader",)),
+    "dependency_check_skipped": DefectInfo(
+        "the check-programming-dependencies routine refuses other hardware, downgrades and an incompatible "
+        "configuration", (7, 10, 11),
+        "downgrade or wrong_hardware or configuration_schema_unsupported", ("test_image_faults.py",),
+        families=("flash_bootloader",)),
+    "bank_marked_valid_before_check": DefectInfo(
+        "a bank is marked valid (installs at the next reset) only after both check routines accepted it", (5,),
+        "flipped_payload_bit", ("test_image_faults.py",), families=("flash_bootloader",)),
+    "backup_bank_invalidated_at_switch": DefectInfo(
+        "the bank switched away from stays valid: the backup a failed first boot falls back to", (9,),
+        "self_test_fails", ("test_update.py",), families=("flash_bootloader",)),
     # ---- the bench itself: a supply that acknowledges OUTP OFF and keeps the output on
     "supply_ignores_output_off": DefectInfo(
         "a power cut takes effect (reset cause, boot counter, supply read-back prove it)", (4,),

@@ -137,6 +137,7 @@ class DiagServer:
     _progress: int = 0
     _staged_size: int | None = None
     _profile: bytes | None = None  # a downloaded configuration package, waiting for routine FF02
+    _resetting: bool = False  # an ECUReset was answered: the ECU is going down and answers nothing more
 
     def __post_init__(self) -> None:
         self.profile: DutProfile = self.ecu.profile
@@ -146,8 +147,8 @@ class DiagServer:
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes | None:
         """Answer one request; None = no response (suppressed, or the board lost power)."""
-        if not request:
-            return None
+        if not request or self._resetting:
+            return None  # after the ECUReset response a real ECU is resetting: a request gets no answer
         sid = request[0]
         with self._lock:
             self._serving = True  # S3 is stopped while a request is served
@@ -264,6 +265,7 @@ class DiagServer:
         _require(sub in (0x01, 0x02, 0x03), Nrc.SUBFUNCTION_NOT_SUPPORTED)
         self._abort_download("ECUReset")
         self.ecu.request_reset_after_response()
+        self._resetting = True
         return None if req[1] & 0x80 else bytes([0x51, sub])
 
     def _tester_present(self, req: bytes) -> bytes | None:

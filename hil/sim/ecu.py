@@ -15,7 +15,8 @@ from hil.bench.contract import Reason, ResetCause, UpdateState
 if TYPE_CHECKING:  # type-only: these modules do not import this one back
     from hil.bench.config import FlashLayout, SimConfig
     from hil.bench.dut_profile import DutProfile
-    from hil.images.mcuboot import ParsedImage, TrustedKey
+    from hil.images.container import BootImage
+    from hil.images.mcuboot import TrustedKey
     from hil.images.payload import FirmwareDescriptor
     from hil.sim.bootloader import Bootloader
     from hil.sim.defects import Defects
@@ -43,7 +44,7 @@ class EcuContext(Protocol):
     hardware_number: str
     serial_number: str
     reset_cause: ResetCause
-    running_image: "ParsedImage | None"
+    running_image: "BootImage | None"
     descriptor: "FirmwareDescriptor | None"
     sa_attempts: int
     sa_lockout_until: float
@@ -63,6 +64,7 @@ class EcuContext(Protocol):
     def security_level(self, level: int) -> tuple[str, bytes] | None: ...
     def request_reset_after_response(self) -> None: ...
     def erase_secondary(self) -> None: ...
+    def flash_erase(self, erase: Callable[[], None]) -> None: ...
     def vehicle_group(self) -> str: ...
     def vehicle_window(self) -> tuple[bool, bool, str]: ...
     def known_config_keys(self) -> set[str]: ...

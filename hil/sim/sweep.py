@@ -14,6 +14,10 @@ update status agree with the outcome. Anything else is a brick.
 Scenarios: "install" (TEST swap then a confirming trial boot), "revert" (TEST swap, trial boot that
 never confirms, watchdog reset, revert; both boots interrupted), "permanent" (PERM swap). `multi=N`
 stacks up to N cuts in a row at random (seeded) operations of the following boots.
+
+The machinery is the same for every update family; what a board holds before the activation and what
+"intact and consistent" means afterwards is its rig's (`SweepRig`: `McubootRig` here, the OEM flash
+bootloader's in hil/sim/fbl.py). `sweep_for_bench` sweeps the board a bench file describes.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
-from hil.bench.config import FlashLayout
+from hil.bench.config import BenchConfig, FlashLayout
 from hil.bench.contract import ActivationMode, BootMode, ResetCause, UpdateState
+from hil.bench.dut_profile import DutProfile
 from hil.errors import HilError
 from hil.sim.errors import PowerLoss
 from hil.images.mcuboot import TrustedKey, parse_image
@@ -132,37 +137,46 @@ class _Countdown:
         return Cut(torn=self.torn, fraction=self.fraction)
 
 
-class _Rig:
-    """One simulated board (flash, NV, bootloader) with the sweep's firmware behaviour."""
+class SweepRig:
+    """One simulated board (flash, NV, bootloader) with the sweep's firmware behaviour; a family's rig says what
+    the board holds before the activation (`prepare`) and what a good end state is (`check_images`)."""
 
     def __init__(self, layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str,
-                 scenario: Scenario, make_bootloader: BOOTLOADER_FACTORY) -> None:
+                 scenario: Scenario, make_bootloader: BOOTLOADER_FACTORY, profile: DutProfile | None = None) -> None:
         self.layout = layout
         self.old, self.new = old, new
         self.scenario = scenario
+        self.profile = profile or DutProfile()
         self.flash = FlashModel.in_memory(layout)
         self.nv = NvStore(self.flash, layout)
         self.recorder = _Recorder()
-        self.bl = make_bootloader(self.flash, layout, self.nv, trusted, hardware_id, log=self.recorder.log)
-        self.old_img, self.new_img = parse_image(old), parse_image(new)
+        self.bl = make_bootloader(self.flash, layout, self.nv, trusted, hardware_id, log=self.recorder.log,
+                                  profile=self.profile)
         #: Verdict by digest of a flash state at a boot boundary (see outcome()).
         self.memo: dict[bytes, tuple[str, str]] = {}
+        #: The operation of the clean run the current fail point cuts (set by the sweep before each outcome()).
+        self.cut_at = -1
+
+    def expects_install(self, op_index: int) -> bool:
+        """Whether a cut at clean-run operation `op_index` must still end with the install (else the board must
+        keep the old image untouched: a rig whose clean run includes programming the new image says so)."""
+        return True
+
+    def check_untouched(self, result: BootResult) -> list[str]:
+        """What is wrong when the board should run the old image as if no update had been started."""
+        raise NotImplementedError
 
     def prepare(self) -> bytes:
         """Factory state, first boot, new image staged and activated: the flash before the clean run."""
-        Bootloader.factory_program(self.flash, self.layout, self.old)
-        self.nv.update(config=CONFIG, config_schema=1, security_counter=0, boot_count=0,
-                       update={"state": 0, "reason": 0, "target": [0, 0, 0]})
-        self.bl.boot(ResetCause.POWER_ON)
-        self.bl.erase_secondary()
-        for off in range(0, len(self.new), 4094):  # UDS-sized blocks, unaligned on purpose
-            self.bl.write_secondary(off, self.new[off:off + 4094])
-        self.bl.verify_staged()
-        self.nv.update(config_backup=CONFIG, config_schema_backup=1)
-        mode = ActivationMode.PERMANENT if self.scenario == "permanent" else ActivationMode.TEST
-        self.bl.request_upgrade(mode)
-        self.nv.update(update={"state": int(UpdateState.ACTIVATION_PENDING), "reason": 0, "target": [0, 0, 0]})
-        return self.flash.snapshot()
+        raise NotImplementedError
+
+    def check_images(self, result: BootResult, *, expect_new: bool) -> list[str]:
+        """What is wrong with the images and the boot records when the board should run the new (or old) image."""
+        raise NotImplementedError
+
+    def security_counter_of(self, image: bytes) -> int:
+        """The security counter of one of the two images (old or new)."""
+        raise NotImplementedError
 
     def clean_run(self) -> list[_Recorded]:
         """The uninterrupted activation: every operation of it is a fail point."""
@@ -255,6 +269,11 @@ class _Rig:
         """
         if result.mode is not BootMode.APPLICATION or result.image is None:
             return "brick", "recovery mode: no valid image"
+        if not self.expects_install(self.cut_at):
+            problems = self.check_untouched(result)
+            if self.nv.get("config") != CONFIG:
+                problems.append(f"configuration changed: {self.nv.get('config')}")
+            return ("brick", "; ".join(problems)) if problems else ("old", "programming interrupted")
         verdict = self._check(result, expect_new=self.scenario != "revert")
         if verdict[0] == "brick" and revert_ok and self.scenario == "install":
             alternative = self._check(result, expect_new=False)
@@ -264,24 +283,12 @@ class _Rig:
 
     def _check(self, result: BootResult, *, expect_new: bool) -> tuple[str, str]:
         assert result.image is not None
-        want, other = (self.new, self.old) if expect_new else (self.old, self.new)
-        want_img = self.new_img if expect_new else self.old_img
+        want = self.new if expect_new else self.old
         name = "new" if expect_new else "old"
-        problems = []
-        lay = self.layout
-        if self.flash.read(lay.primary_offset, len(want)) != want:
-            running = result.image.version_str
-            problems.append(f"primary is not the {name} image (boots {running})")
-        if self.flash.read(lay.secondary_offset, len(other)) != other:
-            problems.append("secondary slot does not hold the other image")
-        pt = self.bl.read_trailer(lay.primary_offset)
-        if not (pt.consistent and pt.copy_done and pt.image_ok):
-            problems.append(f"primary trailer not confirmed: {pt}")
-        if not self.flash.is_erased(lay.secondary_offset + lay.slot_size, lay.sector_size):
-            problems.append("stray data in the secondary trailer")
+        problems = self.check_images(result, expect_new=expect_new)
         counter = int(self.nv.get("security_counter", -1))
-        if counter != (want_img.security_counter or 0):
-            problems.append(f"stored security counter {counter}, expected {want_img.security_counter}")
+        if counter != self.security_counter_of(want):
+            problems.append(f"stored security counter {counter}, expected {self.security_counter_of(want)}")
         state = int((self.nv.get("update", {}) or {}).get("state", -1))
         if not expect_new and state != UpdateState.ROLLED_BACK:
             problems.append(f"update state {UpdateState(state).name}, expected ROLLED_BACK")
@@ -292,11 +299,55 @@ class _Rig:
         return ("brick", "; ".join(problems)) if problems else (name, "")
 
 
+class McubootRig(SweepRig):
+    """The MCUboot board: swap using scratch between the primary and the secondary slot."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.old_img, self.new_img = parse_image(self.old), parse_image(self.new)
+
+    def security_counter_of(self, image: bytes) -> int:
+        return (self.new_img if image is self.new else self.old_img).security_counter or 0
+
+    def prepare(self) -> bytes:
+        Bootloader.factory_program(self.flash, self.layout, self.old)
+        self.nv.update(config=CONFIG, config_schema=1, security_counter=0, boot_count=0,
+                       update={"state": 0, "reason": 0, "target": [0, 0, 0]})
+        self.bl.boot(ResetCause.POWER_ON)
+        self.bl.erase_secondary()
+        for off in range(0, len(self.new), 4094):  # UDS-sized blocks, unaligned on purpose
+            self.bl.write_secondary(off, self.new[off:off + 4094])
+        self.bl.verify_staged()
+        self.nv.update(config_backup=CONFIG, config_schema_backup=1)
+        mode = ActivationMode.PERMANENT if self.scenario == "permanent" else ActivationMode.TEST
+        self.bl.request_upgrade(mode)
+        self.nv.update(update={"state": int(UpdateState.ACTIVATION_PENDING), "reason": 0, "target": [0, 0, 0]})
+        return self.flash.snapshot()
+
+    def check_images(self, result: BootResult, *, expect_new: bool) -> list[str]:
+        assert result.image is not None
+        want, other = (self.new, self.old) if expect_new else (self.old, self.new)
+        name = "new" if expect_new else "old"
+        problems = []
+        lay = self.layout
+        if self.flash.read(lay.primary_offset, len(want)) != want:
+            problems.append(f"primary is not the {name} image (boots {result.image.version_str})")
+        if self.flash.read(lay.secondary_offset, len(other)) != other:
+            problems.append("secondary slot does not hold the other image")
+        pt = self.bl.read_trailer(lay.primary_offset)
+        if not (pt.consistent and pt.copy_done and pt.image_ok):
+            problems.append(f"primary trailer not confirmed: {pt}")
+        if not self.flash.is_erased(lay.secondary_offset + lay.slot_size, lay.sector_size):
+            problems.append("stray data in the secondary trailer")
+        return problems
+
+
 def _run_points(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str,
                 scenario: Scenario, torn: bool, multi: int, seed: int, part: int, parts: int,
-                make_bootloader: BOOTLOADER_FACTORY) -> tuple[int, list[FailPoint]]:
+                make_bootloader: BOOTLOADER_FACTORY, rig_class: type[SweepRig] = McubootRig,
+                profile: DutProfile | None = None) -> tuple[int, list[FailPoint]]:
     """The fail points of worker `part` of `parts` (every parts-th operation)."""
-    rig = _Rig(layout, old, new, trusted, hardware_id, scenario, make_bootloader)
+    rig = rig_class(layout, old, new, trusted, hardware_id, scenario, make_bootloader, profile)
     initial = rig.prepare()
     ops = rig.clean_run()
     points: list[FailPoint] = []
@@ -314,6 +365,7 @@ def _run_points(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[T
         rec = ops[i]
         seek(i)
         rig.flash.restore(cursor)
+        rig.cut_at = i
         if fraction is not None:
             rig.flash.apply_partial(rec.op, fraction)
         countdown = _Countdown() if cuts else None
@@ -358,26 +410,28 @@ def _worker(conn: Any, args: tuple[Any, ...]) -> None:
 
 def sweep(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[TrustedKey], hardware_id: str, *,
           scenario: Scenario, torn: bool = True, multi: int = 0, seed: int = 0, workers: int = 1,
-          make_bootloader: BOOTLOADER_FACTORY = Bootloader, timeout_s: float = 600.0) -> SweepReport:
+          make_bootloader: BOOTLOADER_FACTORY = Bootloader, rig: type[SweepRig] = McubootRig,
+          profile: DutProfile | None = None, timeout_s: float = 600.0) -> SweepReport:
     """Cut power at every flash operation of `scenario` (and tear it if `torn`); see the module docstring.
 
     `old` is the confirmed image before the update, `new` the one installed. `make_bootloader` lets a
-    test sweep a deliberately broken bootloader (proof the sweep can fail). `workers` > 1 forks processes
-    that each take every n-th operation.
+    test sweep a deliberately broken bootloader (proof the sweep can fail); `rig` is the board's family's
+    (with its DUT `profile`). `workers` > 1 forks processes that each take every n-th operation.
     """
     if scenario not in ("install", "revert", "permanent"):
         raise ValueError(f"scenario must be install, revert or permanent, got {scenario!r}")
     start = time.perf_counter()
     base = (layout, old, new, list(trusted), hardware_id, scenario, torn, multi, seed)
     if workers <= 1:
-        total, points = _run_points(*base, 0, 1, make_bootloader)
+        total, points = _run_points(*base, 0, 1, make_bootloader, rig, profile)
     else:
         # fork: the children inherit keys and the factory as they are (no pickling of key objects).
         ctx = multiprocessing.get_context("fork")
         procs = []
         for part in range(workers):
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(child, (*base, part, workers, make_bootloader)), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, (*base, part, workers, make_bootloader, rig, profile)),
+                               daemon=True)
             proc.start()
             child.close()
             procs.append((proc, parent))
@@ -400,3 +454,20 @@ def sweep(layout: FlashLayout, old: bytes, new: bytes, trusted: Sequence[Trusted
             raise HilError("sweep workers failed:\n" + "\n".join(errors))
         points.sort(key=lambda p: (p.op_index, p.cut))
     return SweepReport(scenario, torn, multi, total, points, time.perf_counter() - start)
+
+
+def sweep_for_bench(cfg: BenchConfig, old: bytes, new: bytes, *, scenario: Scenario, torn: bool = True, multi: int = 0,
+                    seed: int = 0, workers: int = 1) -> SweepReport:
+    """`sweep` of the board a bench file describes: its update family's bootloader and rig, its defects included
+    (a defective board's sweep must fail), its flash layout, trusted keys and hardware number."""
+    import functools
+
+    from hil.images.mcuboot import load_trusted_keys
+    from hil.sim.defects import Defects
+    from hil.sim.family import board_parts
+
+    assert cfg.sim is not None, "the exhaustive sweep needs a virtual bench (a sim section)"
+    parts = board_parts(cfg.profile)
+    make = functools.partial(parts.bootloader, defects=Defects(cfg.sim.defects))
+    return sweep(cfg.flash_layout, old, new, load_trusted_keys(cfg.sim.trusted_keys), cfg.dut.hardware_number, scenario=scenario, torn=torn,
+                 multi=multi, seed=seed, workers=workers, make_bootloader=make, rig=parts.sweep_rig, profile=cfg.profile)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hil.bench.contract import ActivationMode, Reason, UpdateState
-from hil.images import mutate
 from hil.timing.measure import Measurement
 
 HERE = Path(__file__).parent
@@ -46,8 +45,8 @@ def test_failing_self_test_reverts_to_the_old_image(dut, flasher, images, starts
 
 @pytest.mark.parametrize(("make", "reason"), [
     (lambda images: images[str(HERE / "recipes/1.1.0-my-key.yaml")], Reason.UNKNOWN_KEY),
-    (lambda images: mutate.strip_signature(images["1.1.0"]), Reason.UNSIGNED),
-    (lambda images: mutate.flip_bit(images["1.1.0"], "payload", 1234), Reason.HASH_MISMATCH),
+    (lambda images: images.container.strip_signature(images["1.1.0"]), Reason.UNSIGNED),
+    (lambda images: images.container.flip_bit(images["1.1.0"], "payload", 1234), Reason.HASH_MISMATCH),
 ], ids=["untrusted_key", "unsigned", "flipped_bit"])
 def test_image_without_a_valid_signature_is_refused(dut, flasher, images, make, reason, starts_clean):
     staged = flasher.stage(make(images))
