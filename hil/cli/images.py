@@ -49,7 +49,7 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
     cfg = load_bench_config(bench_file)
     try:
         built = build_all(cfg.images.recipes, cfg.images.keys_dir, cfg.images.build_dir, names=names or None,
-                          layout=cfg.flash_layout)
+                          layout=cfg.flash_layout, hardware=cfg.dut.hardware_number)
     except HilError as exc:
         raise click.ClickException(str(exc)) from None
     manifest = read_manifest(cfg.images.build_dir)

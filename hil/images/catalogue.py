@@ -83,7 +83,7 @@ def prebuild(cfg: BenchConfig) -> list[Path]:
     from hil.images.keys import ensure_key
     from hil.images.recipes import find_recipe
 
-    key = ensure_key(spec.key, cfg.images.keys_dir)
+    key = ensure_key(spec.key, cfg.images.keys_dir, spec.key_type)
     made = []
     for role, entry in catalogue_of(cfg).items():
         path = Path(entry)
@@ -92,7 +92,8 @@ def prebuild(cfg: BenchConfig) -> list[Path]:
         recipe = find_recipe(path.stem, cfg.images.recipes).model_copy(update={"key": str(key)})
         if path.is_file():
             continue
-        made.append(build_image(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout))
+        made.append(build_image(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout,
+                                hardware=cfg.dut.hardware_number))
     return made
 
 
