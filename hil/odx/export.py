@@ -418,8 +418,7 @@ def _deterministic(pdx: bytes) -> bytes:
         for name in sorted(src.namelist()):
             data = src.read(name)
             if name == "index.xml":
-                data = re.sub(rb"<CREATION-DATE>[^<]*</CREATION-DATE>",
-                              b"<CREATION-DATE>" + FIXED_DATE.encode() + b"</CREATION-DATE>", data)
+                data = re.sub(rb'CREATION-DATE="[^"]*"', b'CREATION-DATE="' + FIXED_DATE.encode() + b'"', data)
             info = zipfile.ZipInfo(name, date_time=stamp)  # type: ignore[arg-type]
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16

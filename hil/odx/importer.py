@@ -101,6 +101,11 @@ class _Service:
         return f"{self.name} (SID {hex_id(self.sid)} {what})"
 
 
+def _h16(value: int) -> str:
+    """A DID or routine identifier as datasheets write it: 0x0210."""
+    return f"0x{value:04X}"
+
+
 # ------------------------------------------------------------------------------ reading odxtools objects
 def _load(source: Path) -> Any:
     import odxtools
@@ -247,7 +252,7 @@ def _match_roles(roles: Iterable[str], candidates: list[_Service], mapping: dict
                 out[role] = hits[0]
             elif len(hits) > 1 and not exact:
                 imported.todo[f"{what}s.{role}"] = (f"several {what}s could be {role}: "
-                                                    f"{', '.join(f'{c.name} ({hex_id(ident(c))})' for c in hits)}; "
+                                                    f"{', '.join(f'{c.name} ({_h16(ident(c))})' for c in hits)}; "
                                                     f"choose with --map {role}=<SHORT-NAME>")
     return out
 
@@ -429,7 +434,7 @@ def _dids(services: list[_Service], mapping: dict[str, str], imported: Imported)
             dids[did.name] = TODO
             imported.todo.setdefault(f"dids.{did.name}", "no ReadDataByIdentifier service in the ODX matched its name; "
                                      f"map one with --map {did.name}=<SHORT-NAME> (unmapped: "
-                                     f"{', '.join(f'{s.name} {hex_id(ident(s))}' for s in reads if s not in matched.values()) or 'none'})")
+                                     f"{', '.join(f'{s.name} {_h16(ident(s))}' for s in reads if s not in matched.values()) or 'none'})")
             continue
         dids[did.name] = ident(svc)
         response = svc.service.positive_responses[0].parameters if svc.service.positive_responses else []
@@ -437,7 +442,7 @@ def _dids(services: list[_Service], mapping: dict[str, str], imported: Imported)
         problem = _layout_problem(slots, DID_LAYOUTS[did.name], 3)
         if problem:
             expected = ", ".join(f.describe() for f in DID_LAYOUTS[did.name])
-            imported.not_mapped.append(f"dids.{did.name} ({svc.name}, {hex_id(ident(svc))}): the ODX record has "
+            imported.not_mapped.append(f"dids.{did.name} ({svc.name}, {_h16(ident(svc))}): the ODX record has "
                                        f"{problem}; the framework reads {expected}")
             continue
         for table, (role, field_name) in ENCODING_HOMES.items():
@@ -450,10 +455,13 @@ def _dids(services: list[_Service], mapping: dict[str, str], imported: Imported)
         svc = written.get(dids[role]) if isinstance(dids[role], int) else None
         if svc is not None:
             used.add(svc.name)
+    unmatched = [d.name for d in contract.Did if d.name not in matched]
     for svc in reads:
         if svc.name not in used:
-            imported.not_mapped.append(f"{svc.describe()}: DID {hex_id(ident(svc))} has no framework role "
-                                       f"(accepted: {', '.join(d.name for d in contract.Did)})")
+            why = (f"matched no framework role by name (roles without a DID: {', '.join(unmatched)}; "
+                   f"--map ROLE={svc.name})" if unmatched else
+                   f"has no framework role (accepted: {', '.join(d.name for d in contract.Did)})")
+            imported.not_mapped.append(f"{svc.describe()}: DID {_h16(ident(svc))} {why}")
             used.add(svc.name)
     imported.profile["dids"] = dids
     imported.mapped.append(f"DIDs: {sum(isinstance(v, int) for v in dids.values())} of {len(dids)} roles")
@@ -510,7 +518,7 @@ def _routines(services: list[_Service], mapping: dict[str, str], imported: Impor
     used = {s.name for s in matched.values()}
     for svc in (s for s in services if s.sid == 0x31 and s.name not in used):
         sub = svc.consts.get(1, (None, 0))[0]
-        why = (f"routine {hex_id(svc.consts[2][0])} has no framework role" if sub == 1 and 2 in svc.consts
+        why = (f"routine {_h16(svc.consts[2][0])} has no framework role" if sub == 1 and 2 in svc.consts
                else f"RoutineControl subfunction {hex_id(sub) if sub is not None else '?'} (the framework only starts "
                     "routines)")
         imported.not_mapped.append(f"{svc.describe()}: {why}")
