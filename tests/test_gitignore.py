@@ -24,7 +24,9 @@ def generated_files(cfg: BenchConfig) -> list[Path]:
            images.build_dir / ".build.lock", images.build_dir / "packages/winter-north.prf",
            images.keys_dir / "dev-ecdsa-p256.pem", images.keys_dir / "untrusted-ecdsa-p256.pem",
            images.keys_dir / ".keygen.lock"]
-    out += [Path(v) for v in catalogue_of(cfg).values() if v.endswith(".bin")]
+    for entry in (Path(v) for v in catalogue_of(cfg).values() if v.endswith(".bin")):
+        # a prebuilt image is built where the catalogue puts it, with its build record beside it
+        out += [entry, entry.with_suffix(".dumpinfo.txt"), entry.parent / "manifest.json", entry.parent / ".build.lock"]
     if images.prebuild is not None:
         key = Path(images.prebuild.key)
         out.append(key if key.is_absolute() else images.keys_dir / f"{key}.pem")
@@ -52,7 +54,8 @@ def test_a_new_boards_files_are_ignored_wherever_its_bench_puts_them():
     paths = ["firmware_images/newboard/1.1.0.bin", "benches/newboard/images/1.0.0.bin", "benches/newboard/keys/release.pem",
              "benches/newboard/build/manifest.json", "benches/newboard/build/1.1.0.dumpinfo.txt",
              "benches/newboard/images/1.1.0.hex", "benches/newboard/images/1.1.0.s19",
-             "benches/newboard/build/packages/summer.prf"]
+             "benches/newboard/build/packages/summer.prf", "benches/newboard/images/manifest.json",
+             "benches/newboard/images/1.0.0.dumpinfo.txt", "benches/newboard/images/.build.lock"]
     proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(paths) + "\n",
                           capture_output=True, text=True, timeout=60, check=False)
     assert not set(paths) - set(proc.stdout.split()), sorted(set(paths) - set(proc.stdout.split()))

@@ -66,8 +66,14 @@ def test_the_shipped_pdx_is_the_profiles(tmp_path, profile_file):
     shipped = profile_file.with_suffix(".pdx")
     profile = load_profile(profile_file)
     assert diagnostic_part(import_odx(shipped, dbc=profile.can.dbc).profile) == diagnostic_part(profile)
-    assert write_pdx(profile, tmp_path / "again.pdx").read_bytes() == shipped.read_bytes(), \
-        f"{shipped.name} is stale: hil profile export {profile_file.relative_to(ROOT)}"
+    import zipfile
+
+    import odxtools
+
+    written_by = zipfile.ZipFile(shipped).read(f"{profile.name.replace('-', '_')}.odx-d").decode()
+    if f"odxtools {odxtools.__version__} " in written_by:  # another odxtools may write other (equivalent) XML
+        assert write_pdx(profile, tmp_path / "again.pdx").read_bytes() == shipped.read_bytes(), \
+            f"{shipped.name} is stale: hil profile export {profile_file.relative_to(ROOT)}"
 
 
 def test_29_bit_identifiers_round_trip(tmp_path):

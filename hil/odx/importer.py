@@ -501,7 +501,8 @@ def _routines(services: list[_Service], mapping: dict[str, str], imported: Impor
         if svc is None:
             routines[routine.name] = TODO
             imported.todo.setdefault(f"routines.{routine.name}", "no RoutineControl startRoutine service in the ODX "
-                                     f"matched its name; map one with --map {routine.name}=<SHORT-NAME>")
+                                     f"matched its name; map one with --map {routine.name}=<SHORT-NAME> (unmapped: "
+                                     f"{', '.join(f'{s.name} {_h16(ident(s))}' for s in starts if s not in matched.values()) or 'none'})")
             continue
         routines[routine.name] = ident(svc)
         slots = _value_fields(svc.service.request.parameters, 4)
@@ -516,9 +517,12 @@ def _routines(services: list[_Service], mapping: dict[str, str], imported: Impor
                 index = [f.name for f in ROUTINE_OPTIONS[role]].index(field_name)
                 _encoding(table, slots[index], f"{svc.name}.{field_name}", imported)
     used = {s.name for s in matched.values()}
+    unmatched = [r.name for r in contract.Routine if r.name not in matched]
     for svc in (s for s in services if s.sid == 0x31 and s.name not in used):
         sub = svc.consts.get(1, (None, 0))[0]
-        why = (f"routine {_h16(svc.consts[2][0])} has no framework role" if sub == 1 and 2 in svc.consts
+        role_hint = (f"matched no framework role by name (roles without a routine: {', '.join(unmatched)}; "
+                     f"--map ROLE={svc.name})" if unmatched else "has no framework role")
+        why = (f"routine {_h16(svc.consts[2][0])} {role_hint}" if sub == 1 and 2 in svc.consts
                else f"RoutineControl subfunction {hex_id(sub) if sub is not None else '?'} (the framework only starts "
                     "routines)")
         imported.not_mapped.append(f"{svc.describe()}: {why}")
@@ -584,7 +588,9 @@ def _defaults(imported: Imported) -> None:
     imported.profile.setdefault("encodings", {})
     for table in ENCODED_ENUMS:
         if table not in imported.profile["encodings"]:
-            imported.todo.setdefault(f"encodings.{table}", "not found in the ODX")
+            role, field_name = ENCODING_HOMES[table]
+            imported.todo.setdefault(f"encodings.{table}", f"read from the {field_name} field of {role}, which is not "
+                                     "mapped (map it, or give the board's code for each name)")
     imported.profile["console"] = {"patterns": {}}
     imported.check["console.patterns"] = ("ODX has no console lines: without patterns the cases that read the console "
                                           "are skipped (NOT COVERED)")
