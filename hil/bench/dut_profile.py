@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hil.bench import contract
-from hil.bench.validation import FieldProblem, format_validation_error, hex_id
+from hil.bench.validation import FieldProblem, format_validation_error, hex_id, problem
 from hil.errors import BenchConfigError
 
 E = TypeVar("E", bound=enum.IntEnum)
@@ -508,8 +508,7 @@ def check_against_dbc(profile: DutProfile, dbc: Path) -> None:
     problems = []
     for fw, dbc_name in profile.can.messages.items():
         if dbc_name not in names:
-            problems.append(f"{where}: can.messages.{fw}: got {dbc_name!r} - not in {dbc}; "
-                            f"accepted: {', '.join(sorted(names))}")
+            problems.append(problem(where, f"can.messages.{fw}", dbc_name, f"not in {dbc}", ", ".join(sorted(names))))
     for fw, renames in profile.can.signals.items():
         msg = names.get(profile.can.dbc_message(fw))
         if msg is None:
@@ -517,7 +516,7 @@ def check_against_dbc(profile: DutProfile, dbc: Path) -> None:
         have = {s.name for s in msg.signals}
         for fw_sig, dbc_sig in renames.items():
             if dbc_sig not in have:
-                problems.append(f"{where}: can.signals.{fw}.{fw_sig}: got {dbc_sig!r} - not a signal of "
-                                f"{msg.name}; accepted: {', '.join(sorted(have))}")
+                problems.append(problem(where, f"can.signals.{fw}.{fw_sig}", dbc_sig, f"not a signal of {msg.name}",
+                                        ", ".join(sorted(have))))
     if problems:
         raise ProfileError("\n".join(problems))
