@@ -185,6 +185,17 @@ def test_a_code_without_a_framework_meaning_is_listed_and_a_missing_one_named(tm
     assert "no text for BROWN_OUT" in imported.todo["encodings.reset_cause"]
 
 
+def test_an_odx_d_file_is_read_with_the_comparam_subsets_beside_it(tmp_path):
+    """What a supplier delivers without a PDX: the .odx-d and the .odx-cs files it refers to."""
+    import zipfile
+
+    profile = load_profile(ROOT / "benches/profiles/vendor-b.yaml")
+    zipfile.ZipFile(write_pdx(profile, tmp_path / "x.pdx")).extractall(tmp_path / "odx")
+    (tmp_path / "odx/index.xml").unlink()
+    assert diagnostic_part(import_odx(tmp_path / "odx/vendor_b.odx-d").profile) == diagnostic_part(profile)
+    assert diagnostic_part(import_odx(tmp_path / "odx").profile) == diagnostic_part(profile)
+
+
 def test_an_unreadable_file_and_an_unknown_variant_are_named(tmp_path, vendor_pdx):
     bad = tmp_path / "bad.pdx"
     bad.write_bytes(b"not a zip")

@@ -33,7 +33,8 @@ def profile() -> None:
 @click.option("--force", is_flag=True, help="overwrite OUTPUT if it exists")
 def import_(source: str, output: str, dbc: str | None, variant: str | None, mappings: tuple[str, ...],
             extra: str | None, force: bool) -> None:
-    """Make a draft DUT profile from the vendor's ODX/PDX SOURCE (and DBC): sessions, security levels, DIDs
+    """Make a draft DUT profile from the vendor's ODX SOURCE (a .pdx, an .odx-d with its .odx-cs beside it, or a
+    folder of them) and DBC: sessions, security levels, DIDs
     and their layouts, routines, codes. Prints what was mapped, what could not be, and what is still to fill in."""
     from hil.bench.dut_profile import load_profile
     from hil.odx.importer import import_odx, render, summary

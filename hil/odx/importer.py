@@ -108,12 +108,20 @@ def _h16(value: int) -> str:
 
 # ------------------------------------------------------------------------------ reading odxtools objects
 def _load(source: Path) -> Any:
+    """A PDX archive; a folder of ODX files; or an ODX file, read with the ODX files beside it (an .odx-d
+    refers to the comparam subsets, .odx-cs, its supplier delivers with it)."""
     import odxtools
 
-    if not source.is_file():
-        raise BenchConfigError(f"{source}: ODX file not found; accepted: a .pdx archive or an .odx-d/.odx file")
+    if not source.exists():
+        raise BenchConfigError(f"{source}: ODX file not found; accepted: a .pdx archive, an .odx-d/.odx file "
+                               "(with the .odx-cs files it refers to beside it) or a folder of them")
     try:
-        return odxtools.load_file(str(source))
+        if source.is_dir():
+            return odxtools.load_directory(str(source))
+        if source.suffix.lower() == ".pdx":
+            return odxtools.load_pdx_file(str(source))
+        beside = [p for p in sorted(source.parent.iterdir()) if p.suffix.lower().startswith(".odx") and p != source]
+        return odxtools.load_files(str(source), *(str(p) for p in beside))
     except Exception as exc:  # odxtools raises many types for malformed files; name the file and the cause
         raise BenchConfigError(f"{source}: not a readable ODX/PDX file ({type(exc).__name__}: {exc}); "
                                "accepted: a .pdx archive or an .odx-d/.odx file (ISO 22901)") from None
