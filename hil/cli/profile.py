@@ -19,7 +19,7 @@ def profile() -> None:
 
 
 @profile.command("import")
-@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="the draft profile YAML to write (e.g. benches/profiles/<board>.yaml)")
 @click.option("--dbc", type=click.Path(dir_okay=False), help="the board's DBC: the draft's can.dbc and message names")
