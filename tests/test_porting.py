@@ -109,6 +109,7 @@ def test_the_guide_ports_a_new_board_to_its_first_green_update_case(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HIL_LOCK_DIR"] = str(tmp_path / "locks")
+    env["COLUMNS"] = "200"  # hil doctor's table unwrapped
     outputs = []
     for i, block in enumerate(guide_blocks(GUIDE.read_text()), 1):
         try:
