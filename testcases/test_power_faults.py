@@ -138,12 +138,12 @@ def test_power_cut_during_erase_keeps_the_old_image(dut, flasher, uds, psu, cons
 
 @pytest.mark.fault(row=4, expect="activation survives a power cycle: the new image installs and confirms")
 def test_power_cut_after_activation_installs_at_power_on(dut, flasher, uds, psu, console_if_any, images, bench_config,
-                                                        measure, profile):
+                                                        measure, dut_profile):
     config = dut.config()
     staged = flasher.stage(images["update"])
     assert staged.accepted
     boots = dut.boot_count()
-    uds.routine(Routine.ACTIVATE_UPDATE, bytes([profile.encode(ActivationMode.TEST)]))
+    uds.routine(Routine.ACTIVATE_UPDATE, bytes([dut_profile.encode(ActivationMode.TEST)]))
     since = console_if_any.mark() if console_if_any is not None else 0
     cut = proven_dropout(psu, OFF_S, console_if_any, since)  # instead of ECUReset
     outcome = flasher.wait_outcome()
