@@ -63,7 +63,7 @@ def test_encode_decode_round_trip_and_unknown_value():
     rec = contract.UpdateStatusRecord(UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, 0, (1, 1, 0))
     assert p.encode_status(rec)[:2] == bytes([0x1F, 0x81])
     assert p.decode_status(p.encode_status(rec)) == rec
-    with pytest.raises(ProfileError, match=r"board value 3 has no meaning in encodings.update_state"):
+    with pytest.raises(ProfileError, match=r"board value 0x03 has no meaning in encodings.update_state"):
         p.decode(UpdateState, 3)
 
 
@@ -90,17 +90,18 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
                                                           {"name": "b", "address": 0x2000, "size": 0x100}]}},
      r"update.blocks: .*block b at 0x2000 overlaps"),
     ({"update": {"address_length_format": 0x30}}, r"update.address_length_format: got 48 - .*both nibbles"),
-    ({"dids": {"SOFTWARE_VERSON": 0xF189}}, r"profile.yaml: dids: .*unknown role 'SOFTWARE_VERSON'; accepted: .*SOFTWARE_VERSION"),
+    ({"dids": {"SOFTWARE_VERSON": 0xF189}}, r"profile.yaml: dids.SOFTWARE_VERSON: got 0xF189 - unknown role; accepted: .*SOFTWARE_VERSION"),
     ({"uds": {"phys_request_id": 0x7E0, "pading": 0}}, r"profile.yaml: uds.pading: unknown key; accepted here: .*padding"),
-    ({"encodings": {"update_state": {"DONE": 8}}}, r"encodings: .*update_state.DONE: unknown name; accepted: IDLE"),
-    ({"encodings": {"reason": {"NONE": 0, "UNSIGNED": 0}}}, r"encodings: .*board values \[0\] are used for more than one name"),
+    ({"encodings": {"update_state": {"DONE": 8}}}, r"encodings.update_state.DONE: got 0x08 - unknown name; accepted: IDLE"),
+    ({"encodings": {"reset_cause": {"POWER_ON": 0, "SOFTWARE": 1, "WATCHDOG": 2, "FAULT": 3, "BROWN_OUT": 0}}},
+     r"encodings.reset_cause: .* - board values 0x00 are used for more than one name"),
     ({"security": {"algorithm": "rot13"}}, r"security.algorithm: got 'rot13' - .*accepted: hmac-sha256, xor or module:function"),
-    ({"security": {"programming_level": 2}}, r"security.programming_level: got 2 - .*odd"),
+    ({"security": {"programming_level": 2}}, r"security.programming_level: got 0x02 - .*odd"),
     ({"restore": {"method": "jtag"}}, r"restore.method: got 'jtag' - .*'uds_restore', 'pyocd' or 'command'"),
     ({"restore": {"method": "command"}}, r"restore: .*method command needs command"),
     ({"routines": {"ERASE_MEMORY": 0xFF00, "CHECK_PROGRAMMING_DEPENDENCIES": 0xFF00, "ACTIVATE_UPDATE": 0x0301,
                    "APPLY_PROFILE": 0xFF02}},
-     r"routines: .*share the identifier 0xFF00"),
+     r"routines\.\w+: got 0xFF00 - \w+ has the same identifier"),
 ])
 def test_bad_profile_names_file_field_value_and_accepted(tmp_path, data, message):
     with pytest.raises(ProfileError, match=message):

@@ -59,7 +59,7 @@ def keys(work: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def built(work: Path, keys: dict[str, Path]) -> dict[str, Path]:
-    return build_all(RECIPES, work / "keys", work / "build")
+    return build_all(RECIPES, work / "keys", work / "build", hardware=HW)
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,10 @@ def test_recipe_build_passes_imgtool_and_our_verifier(name: str, built: dict[str
     proc = _imgtool_verify(data, keys[recipe.key], tmp_path)
     assert proc.returncode == 0, f"imgtool verify {name}: {proc.stdout}{proc.stderr}"
     assert f"Image version: {recipe.version}+0" in proc.stdout
-    img = verify_image(data, trusted, hardware_id=recipe.hardware_id, slot_size=SLOT)
+    img = verify_image(data, trusted, hardware_id=recipe.hardware_id or HW, slot_size=SLOT)
     assert img.version_str == recipe.version and img.header.version[3] == 0
     assert img.security_counter == recipe.security_counter
-    assert img.hardware_id == recipe.hardware_id
+    assert img.hardware_id == (recipe.hardware_id or HW)
     assert img.config_compat == recipe.config_compat
     assert img.total_size == len(data) and img.header.img_size == recipe.code_size
     # imgtool puts --custom-tlv values in the protected (hashed, signed) area.
@@ -110,7 +110,7 @@ def test_recipe_build_passes_imgtool_and_our_verifier(name: str, built: dict[str
     assert not {contract.TLV_HARDWARE_ID, contract.TLV_CONFIG_COMPAT, 0x50} & img.tlvs.keys()
     # imgtool's image digest (printed by verify) is the SHA256 TLV we checked.
     assert img.sha256 is not None and img.sha256.hex() in proc.stdout
-    assert decode_payload(img.payload) == recipe.descriptor()
+    assert decode_payload(img.payload) == recipe.for_hardware(HW).descriptor()
     assert (built[name].parent / f"{name}.dumpinfo.txt").read_text().count("SEC_CNT") == 1
 
 
@@ -131,15 +131,15 @@ def test_build_is_cached_and_redone_on_change(built: dict[str, Path], recipes: d
     out = work / "build"
     path = built["1.0.0"]
     stamp = path.stat().st_mtime_ns
-    assert build_image(recipes["1.0.0"], work / "keys", out) == path
+    assert build_image(recipes["1.0.0"], work / "keys", out, hardware=HW) == path
     assert path.stat().st_mtime_ns == stamp, "an unchanged recipe was rebuilt"
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")  # tampered build on disk
-    build_image(recipes["1.0.0"], work / "keys", out)
+    build_image(recipes["1.0.0"], work / "keys", out, hardware=HW)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == read_manifest(out)["1.0.0"]["sha256"]
     changed = recipes["1.0.0"].model_copy(update={"build": "changed"})
-    build_image(changed, work / "keys", out)
+    build_image(changed, work / "keys", out, hardware=HW)
     assert decode_payload(parse_image(path.read_bytes()).payload).build == "changed"
-    build_image(recipes["1.0.0"], work / "keys", out)  # leave the module's build as it was
+    build_image(recipes["1.0.0"], work / "keys", out, hardware=HW)  # leave the module's build as it was
 
 
 def test_load_image_builds_on_demand_for_a_bench(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -383,7 +383,7 @@ def test_bad_recipe_names_file_and_field(tmp_path: Path, body: dict[str, object]
 def test_recipe_unknown_key_name(tmp_path: Path, work: Path, keys: dict[str, Path]) -> None:
     recipe = load_recipe(_write(tmp_path, "1.1.0-k", {**GOOD, "key": "prod-hsm"}))
     with pytest.raises(ImageBuildError, match=r"key 'prod-hsm' not found .*available: dev-ecdsa-p256"):
-        build_image(recipe, work / "keys", tmp_path / "out")
+        build_image(recipe, work / "keys", tmp_path / "out", hardware=HW)
 
 
 # --------------------------------------------------------------------------- keys

@@ -19,7 +19,9 @@ from hil.bench.validation import format_validation_error  # noqa: F401  (bench, 
 from hil.errors import BenchConfigError
 from hil.images.families import image_file_suffixes
 from hil.images.roles import ROLES
-from hil.bench.dut_profile import BUILTIN_ALGORITHMS, DutProfile, ProfileError, check_against_dbc, compute_key, load_profile
+from hil.bench.dut_profile import (ALGORITHM_ACCEPTED, BUILTIN_ALGORITHMS, DutProfile, ProfileError, check_against_dbc,
+                                   compute_key, load_profile, resolve_algorithm)
+from hil.bench.validation import FieldProblem, problem
 
 __all__ = ["BenchConfig", "DutProfile", "ProfileError", "compute_key", "load_bench"]
 
@@ -46,8 +48,7 @@ class SecurityConfig(_Model):
         if self.level is not None and self.level % 2 != 1:
             raise ValueError(f"level must be an odd requestSeed subfunction, got {self.level:#x}")
         if self.algorithm is not None and self.algorithm not in BUILTIN_ALGORITHMS and ":" not in self.algorithm:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; accepted: {', '.join(BUILTIN_ALGORITHMS)} "
-                             "or module:function")
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; accepted: {ALGORITHM_ACCEPTED}")
         return self
 
     def resolve_secret(self) -> bytes:
@@ -80,8 +81,10 @@ class DutConfig(_Model):
     serial_number: str | None = None
     profile: Path | None = Field(None, description="DUT profile YAML (relative to the bench file); None = the default profile")
     baseline_image: str = Field("1.0.0", description="recipe name or image path the DUT is restored to")
-    tx_id: int = Field(contract.UDS_PHYS_REQUEST_ID, description="UDS physical request id; omitted = the profile's")
-    rx_id: int = Field(contract.UDS_PHYS_RESPONSE_ID, description="UDS physical response id; omitted = the profile's")
+    tx_id: int = Field(contract.UDS_PHYS_REQUEST_ID, ge=0, le=0x1FFFFFFF,
+                       description="UDS physical request id; omitted = the profile's")
+    rx_id: int = Field(contract.UDS_PHYS_RESPONSE_ID, ge=0, le=0x1FFFFFFF,
+                       description="UDS physical response id; omitted = the profile's")
     security: SecurityConfig
     bench_security: SecurityConfig | None = Field(None, description="the profile's bench level: the restore path of "
                                                                     "development boards")
@@ -91,6 +94,9 @@ class DutConfig(_Model):
 
 #: Interfaces the framework itself knows how to open without a real adapter (virtual benches).
 VIRTUAL_INTERFACES = ("udp_multicast", "virtual")
+
+#: The virtual board's bootloader copies a sector in pieces of this many bytes (hil.sim.bootloader.Bootloader's chunk).
+SIM_COPY_CHUNK = 1024
 
 #: The bench every command and the pytest plugin use when none is given: the virtual bench.
 DEFAULT_BENCH = "benches/sim.yaml"
@@ -267,6 +273,35 @@ class FlashLayout(_Model):
             raise ValueError(f"must be a power of two, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _trailer_fits(self) -> "FlashLayout":
+        if self.write_align > self.sector_size:
+            raise FieldProblem("write_align", self.write_align, f"larger than sector_size {self.sector_size}",
+                               f"a power of two up to {self.sector_size}")
+        if self.trailer_bytes > self.sector_size:
+            most = (self.sector_size - self.trailer_bytes + 3 * self.slot_sectors * self._trailer_unit) \
+                // (3 * self._trailer_unit)
+            raise FieldProblem("slot_sectors", self.slot_sectors,
+                               f"the slot trailer needs {self.trailer_bytes} bytes for {self.slot_sectors} image sectors "
+                               f"(3 swap-status entries of {self._trailer_unit} bytes per sector), a trailer sector "
+                               f"has {self.sector_size}",
+                               f"at most {max(most, 0)} image sectors with {self.sector_size}-byte sectors and "
+                               f"write_align {self.write_align}, or larger sectors")
+        return self
+
+    @property
+    def _trailer_unit(self) -> int:
+        return max(8, self.write_align)
+
+    @property
+    def trailer_bytes(self) -> int:
+        """Bytes an MCUboot swap trailer takes in a slot's trailer sector: magic (16 bytes, padded to
+        write_align), swap info, swap size, copy_done, image_ok, and 3 swap-status entries per image
+        sector, each field one write unit (hil/sim/bootloader.py TrailerLayout lays them out)."""
+        unit = self._trailer_unit
+        magic = -(-16 // self.write_align) * self.write_align
+        return magic + 4 * unit + 3 * self.slot_sectors * unit
+
     @property
     def nv_offset(self) -> int:
         return 0
@@ -327,8 +362,11 @@ class SimConfig(_Model):
 class PrebuildConfig(_Model):
     """Virtual benches only: make the catalogue's missing image files from the recipes of the same name."""
 
-    key: str = Field(description="signing key name in keys_dir (generated on first use) or a .pem path")
-    kind: Literal["ecdsa-p256", "ed25519"] = Field("ecdsa-p256", description="type of a key generated on first use")
+    key: str = Field(description="signing key name in keys_dir, or a .pem path (relative to the bench file); "
+                                 "generated on first use")
+    # the key types imgtool makes and our verifier checks (hil.images.keys.KEY_TYPES)
+    key_type: Literal["ecdsa-p256", "ed25519", "rsa-2048", "rsa-3072"] = Field(
+        "ecdsa-p256", description="the type of key generated when it does not exist yet (what the board verifies)")
 
 
 class ImagesConfig(_Model):
@@ -422,6 +460,10 @@ class BenchConfig(_Model):
     def _virtual_needs_sim(self) -> "BenchConfig":
         if self.virtual and self.sim is None:
             raise ValueError("virtual: true needs a sim section")
+        lay = self.flash_layout
+        if self.sim is not None and lay.sector_size % SIM_COPY_CHUNK:
+            raise FieldProblem("flash_layout.sector_size", lay.sector_size, f"the virtual board copies sectors "
+                               f"{SIM_COPY_CHUNK} bytes at a time", f"a multiple of {SIM_COPY_CHUNK}")
         if self.virtual and not self.can.is_virtual:
             raise ValueError(f"a virtual bench needs a virtual CAN interface (udp_multicast or virtual), got {self.can.interface}")
         return self
@@ -439,6 +481,15 @@ _PATH_FIELDS = {
     ("dut", "bench_security", "secret_file"),
     ("dut", "profile"),
 }
+
+
+#: Suffixes that make an image or key entry a file path (relative to the bench file) rather than a name.
+_FILE_SUFFIXES = (".bin", ".yaml", ".yml", ".pem", ".hex", ".s19", ".srec", ".mot")
+
+
+def _is_path(value: Any) -> bool:
+    """Whether a name-or-file entry (an image, a recipe, a key) names a file: a folder in it or a file suffix."""
+    return isinstance(value, str) and ("/" in value or os.sep in value or value.endswith(_FILE_SUFFIXES))
 
 
 def _resolve(base: Path, value: str, field: str) -> str:
@@ -465,8 +516,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         # image files (.bin, .hex, .s19, ...: every update family's suffixes) are paths relative to the bench
         # file; anything else is a recipe name
         suffixes = image_file_suffixes()
-        images["catalogue"] = {role: str((base / v).resolve()) if isinstance(v, str) and v.endswith(suffixes) else v
+        images["catalogue"] = {role: _resolve(base, v, f"images.catalogue.{role}")
+                               if _is_path(v) or (isinstance(v, str) and v.endswith(suffixes)) else v
                                for role, v in images["catalogue"].items()}
+    prebuild = images.get("prebuild") if isinstance(images, dict) else None
+    if isinstance(prebuild, dict) and _is_path(prebuild.get("key")):
+        prebuild["key"] = _resolve(base, prebuild["key"], "images.prebuild.key")
+    for section, key in (("dut", "baseline_image"), ("sim", "initial_image")):
+        node = data.get(section)
+        if isinstance(node, dict) and _is_path(node.get(key)):
+            node[key] = _resolve(base, node[key], f"{section}.{key}")
     if isinstance(images, dict):
         for key, default in (("recipes", ImagesConfig().recipes), ("build_dir", ImagesConfig().build_dir), ("keys_dir", ImagesConfig().keys_dir),
                              ("packages", ImagesConfig().packages)):
@@ -503,7 +562,34 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
         raise BenchConfigError(format_validation_error(str(p), exc, BenchConfig)) from None
     if cfg.can.dbc is not None and cfg.can.dbc.is_file():
         check_against_dbc(profile, cfg.can.dbc)
+    _load_seed_keys(cfg, data, p, profile)
     return cfg.model_copy(update={"source": p.resolve()})
+
+
+def _load_seed_keys(cfg: BenchConfig, data: dict[str, Any], bench_file: Path, profile: DutProfile) -> None:
+    """Import every seed-to-key function the bench will call, now: from the Python path, else from the
+    bench file's folder or the profile's (so a console script such as `hil doctor` finds a module beside
+    the bench file without PYTHONPATH). A typo fails here, naming the file and the field."""
+    folders = [bench_file.resolve().parent]
+    if profile.source is not None and profile.source.parent not in folders:
+        folders.append(profile.source.parent)
+    where = ", ".join(str(f) for f in folders)
+    raw_dut: dict[str, Any] = data["dut"] if isinstance(data.get("dut"), dict) else {}
+    for key in ("security", "bench_security"):
+        sec: SecurityConfig | None = getattr(cfg.dut, key)
+        if sec is None or sec.algorithm is None:
+            continue
+        raw: dict[str, Any] = raw_dut[key] if isinstance(raw_dut.get(key), dict) else {}
+        if raw.get("algorithm") is not None:
+            source, path = str(bench_file), f"dut.{key}.algorithm"
+        else:
+            source, path = str(profile.source or bench_file), "security.algorithm"
+        try:
+            resolve_algorithm(sec.algorithm, folders)
+        except ProfileError as exc:
+            raise BenchConfigError(problem(source, path, sec.algorithm, str(exc),
+                                           f"{ALGORITHM_ACCEPTED}, importable from the Python path or from {where}")) \
+                from None
 
 
 def _fill_from_profile(dut: dict[str, Any], profile: DutProfile) -> dict[str, Any]:

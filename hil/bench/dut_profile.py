@@ -23,7 +23,11 @@ import enum
 import hashlib
 import hmac
 import importlib
+import importlib.machinery
+import importlib.util
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar
 
@@ -31,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hil.bench import contract
-from hil.bench.validation import format_validation_error
+from hil.bench.validation import FieldProblem, format_validation_error, hex_id, problem
 from hil.errors import BenchConfigError
 from hil.images.families import DEFAULT_FAMILY, FAMILIES, family as update_family, shared_dids
 
@@ -48,6 +52,10 @@ ENCODED_ENUMS: dict[str, type[enum.IntEnum]] = {
     "boot_mode": contract.BootMode,
     "activation_mode": contract.ActivationMode,
 }
+
+
+#: Named groups a console pattern must have: the cases read these values from the line.
+CONSOLE_PATTERN_GROUPS: dict[str, tuple[str, ...]] = {"swap_progress": ("sector", "total")}
 
 
 class ProfileError(BenchConfigError):
@@ -79,21 +87,51 @@ def _xor(secret: bytes, seed: bytes, level: int) -> bytes:
 BUILTIN_ALGORITHMS: dict[str, SeedKey] = {"hmac-sha256": _hmac_sha256, "xor": _xor}
 
 
-def resolve_algorithm(name: str) -> SeedKey:
-    """A built-in algorithm by name, or a vendor's own `package.module:function(secret, seed, level)`."""
+ALGORITHM_ACCEPTED = f"{', '.join(BUILTIN_ALGORITHMS)} or module:function(secret, seed, level)"
+
+
+def resolve_algorithm(name: str, folders: "tuple[Path, ...] | list[Path]" = ()) -> SeedKey:
+    """A built-in algorithm by name, or a vendor's own `package.module:function(secret, seed, level)`.
+
+    The module is imported from the Python path, else from `folders` (the bench file's and the
+    profile's folders: a module beside the bench file needs no PYTHONPATH). Once imported it stays
+    in `sys.modules`, so later look-ups by name (the tester's, the virtual board's) find it.
+    """
     if name in BUILTIN_ALGORITHMS:
         return BUILTIN_ALGORITHMS[name]
     if ":" not in name:
-        raise ProfileError(f"unknown seed-to-key algorithm {name!r}; accepted: {', '.join(BUILTIN_ALGORITHMS)} "
-                           "or a dotted path module:function")
+        raise ProfileError(f"unknown seed-to-key algorithm {name!r}; accepted: {ALGORITHM_ACCEPTED}")
     module_name, _, attr = name.partition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        module = _import_seed_key_module(module_name, folders)
+        fn = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ProfileError(f"seed-to-key algorithm {name!r} cannot be loaded: {exc}") from None
     if not callable(fn):
         raise ProfileError(f"seed-to-key algorithm {name!r} is not callable")
     return fn  # type: ignore[no-any-return]
+
+
+def _import_seed_key_module(module_name: str, folders: "tuple[Path, ...] | list[Path]") -> Any:
+    """`module_name` from the Python path, else its top-level package or module found in one of `folders`."""
+    top = module_name.split(".")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != top or not folders:
+            raise
+    spec = importlib.machinery.PathFinder.find_spec(top, [str(f) for f in folders])
+    if spec is None or spec.loader is None:
+        where = ", ".join(str(f) for f in folders)
+        raise ModuleNotFoundError(f"no module named {top!r} on the Python path or in {where}", name=top)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[top]
+        raise
+    return importlib.import_module(module_name)
 
 
 def compute_key(algorithm: str, secret: bytes, seed: bytes, level: int, key_length: int = contract.SA_KEY_LENGTH) -> bytes:
@@ -114,6 +152,15 @@ class CanProfile(_Model):
     signals: dict[str, dict[str, str]] = Field(default_factory=dict,
                                                description="framework message -> {framework signal: DBC signal}, "
                                                            "only where the DBC names differ")
+
+    @field_validator("messages")
+    @classmethod
+    def _framework_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, dbc_name in v.items():
+            if name not in FRAMEWORK_MESSAGES:
+                raise FieldProblem(name, dbc_name, "not a framework message name (the key is the framework's "
+                                   "name, the value your DBC's)", ", ".join(FRAMEWORK_MESSAGES))
+        return v
 
     @model_validator(mode="after")
     def _known(self) -> "CanProfile":
@@ -158,7 +205,14 @@ class UdsProfile(_Model):
     @model_validator(mode="after")
     def _distinct(self) -> "UdsProfile":
         if self.phys_request_id == self.phys_response_id:
-            raise ValueError(f"phys_request_id and phys_response_id are both 0x{self.phys_request_id:X}")
+            raise FieldProblem("phys_response_id", self.phys_response_id, "equals phys_request_id",
+                               "a response id other than the request id")
+        if not self.extended_ids:
+            for key in ("phys_request_id", "phys_response_id", "functional_request_id"):
+                ident = getattr(self, key)
+                if ident is not None and ident > 0x7FF:
+                    raise FieldProblem(key, ident, "does not fit 11 bits",
+                                       "0x000-0x7FF, or extended_ids: true for 29-bit identifiers")
         return self
 
 
@@ -197,7 +251,7 @@ class SecurityProfile(_Model):
     @classmethod
     def _algorithm(cls, v: str) -> str:
         if v not in BUILTIN_ALGORITHMS and ":" not in v:
-            raise ValueError(f"unknown algorithm; accepted: {', '.join(BUILTIN_ALGORITHMS)} or module:function")
+            raise ValueError(f"unknown algorithm; accepted: {ALGORITHM_ACCEPTED}")
         return v
 
 
@@ -205,6 +259,25 @@ class ConsoleProfile(_Model):
     """Regular expressions of the console lines cases wait for; a case needing a missing one is skipped."""
 
     patterns: dict[str, str] = Field(default_factory=lambda: dict(contract.CONSOLE_PATTERNS))
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            if name not in contract.CONSOLE_PATTERNS:
+                raise FieldProblem(name, pattern, "no case waits for a console line of this name",
+                                   ", ".join(contract.CONSOLE_PATTERNS))
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise FieldProblem(name, pattern, f"not a regular expression ({exc})",
+                                   "a Python regular expression (re module)") from None
+            needed = CONSOLE_PATTERN_GROUPS.get(name, ())
+            missing = [g for g in needed if g not in compiled.groupindex]
+            if missing:
+                raise FieldProblem(name, pattern, f"lacks the named group(s) {', '.join(missing)}",
+                                   "a pattern with " + ", ".join(f"(?P<{g}>...)" for g in needed))
+        return v
 
 
 class RestoreProfile(_Model):
@@ -307,33 +380,42 @@ class DutProfile(_Model):
         accepted = ", ".join(m.name for m in roles)
         for role, ident in v.items():
             if role not in roles.__members__:
-                raise ValueError(f"unknown role {role!r}; accepted: {accepted}")
+                raise FieldProblem(role, ident, "unknown role", accepted)
             if not 0 <= ident <= 0xFFFF:
-                raise ValueError(f"{role}: identifier 0x{ident:X} does not fit 16 bits")
+                raise FieldProblem(role, ident, "identifier does not fit 16 bits", "0x0000-0xFFFF")
         seen: dict[int, str] = {}
         for role, ident in v.items():
             if ident in seen:
-                raise ValueError(f"{role} and {seen[ident]} share the identifier 0x{ident:04X}")
+                raise FieldProblem(role, ident, f"{seen[ident]} has the same identifier", "one identifier per role")
             seen[ident] = role
         return v
 
     @field_validator("encodings")
     @classmethod
     def _encodings(cls, v: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """A table given is the board's whole table: a partial one is refused naming the missing names
+        (merging with the default would give the missing names the default board's bytes, which may be
+        codes that mean something else on this board). Tables left out are the default's."""
         out = _default_encodings()
         for table, entries in v.items():
             if table not in ENCODED_ENUMS:
-                raise ValueError(f"unknown table {table!r}; accepted: {', '.join(ENCODED_ENUMS)}")
+                raise FieldProblem(table, entries, "unknown table", ", ".join(ENCODED_ENUMS))
             members = ENCODED_ENUMS[table].__members__
             for name, value in entries.items():
                 if name not in members:
-                    raise ValueError(f"{table}.{name}: unknown name; accepted: {', '.join(members)}")
+                    raise FieldProblem(f"{table}.{name}", value, "unknown name", ", ".join(members))
                 if not 0 <= value <= 0xFF:
-                    raise ValueError(f"{table}.{name}: board value {value} does not fit a byte")
+                    raise FieldProblem(f"{table}.{name}", value, "board value does not fit a byte", "0x00-0xFF")
+            missing = [m for m in members if m not in entries]
+            if missing:
+                raise FieldProblem(table, entries, f"no board value for {', '.join(missing)} (a table given replaces "
+                                   "the default's whole table: give every name, or leave the table out)",
+                                   ", ".join(members))
             values = list(entries.values())
             if len(set(values)) != len(values):
                 dup = sorted({x for x in values if values.count(x) > 1})
-                raise ValueError(f"{table}: board values {dup} are used for more than one name")
+                raise FieldProblem(table, entries, f"board values {', '.join(hex_id(x) for x in dup)} are used for "
+                                   "more than one name", "one board value per name")
             out[table] = dict(entries)
         return out
 
@@ -399,8 +481,9 @@ class DutProfile(_Model):
         for name, v in self.encodings[table].items():
             if v == int(value):
                 return enum_type[name]
-        known = ", ".join(f"{v}={n}" for n, v in self.encodings[table].items())
-        raise ProfileError(f"profile {self.name}: board value {int(value)} has no meaning in encodings.{table} ({known})")
+        known = ", ".join(f"{hex_id(v)}={n}" for n, v in self.encodings[table].items())
+        raise ProfileError(f"profile {self.name}: board value {hex_id(int(value))} has no meaning in "
+                           f"encodings.{table} ({known})")
 
     # ------------------------------------------------------------------ records
     def encode_status(self, rec: contract.UpdateStatusRecord) -> bytes:
@@ -489,8 +572,7 @@ def check_against_dbc(profile: DutProfile, dbc: Path) -> None:
     problems = []
     for fw, dbc_name in profile.can.messages.items():
         if dbc_name not in names:
-            problems.append(f"{where}: can.messages.{fw}: got {dbc_name!r} - not in {dbc}; "
-                            f"accepted: {', '.join(sorted(names))}")
+            problems.append(problem(where, f"can.messages.{fw}", dbc_name, f"not in {dbc}", ", ".join(sorted(names))))
     for fw, renames in profile.can.signals.items():
         msg = names.get(profile.can.dbc_message(fw))
         if msg is None:
@@ -498,7 +580,7 @@ def check_against_dbc(profile: DutProfile, dbc: Path) -> None:
         have = {s.name for s in msg.signals}
         for fw_sig, dbc_sig in renames.items():
             if dbc_sig not in have:
-                problems.append(f"{where}: can.signals.{fw}.{fw_sig}: got {dbc_sig!r} - not a signal of "
-                                f"{msg.name}; accepted: {', '.join(sorted(have))}")
+                problems.append(problem(where, f"can.signals.{fw}.{fw_sig}", dbc_sig, f"not a signal of {msg.name}",
+                                        ", ".join(sorted(have))))
     if problems:
         raise ProfileError("\n".join(problems))

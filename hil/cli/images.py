@@ -56,7 +56,8 @@ def build(bench_file: str, names: tuple[str, ...]) -> None:
     with hil_errors():
         recipes = [find_recipe(n, cfg.images.recipes) for n in names] if names else \
             list(load_recipes(cfg.images.recipes).values())
-        built = {r.name: (r, container.build(r, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout))
+        built = {r.name: (r, container.build(r, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout,
+                                                        hardware=cfg.dut.hardware_number))
                  for r in recipes}
 
     def row(name: str) -> tuple[str, ...]:

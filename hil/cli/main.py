@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images, packages, report, rack."""
+"""The `hil` command: sim, doctor, flash, images, packages, profile, report, rack."""
 
 from __future__ import annotations
 
@@ -163,10 +163,11 @@ def _mount_groups() -> None:
     """The command groups that live in their own modules."""
     from hil.cli.images import images
     from hil.cli.packages import packages
+    from hil.cli.profile import profile
     from hil.cli.rack import rack
     from hil.cli.report import report
 
-    for group in (images, packages, report, rack):
+    for group in (images, packages, profile, report, rack):
         main.add_command(group)
 
 

@@ -119,13 +119,17 @@ def _resolve_layout(slot_size: int | None, layout: FlashLayout | None) -> FlashL
 
 
 def build_image(recipe: Recipe, keys_dir: Path, out_dir: Path, *, slot_size: int | None = None,
-                layout: FlashLayout | None = None) -> Path:
+                layout: FlashLayout | None = None, hardware: str | None = None) -> Path:
     """Build and sign `recipe` into `out_dir/<name>.bin` unless an identical build is cached; return its path.
+
+    `hardware`: the board's hardware number (the bench's dut.hardware_number), for recipes that name none.
 
     Slot size defaults to FlashLayout's (131072). A `confirm` recipe is padded to the slot plus its
     trailer sector with image_ok set. Serialised across processes by a lock file in `out_dir`.
     """
     layout = _resolve_layout(slot_size, layout)
+    recipe = recipe.for_hardware(hardware)
+    recipe.descriptor()  # no hardware at all fails here, naming the recipe
     keys_dir, out_dir = Path(keys_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key_path = resolve_key(recipe.key, keys_dir)
@@ -193,11 +197,13 @@ def _build(recipe: Recipe, key_path: Path, out_dir: Path, bin_path: Path, layout
 
 
 def build_all(recipes_dir: Path, keys_dir: Path, out_dir: Path, *, names: Iterable[str] | None = None,
-              slot_size: int | None = None, layout: FlashLayout | None = None) -> dict[str, Path]:
+              slot_size: int | None = None, layout: FlashLayout | None = None,
+              hardware: str | None = None) -> dict[str, Path]:
     """Build every recipe in `recipes_dir` (or only `names`); return {name: image path}."""
     wanted = list(names) if names else None
     recipes = [find_recipe(n, recipes_dir) for n in wanted] if wanted else list(load_recipes(recipes_dir).values())
-    return {r.name: build_image(r, keys_dir, out_dir, slot_size=slot_size, layout=layout) for r in recipes}
+    return {r.name: build_image(r, keys_dir, out_dir, slot_size=slot_size, layout=layout, hardware=hardware)
+            for r in recipes}
 
 
 def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
@@ -208,12 +214,13 @@ def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
         from hil.images.recipes import load_recipe
 
         return build_image(load_recipe(candidate), cfg.images.keys_dir, cfg.images.build_dir,
-                           layout=cfg.flash_layout).read_bytes()
+                           layout=cfg.flash_layout, hardware=cfg.dut.hardware_number).read_bytes()
     if candidate.is_file():
         return candidate.read_bytes()
     name = str(name_or_path)
     if candidate.suffix == ".bin" or os.sep in name:
         raise ImageBuildError(f"image file {candidate} not found (give a recipe name or an existing .bin path)")
     recipe = find_recipe(name, cfg.images.recipes)
-    path = build_image(recipe, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout)
+    path = build_image(recipe, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout,
+                       hardware=cfg.dut.hardware_number)
     return path.read_bytes()

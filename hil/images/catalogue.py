@@ -92,7 +92,7 @@ def prebuild(cfg: BenchConfig) -> list[Path]:
     from hil.images.recipes import find_recipe
 
     container = container_of(cfg)
-    key = ensure_key(spec.key, cfg.images.keys_dir, spec.kind)
+    key = ensure_key(spec.key, cfg.images.keys_dir, spec.key_type)
     made = []
     for role, entry in catalogue_of(cfg).items():
         path = Path(entry)
@@ -102,7 +102,7 @@ def prebuild(cfg: BenchConfig) -> list[Path]:
         if path.is_file():
             continue
         made.append(container.build(recipe, cfg.images.keys_dir, path.parent, layout=cfg.flash_layout,
-                                    suffix=path.suffix))
+                                    suffix=path.suffix, hardware=cfg.dut.hardware_number))
     return made
 
 
@@ -115,7 +115,7 @@ def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
         from hil.images.recipes import load_recipe
 
         return container.load(container.build(load_recipe(candidate), cfg.images.keys_dir, cfg.images.build_dir,
-                                              layout=cfg.flash_layout))
+                                              layout=cfg.flash_layout, hardware=cfg.dut.hardware_number))
     if candidate.is_file():
         return container.load(candidate)
     name = str(name_or_path)
@@ -125,7 +125,8 @@ def load_image(name_or_path: str | os.PathLike[str], cfg: BenchConfig) -> bytes:
     from hil.images.recipes import find_recipe
 
     recipe = find_recipe(name, cfg.images.recipes)
-    return container.load(container.build(recipe, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout))
+    return container.load(container.build(recipe, cfg.images.keys_dir, cfg.images.build_dir, layout=cfg.flash_layout,
+                                          hardware=cfg.dut.hardware_number))
 
 
 def derive(role: str, update: bytes, cfg: BenchConfig) -> bytes:

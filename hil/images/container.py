@@ -108,8 +108,9 @@ class ImageContainer(Protocol):
         ...
 
     def build(self, recipe: "Recipe", keys_dir: Path, out_dir: Path, *, layout: "FlashLayout | None" = None,
-              suffix: str | None = None) -> Path:
-        """Build and sign `recipe` into `out_dir` (cached); the path of the build."""
+              suffix: str | None = None, hardware: str | None = None) -> Path:
+        """Build and sign `recipe` into `out_dir` (cached); the path of the build. `hardware`: the board's
+        hardware number, for a recipe that names none (the bench's dut.hardware_number)."""
         ...
 
     def load(self, path: Path) -> bytes:

@@ -599,12 +599,14 @@ class FblContainer:
         return segments, ranges
 
     def build(self, recipe: "Recipe", keys_dir: Path, out_dir: Path, *, layout: "FlashLayout | None" = None,
-              suffix: str | None = None) -> Path:
+              suffix: str | None = None, hardware: str | None = None) -> Path:
         from filelock import FileLock, Timeout
 
         from hil.images.build import BUILD_LOCK_TIMEOUT_S, read_manifest
         from hil.images.keys import resolve_key
 
+        recipe = recipe.for_hardware(hardware)
+        recipe.descriptor()  # no hardware at all fails here, naming the recipe
         suffix = suffix or self.suffixes[0]
         if suffix not in self.suffixes:
             raise ImageBuildError(f"recipe {recipe.name}: flash-bootloader builds are {', '.join(self.suffixes)}, "

@@ -24,11 +24,22 @@ DEV_KEYS: tuple[tuple[str, str], ...] = (
 KEYGEN_LOCK_TIMEOUT_S = 30.0
 
 
+#: imgtool key classes by our key type name.
+KEY_TYPES = ("ecdsa-p256", "ed25519", "rsa-2048", "rsa-3072")
+
+
 def _generate(kind: str, path: Path) -> None:
     """Write a new private key of `kind` to `path` atomically (temp file in the same dir, then rename)."""
     from imgtool import keys as imgkeys  # imported lazily: imgtool pulls in click, intelhex, cbor
 
-    key = imgkeys.ECDSA256P1.generate() if kind == "ecdsa-p256" else imgkeys.Ed25519.generate()
+    if kind == "ecdsa-p256":
+        key = imgkeys.ECDSA256P1.generate()
+    elif kind == "ed25519":
+        key = imgkeys.Ed25519.generate()
+    elif kind in ("rsa-2048", "rsa-3072"):
+        key = imgkeys.RSA.generate(key_size=int(kind.split("-")[1]))
+    else:
+        raise ImageBuildError(f"key type {kind!r} cannot be generated; accepted: {', '.join(KEY_TYPES)}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -38,6 +49,26 @@ def _generate(kind: str, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def key_type(path: Path) -> str:
+    """The type of the PEM key at `path` as KEY_TYPES names it (ImageBuildError for any other)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    pem = Path(path).read_bytes()
+    try:
+        key: object = (serialization.load_pem_private_key(pem, password=None) if b"PRIVATE KEY" in pem
+                       else serialization.load_pem_public_key(pem))
+    except (ValueError, TypeError) as exc:
+        raise ImageBuildError(f"key {path}: not an unencrypted PEM key ({exc})") from None
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and isinstance(key.curve, ec.SECP256R1):
+        return "ecdsa-p256"
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "ed25519"
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)) and key.key_size in (2048, 3072):
+        return f"rsa-{key.key_size}"
+    raise ImageBuildError(f"key {path}: unsupported key type {type(key).__name__}; accepted: {', '.join(KEY_TYPES)}")
 
 
 def ensure_dev_keys(keys_dir: Path) -> dict[str, Path]:
@@ -80,23 +111,27 @@ def resolve_key(key: str, keys_dir: Path) -> Path:
 
 
 def ensure_key(name: str, keys_dir: Path, kind: str = "ecdsa-p256") -> Path:
-    """The key `name` in `keys_dir` (or a .pem path), generated on first use if it is not there.
+    """The key `name` in `keys_dir` (or a .pem path), generated as a `kind` key on first use.
 
     For the virtual benches' own release keys (e.g. vendor B's); a real board's key is the vendor's.
+    A key that exists already must be of `kind` (ImageBuildError naming both otherwise).
     """
     candidate = Path(name)
-    if candidate.suffix == ".pem" and candidate.is_file():
-        return candidate
-    keys_dir = Path(keys_dir)
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    path = keys_dir / f"{name}.pem"
-    if path.is_file():
-        return path
-    try:
-        with FileLock(str(keys_dir / ".keygen.lock")).acquire(timeout=KEYGEN_LOCK_TIMEOUT_S):
-            if not path.is_file():
-                _generate(kind, path)
-    except Timeout:
-        raise ImageBuildError(f"another process has held {keys_dir / '.keygen.lock'} for {KEYGEN_LOCK_TIMEOUT_S:.0f} s "
-                              f"while generating keys; {name} is not there yet") from None
+    if candidate.suffix == ".pem" or candidate.is_absolute():
+        path = candidate if candidate.suffix == ".pem" else candidate.with_suffix(".pem")
+    else:
+        path = Path(keys_dir) / f"{name}.pem"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(path.parent / ".keygen.lock")).acquire(timeout=KEYGEN_LOCK_TIMEOUT_S):
+                if not path.is_file():
+                    _generate(kind, path)
+        except Timeout:
+            raise ImageBuildError(f"another process has held {path.parent / '.keygen.lock'} for "
+                                  f"{KEYGEN_LOCK_TIMEOUT_S:.0f} s while generating keys; {name} is not there yet") from None
+    found = key_type(path)
+    if found != kind:
+        raise ImageBuildError(f"key {path} is {found}, the bench asks for {kind} (images.prebuild.key_type); "
+                              "remove the file to generate a new one, or set key_type to the key's type")
     return path

@@ -10,9 +10,10 @@ Image layout (little endian, as imgtool 2.x writes it):
     TLV area (magic 0x6907, it_tlv_tot bytes incl. its 4-byte info)
 
 Every TLV entry is `u16 type, u16 length, value`. The SHA256 TLV covers header + payload +
-protected TLV area; ECDSA-P256 signs that same byte range (so it verifies as a signature over the
-pre-computed SHA-256 digest), Ed25519 signs the 32-byte SHA-256 digest itself. KEYHASH is the
-SHA-256 of the key's DER SubjectPublicKeyInfo.
+protected TLV area; ECDSA-P256 and RSA-PSS (2048/3072, SHA-256, salt 32) sign that same byte range
+(so they verify as signatures over the pre-computed SHA-256 digest), Ed25519 signs the 32-byte
+SHA-256 digest itself. KEYHASH is the SHA-256 of the key's DER SubjectPublicKeyInfo (PKCS#1
+RSAPublicKey for RSA, the form MCUboot embeds).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Literal, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from hil.bench import contract
@@ -67,7 +68,7 @@ TLV_NAMES = {
     contract.TLV_HARDWARE_ID: "HARDWARE_ID", contract.TLV_CONFIG_COMPAT: "CONFIG_COMPAT",
 }
 
-PublicKey = Union[ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
+PublicKey = Union[ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey]
 Buffer = Union[bytes, bytearray, memoryview]
 
 
@@ -130,19 +131,23 @@ class TrustedKey:
     keyhash: bytes
 
     @property
-    def kind(self) -> Literal["ecdsa-p256", "ed25519"]:
-        """Key type name as imgtool spells it."""
+    def kind(self) -> str:
+        """Key type name as hil.images.keys.KEY_TYPES spells it."""
+        if isinstance(self.public_key, rsa.RSAPublicKey):
+            return f"rsa-{self.public_key.key_size}"
         return "ed25519" if isinstance(self.public_key, ed25519.Ed25519PublicKey) else "ecdsa-p256"
 
 
 def public_key_hash(public_key: PublicKey) -> bytes:
     """SHA-256 of the DER SubjectPublicKeyInfo: what imgtool writes into KEYHASH (auto SHA for P-256/Ed25519)."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    form = (serialization.PublicFormat.PKCS1 if isinstance(public_key, rsa.RSAPublicKey)
+            else serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public_key.public_bytes(serialization.Encoding.DER, form)
     return hashlib.sha256(der).digest()
 
 
 def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
-    """Load PEM keys (private or public; ECDSA P-256 or Ed25519) as trusted public keys.
+    """Load PEM keys (private or public; ECDSA P-256, Ed25519, RSA 2048/3072) as trusted public keys.
 
     Raises BenchConfigError naming the file when it is missing, not PEM, or of another key type.
     """
@@ -164,9 +169,11 @@ def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
             raise BenchConfigError(f"trusted key {p}: not an unencrypted PEM key ({exc})") from None
         if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
             pass
+        elif isinstance(public, rsa.RSAPublicKey) and public.key_size in (2048, 3072):
+            pass
         elif not isinstance(public, ed25519.Ed25519PublicKey):
             raise BenchConfigError(f"trusted key {p}: unsupported key type {type(public).__name__}; "
-                                   "accepted: ecdsa-p256, ed25519")
+                                   "accepted: ecdsa-p256, ed25519, rsa-2048, rsa-3072")
         keys.append(TrustedKey(name=p.stem, public_key=public, keyhash=public_key_hash(public)))
     return keys
 
@@ -328,6 +335,8 @@ def parse_image(data: Buffer) -> ParsedImage:
 def _check_signature(key: TrustedKey, tlvs: dict[int, bytes], digest: bytes) -> None:
     if isinstance(key.public_key, ed25519.Ed25519PublicKey):
         expected_tag = TLV_ED25519
+    elif isinstance(key.public_key, rsa.RSAPublicKey):
+        expected_tag = TLV_RSA3072_PSS if key.public_key.key_size == 3072 else TLV_RSA2048_PSS
     else:
         expected_tag = TLV_ECDSA_SIG
     present = sorted(SIGNATURE_TLVS & tlvs.keys())
@@ -340,6 +349,9 @@ def _check_signature(key: TrustedKey, tlvs: dict[int, bytes], digest: bytes) -> 
         if expected_tag == TLV_ED25519:
             # imgtool's Ed25519 signs the 32-byte SHA-256 digest itself (not the image).
             key.public_key.verify(sig, digest)  # type: ignore[call-arg]
+        elif isinstance(key.public_key, rsa.RSAPublicKey):
+            key.public_key.verify(sig, digest, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                                  Prehashed(hashes.SHA256()))
         else:
             # imgtool may pad ECDSA DER signatures with zeros to 72 bytes; the DER length byte says what is real.
             if len(sig) < 8 or sig[0] != 0x30 or sig[1] + 2 > len(sig):
@@ -385,7 +397,8 @@ def verify_image(data: Buffer, trusted: Sequence[TrustedKey], *, hardware_id: st
                          reason=Reason.HASH_MISMATCH)
 
     if not SIGNATURE_TLVS & img.tlvs.keys():
-        raise ImageError("image is unsigned: no ECDSA_SIG (0x22) or ED25519 (0x24) TLV", reason=Reason.UNSIGNED)
+        raise ImageError("image is unsigned: no ECDSA_SIG (0x22), ED25519 (0x24) or RSA PSS (0x20, 0x23) TLV",
+                         reason=Reason.UNSIGNED)
     keyhash = img.tlvs.get(TLV_KEYHASH)
     if keyhash is None:
         raise ImageError("KEYHASH TLV absent: cannot tell which key signed the image", reason=Reason.UNKNOWN_KEY)

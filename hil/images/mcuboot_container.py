@@ -73,12 +73,12 @@ class McubootContainer:
                              version=version)
 
     def build(self, recipe: "Recipe", keys_dir: Path, out_dir: Path, *, layout: "FlashLayout | None" = None,
-              suffix: str | None = None) -> Path:
+              suffix: str | None = None, hardware: str | None = None) -> Path:
         from hil.images.build import build_image
 
         if suffix not in (None, ".bin"):
             raise ImageBuildError(f"recipe {recipe.name}: MCUboot images are .bin files, not {suffix}")
-        return build_image(recipe, keys_dir, out_dir, layout=layout)
+        return build_image(recipe, keys_dir, out_dir, layout=layout, hardware=hardware)
 
     def load(self, path: Path) -> bytes:
         return Path(path).read_bytes()

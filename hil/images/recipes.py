@@ -43,7 +43,9 @@ class Recipe(NamedRecipe):
     security_counter: int = Field(1, ge=0, le=0xFFFFFFFF)
     key: str = Field("dev-ecdsa-p256", description="signing key: a name in the keys dir or a .pem path")
     code_size: int = Field(40960, ge=256, description="payload bytes after the 0x200-byte header")
-    hardware_id: str = Field("BMS-HW-A2", min_length=1, pattern=r"^[\x20-\x7e]+$")
+    hardware_id: str | None = Field(None, min_length=1, pattern=r"^[\x20-\x7e]+$",
+                                    description="hardware number the image is built for; None: the bench's "
+                                                "dut.hardware_number")
     config_compat: tuple[int, int] = Field((1, 1), description="lowest, highest configuration schema accepted")
     confirm: bool = Field(False, description="pad to the slot and mark confirmed (factory image)")
     # firmware descriptor fields
@@ -76,8 +78,17 @@ class Recipe(NamedRecipe):
         major, minor, revision = (int(p) for p in self.version.split("."))
         return (major, minor, revision)
 
+    def for_hardware(self, hardware: str | None) -> "Recipe":
+        """This recipe built for `hardware` unless it names its own (the wrong-hardware builds do)."""
+        if self.hardware_id is not None or hardware is None:
+            return self
+        return self.model_copy(update={"hardware_id": hardware})
+
     def descriptor(self) -> FirmwareDescriptor:
         """The payload descriptor the simulated firmware runs."""
+        if self.hardware_id is None:
+            raise ImageBuildError(f"recipe {self.name}: no hardware_id and no bench to take dut.hardware_number "
+                                  "from; accepted: hardware_id: <the board's hardware number>")
         return FirmwareDescriptor(version=self.version, build=self.build, hardware=self.hardware_id,
                                   soc_algorithm=self.soc_algorithm, extra_messages=list(self.extra_messages),
                                   self_test=self.self_test, selftest_code=self.selftest_code,
