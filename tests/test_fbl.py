@@ -68,10 +68,11 @@ def keys(work: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def built(container: fbl.FblContainer, keys: dict[str, Path], work: Path) -> dict[str, Path]:
     """Builds of the recipes the cases below use: HEX (ECDSA P-256 or Ed25519 as the recipe says) and one S-record."""
-    out = {n: container.build(find_recipe(n, RECIPES), work / "keys", work / "build")
+    out = {n: container.build(find_recipe(n, RECIPES), work / "keys", work / "build", hardware=HW)
            for n in ("1.0.0", "1.1.0", "2.0.0", "1.1.0-wrong-hardware", "1.3.0-seccnt-2", "0.9.0-downgrade",
                      "3.0.0-needs-config-v3", "1.1.0-selftest-fail")}
-    out["1.1.0.s19"] = container.build(find_recipe("1.1.0", RECIPES), work / "keys", work / "build", suffix=".s19")
+    out["1.1.0.s19"] = container.build(find_recipe("1.1.0", RECIPES), work / "keys", work / "build", suffix=".s19",
+                                       hardware=HW)
     return out
 
 
@@ -186,7 +187,7 @@ def test_files_load_save_and_bad_input_is_named(container: fbl.FblContainer, bui
         container.flip_bit(image, "tlv")
     with pytest.raises(ImageBuildError, match="exceed logical block application"):
         container.build(find_recipe("1.2.0-large", RECIPES).model_copy(update={"code_size": 200_000}),
-                        tmp_path / "keys", tmp_path / "b")
+                        tmp_path / "keys", tmp_path / "b", hardware=HW)
 
 
 # ---------------------------------------------------------------------- the registry

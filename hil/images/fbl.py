@@ -283,14 +283,14 @@ def check_memory(read: Callable[[int, int], bytes], header_address: int, downloa
         known = ", ".join(f"{k.name}={k.keyhash.hex()[:16]}" for k in trusted) or "none"
         fail(f"key hash {sig.keyhash.hex()[:16]}... matches no trusted key (trusted: {known})", Reason.UNKNOWN_KEY)
         return img
-    expected = ALG_ED25519 if isinstance(key.public_key, ed25519.Ed25519PublicKey) else ALG_ECDSA_P256
+    public = key.public_key
     try:
-        if sig.algorithm != expected:
-            raise InvalidSignature
-        if expected == ALG_ED25519:
-            key.public_key.verify(sig.signature, img.digest)  # type: ignore[call-arg]
+        if isinstance(public, ed25519.Ed25519PublicKey) and sig.algorithm == ALG_ED25519:
+            public.verify(sig.signature, img.digest)
+        elif isinstance(public, ec.EllipticCurvePublicKey) and sig.algorithm == ALG_ECDSA_P256:
+            public.verify(sig.signature, img.digest, ec.ECDSA(Prehashed(hashes.SHA256())))
         else:
-            key.public_key.verify(sig.signature, img.digest, ec.ECDSA(Prehashed(hashes.SHA256())))  # type: ignore[call-arg]
+            raise InvalidSignature  # another algorithm than the key's (an RSA key signs no record of this format)
     except InvalidSignature:
         fail(f"{ALGORITHMS[sig.algorithm]} signature does not verify with trusted key {key.name!r} ({key.kind}) "
              f"over digest {img.digest.hex()[:16]}...", Reason.SIGNATURE_INVALID)
@@ -637,6 +637,7 @@ class FblContainer:
     def _build(self, recipe: "Recipe", key_path: Path, path: Path, sig_path: Path, cache_key: str) -> dict[str, Any]:
         from hil.images.mcuboot import load_trusted_keys
 
+        assert recipe.hardware_id is not None  # build() gave it the bench's
         segments, ranges = self.layout_for(recipe)
         header = pack_header(ranges, recipe.version_tuple, _build_number(recipe.build), recipe.security_counter,
                              recipe.config_compat, recipe.hardware_id)
