@@ -253,7 +253,7 @@ def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, 
 def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu, console, images, bench_config,
                                                                measure, evidence, console_pattern):
     """Cut the swap several times in a row, at the start, a third and two thirds into a sector (its copy steps),
-    as the DUT's console reports the sectors; then read both images' hashes back over UDS (FD07, FD08)."""
+    as the DUT's console reports the sectors; then read both images' hashes back over UDS (DID roles ACTIVE_IMAGE_HASH, BACKUP_IMAGE_HASH)."""
     import hashlib
     import time
 
@@ -293,7 +293,7 @@ def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu
     check_final_state(dut, bench_config.timing, Expected(images.version("update"), UpdateState.SUCCESS, Reason.NONE), measure)
     running, backup = dut.image_hash(), dut.backup_image_hash()
     assert running == hashlib.sha256(new).digest(), (
-        f"the image that boots is not the image downloaded: FD07 {running.hex()}, expected {hashlib.sha256(new).hexdigest()}")
+        f"the image that boots is not the image downloaded: ACTIVE_IMAGE_HASH {running.hex()}, expected {hashlib.sha256(new).hexdigest()}")
     assert backup == hashlib.sha256(old).digest(), (
-        f"the backup is not the old image: FD08 {backup.hex()}, expected {hashlib.sha256(old).hexdigest()}")
+        f"the backup is not the old image: BACKUP_IMAGE_HASH {backup.hex()}, expected {hashlib.sha256(old).hexdigest()}")
     check_evidence(evidence, console)

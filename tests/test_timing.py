@@ -132,7 +132,10 @@ class _FakeCan:
 
         import cantools
 
+        from hil.bench.dut_profile import DutProfile
+
         self.db = cantools.database.load_file(str(Path(__file__).resolve().parents[1] / "benches" / "dbc" / "bms.dbc"))
+        self.profile = DutProfile()
         self.taps: dict[str, object] = {}
         self._ctx = contextlib
 

@@ -64,7 +64,7 @@ def sign(bench_file: str, key: str | None, recipe: str, outfile: str) -> None:
         r = load_package_recipe(Path(recipe))
         if key is not None:
             r = r.model_copy(update={"key": key})
-        Path(outfile).write_bytes(build_from_recipe(r, cfg.images.keys_dir, board_key(cfg)))
+        Path(outfile).write_bytes(build_from_recipe(r, cfg.images.keys_dir, board_key(cfg), cfg.dut.hardware_number))
     except HilError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"signed {outfile}")

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from hil.bench.config import BenchConfig
+from hil.errors import ImageBuildError
 from hil.images.keys import resolve_key
 from hil.images.recipes import NamedRecipe, RecipeFiles
 from hil.config_packages.package import build_package
@@ -35,7 +36,8 @@ class PackageRecipe(NamedRecipe):
     description: str = ""
     profile: str | None = Field(None, pattern=_ASCII, description="profile name in the package [default: name]")
     vehicle_group: str = Field(pattern=_ASCII)
-    hardware: str = Field("BMS-HW-A2", pattern=r"^[\x20-\x7e]{1,32}$")
+    hardware: str | None = Field(None, pattern=r"^[\x20-\x7e]{1,32}$",
+                                 description="hardware number the package targets; None = the bench's dut.hardware_number")
     schema_version: int = Field(1, ge=1, le=255, alias="schema")
     version: int = Field(ge=1, le=0xFFFFFFFF, description="profile version; the board refuses anything not newer")
     key: str | None = Field(BOARD_KEY, description="signing key name or .pem path; `board` (default): the bench's "
@@ -54,13 +56,19 @@ load_package_recipes = PACKAGE_RECIPES.load_all
 find_package_recipe = PACKAGE_RECIPES.find
 
 
-def build_from_recipe(recipe: PackageRecipe, keys_dir: Path, board_key: Path | None = None) -> bytes:
-    """The signed package of `recipe` (signing is fast: no cache). `board_key`: the board's signing key."""
+def build_from_recipe(recipe: PackageRecipe, keys_dir: Path, board_key: Path | None = None,
+                      hardware: str | None = None) -> bytes:
+    """The signed package of `recipe` (signing is fast: no cache). `board_key`: the board's signing key;
+    `hardware`: the board's hardware number, for a recipe that names none."""
     key = recipe.key
     if key == BOARD_KEY:
         key = str(board_key) if board_key is not None else DEFAULT_KEY
     key_path = resolve_key(key, keys_dir) if key is not None else None
-    return build_package(name=recipe.package_name, vehicle_group=recipe.vehicle_group, hardware=recipe.hardware,
+    target = recipe.hardware or hardware
+    if target is None:
+        raise ImageBuildError(f"profile recipe {recipe.name}: no hardware (the recipe names none, and no bench "
+                              "says the board's dut.hardware_number)")
+    return build_package(name=recipe.package_name, vehicle_group=recipe.vehicle_group, hardware=target,
                          schema=recipe.schema_version, version=recipe.version, values=recipe.values, key_path=key_path)
 
 
@@ -74,7 +82,7 @@ def build_packages(cfg: BenchConfig, names: list[str] | None = None) -> dict[str
     for recipe in recipes:
         path = out / f"{recipe.name}.prf"
         tmp = path.with_suffix(".prf.tmp")
-        tmp.write_bytes(build_from_recipe(recipe, cfg.images.keys_dir, board_key(cfg)))
+        tmp.write_bytes(build_from_recipe(recipe, cfg.images.keys_dir, board_key(cfg), cfg.dut.hardware_number))
         tmp.replace(path)
         built[recipe.name] = path
     return built
@@ -85,7 +93,8 @@ def load_package(name_or_path: str, cfg: BenchConfig) -> bytes:
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate.read_bytes()
-    return build_from_recipe(find_package_recipe(str(name_or_path), cfg.images.packages), cfg.images.keys_dir, board_key(cfg))
+    return build_from_recipe(find_package_recipe(str(name_or_path), cfg.images.packages), cfg.images.keys_dir, board_key(cfg),
+                             cfg.dut.hardware_number)
 
 
 def board_key(cfg: BenchConfig) -> Path | None:

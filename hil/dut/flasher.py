@@ -52,6 +52,11 @@ class StageResult:
     accepted: bool
     reason: Reason
     resumed_from: int = 0  # bytes the DUT already had (a resumed download sent only the rest)
+    #: Firmware bytes per TransferData block, and each block's round trip (request sent to response, s):
+    #: what this board's block length and turnaround allow, measured.
+    block_bytes: int = 0
+    block_seconds: list[float] = field(default_factory=list)
+    download_seconds: float = 0.0  # first TransferData sent to the last one answered
 
     @property
     def kib_per_s(self) -> float:
@@ -141,24 +146,29 @@ class Flasher:
         per_block = block_len - 2
         counter = 1
         sent = offset
+        rounds: list[float] = []
+        download_start = time.monotonic()
         for block_start in range(offset, len(image), per_block):
             chunk = image[block_start:block_start + per_block]
             frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
             for c, data in frames:
+                t = time.monotonic()
                 self.uds.transfer_data(c, data)
+                rounds.append(time.monotonic() - t)
             sent = block_start + len(chunk)
             for hook in list(self.on_progress):
                 hook(sent, len(image))
             counter = (counter + 1) & 0xFF
+        download_s = time.monotonic() - download_start
         self._phase(Phase.TRANSFER_EXIT)
         self.uds.request_transfer_exit()
         if not check:
-            return StageResult(len(image), time.monotonic() - start, True, Reason.NONE, offset)
+            return StageResult(len(image), time.monotonic() - start, True, Reason.NONE, offset, per_block, rounds, download_s)
         self._phase(Phase.VERIFY)
         status = self.uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
         accepted = len(status) >= 1 and status[0] == 0
         reason = self.profile.decode(Reason, status[1]) if len(status) >= 2 else Reason.NONE
-        return StageResult(len(image), time.monotonic() - start, accepted, reason, offset)
+        return StageResult(len(image), time.monotonic() - start, accepted, reason, offset, per_block, rounds, download_s)
 
     def discard(self) -> None:
         """Throw away whatever the inactive slot holds (a staged, rejected or reverted image): the erase

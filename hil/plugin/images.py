@@ -43,7 +43,7 @@ class ImageStore:
             raise  # unreachable: skip raises
 
     def version(self, name: str) -> str:
-        """The version an image reports (F189 once it runs), from the image header."""
+        """The version an image reports (SOFTWARE_VERSION once it runs), from the image header."""
         from hil.images.mcuboot import parse_image
 
         return parse_image(self[name]).version_str

@@ -136,7 +136,9 @@ class TestRecord:
 
 #: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern): the row's
 #: promise was not checked on this board, so the row is NOT COVERED even when other cases passed.
-GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ")
+#: "needs ...": a case the bench cannot serve (an instrument or capability it lacks, hil.rack.scheduling.skip_reason).
+GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ", "counter signal missing: ",
+                "instrument missing: ", "instrument function missing: ", "package missing: ", "needs ")
 
 
 def is_gap(record: TestRecord) -> bool:

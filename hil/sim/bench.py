@@ -20,6 +20,7 @@ import can
 
 from hil.drivers.canbus import open_bus
 from hil.bench.config import BenchConfig, socket_resource_address, socket_url_address
+from hil.bench.dut_profile import console_line_problems
 from hil.errors import BenchBroken, BenchConfigError
 from hil.images.build import load_image
 from hil.images.catalogue import catalogue_of, prebuild
@@ -69,7 +70,9 @@ class VirtualBench:
         self.effective: BenchConfig | None = None
         # The emulators speak the command set the bench file's dialect names, like the real instrument would.
         self.supply: SupplyModel = SUPPLY_MODELS[cfg.psu.dialect]()
-        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"]()
+        pack = cfg.profile.soc_core
+        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"](
+            pack.cells, pack.temperatures)
         self.supply.ignore_output_off = Defects(cfg.sim.defects).has("supply_ignores_output_off")
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
@@ -92,6 +95,10 @@ class VirtualBench:
         cfg = self.cfg
         sim = cfg.sim
         assert sim is not None
+        problems = console_line_problems(cfg.profile.console) if cfg.console is not None else []
+        if problems:  # the board would print lines the profile's patterns do not find
+            raise BenchConfigError(f"bench {cfg.bench}: the virtual board's console lines (profile console.lines, "
+                                   "else the default board's) do not match the profile's patterns: " + "; ".join(problems))
         prebuild(cfg)  # a bench whose images are prebuilt .bin files: make missing ones (and their key) first
         for what, path in [("can.dbc", cfg.can.dbc or cfg.profile.can.dbc), *(("sim.trusted_keys", k) for k in sim.trusted_keys)]:
             if path is None or not Path(path).is_file() and not (what == "sim.trusted_keys" and _generated_dev_key(cfg, Path(path))):
