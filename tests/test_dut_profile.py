@@ -104,6 +104,18 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     ({"security": {"programming_level": 2}}, r"security.programming_level: got 2 - .*odd"),
     ({"restore": {"method": "jtag"}}, r"restore.method: got 'jtag' - .*'uds_restore', 'pyocd' or 'command'"),
     ({"restore": {"method": "command"}}, r"restore: .*method command needs command"),
+    ({"console": {"lines": {"swap_progress": "BL: copy {sector} of {total}"}}},
+     r"console: .*pattern swap_progress .* does not match the line 'BL: copy 3 of 32'"),
+    ({"console": {"lines": {"reset": "BOOT: cause={why}"}}}, r"console.lines: .*reset: unknown field\(s\) why .*accepted: cause"),
+    ({"console": {"patterns": {"power_up": "BOOT: reset"}, "lines": {"reset": "BOOT: reset cause={cause}"}}},
+     r"pattern power_up 'BOOT: reset' also matches a software reset"),
+    ({"console": {"patterns": {"revert": "BOOT: (revert"}}}, r"console.patterns: .*revert: 'BOOT: \(revert' is not a regular expression"),
+    ({"soc_core": {"cells": 0}}, r"soc_core.cells: got 0"),
+    ({"records": {"update_status": ["state", "state", "progress", "target_version"]}},
+     r"records.update_status: .*must list each of state, reason, progress, target_version exactly once"),
+    ({"records": {"boot_count_bytes": 3}}, r"records.boot_count_bytes: .*must be 2 or 4, got 3"),
+    ({"vehicle_state": {"period_ms": 500, "timeout_ms": 400}}, r"vehicle_state: .*timeout_ms 400 must exceed period_ms 500"),
+    ({"security": {"delay_s": -1}}, r"security.delay_s: got -1"),
     ({"routines": {"ERASE_MEMORY": 0xFF00, "CHECK_PROGRAMMING_DEPENDENCIES": 0xFF00, "ACTIVATE_UPDATE": 0x0301,
                    "APPLY_PROFILE": 0xFF02}},
      r"routines: .*share the identifier 0xFF00"),
@@ -325,3 +337,15 @@ def test_the_literal_rule_catches_each_kind(tmp_path):
     ok = tmp_path / "ok.py"
     ok.write_text('"""The SOC core keeps its state; Reason.NONE."""\nx = frame.signals[contract.SIG_SOC]\n')
     assert default_board_literals_in([ok]) == []
+
+
+def test_a_virtual_board_whose_lines_its_patterns_miss_does_not_start(tmp_path):
+    """Patterns of a board of one's own, but no `console.lines`: the virtual board would print the default
+    board's lines and every console wait would time out - refused at start, naming the pattern and the line."""
+    from hil.sim.bench import VirtualBench
+
+    profile = _write(tmp_path, {"console": {"patterns": {"swap_start": "BL> swap begin"}}})
+    cfg = load_bench(_inproc_bench(tmp_path, profile))
+    with pytest.raises(BenchConfigError, match=r"pattern swap_start 'BL> swap begin' does not match the line "
+                                                r"'BOOT: swap start type=TEST sectors=32'"):
+        VirtualBench(cfg).start()

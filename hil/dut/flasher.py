@@ -87,6 +87,12 @@ def _num(value: object) -> int:
     return int(getattr(value, "value", value))  # type: ignore[call-overload]
 
 
+def _decode_status(profile: DutProfile, signals: dict) -> tuple[UpdateState, Reason]:
+    """State and reason of an update-status frame (framework signal names), in the framework's meanings."""
+    return (profile.decode(UpdateState, _num(signals[contract.SIG_UPDATE_STATE])),
+            profile.decode(Reason, _num(signals[contract.SIG_UPDATE_REASON])))
+
+
 class Flasher:
     """Drives one DUT through the bench contract's programming sequence (docs/bench-contract.md)."""
 
@@ -212,13 +218,13 @@ class Flasher:
                 state: UpdateState | None = None
                 try:
                     frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, deadline - time.monotonic())),
-                                              predicate=lambda s: _num(s["State"]) in terminal, since=start)
-                    state, reason = p.decode(UpdateState, _num(frame.signals["State"])), p.decode(Reason, _num(frame.signals["Reason"]))
+                                              predicate=lambda s: _num(s[contract.SIG_UPDATE_STATE]) in terminal, since=start)
+                    state, reason = _decode_status(p, frame.signals)
                 except HilTimeout:
                     # No terminal frame: the ECU is installing (silent) or in recovery (no application frames).
                     state, reason = self._poll_status()
                 for f in list(frames)[done:]:
-                    note(p.decode(UpdateState, _num(f.signals["State"])), p.decode(Reason, _num(f.signals["Reason"])))
+                    note(*_decode_status(p, f.signals))
                 done = len(frames)
                 if state is not None:
                     note(state, reason)

@@ -86,6 +86,11 @@ class VirtualBench:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> BenchConfig:
         """Bring up every endpoint; return the effective bench config (real ports)."""
+        cfg = self.cfg
+        problems = console_line_problems(cfg.profile.console) if cfg.console is not None else []
+        if problems:  # the board would print lines the profile's patterns do not find
+            raise BenchConfigError(f"bench {cfg.bench}: the virtual board's console lines (profile console.lines, "
+                                   "else the default board's) do not match the profile's patterns: " + "; ".join(problems))
         # The board's tasks share one interpreter. At Python's default 5 ms GIL switch interval the SOC task
         # and the CAN controller wait up to 5 ms behind the UDS and flash threads: hand the GIL over more
         # often, as an RTOS preempts for its periodic task (measured: p99 period error 2.7 -> 0.2-0.6 ms
@@ -95,10 +100,6 @@ class VirtualBench:
         cfg = self.cfg
         sim = cfg.sim
         assert sim is not None
-        problems = console_line_problems(cfg.profile.console) if cfg.console is not None else []
-        if problems:  # the board would print lines the profile's patterns do not find
-            raise BenchConfigError(f"bench {cfg.bench}: the virtual board's console lines (profile console.lines, "
-                                   "else the default board's) do not match the profile's patterns: " + "; ".join(problems))
         prebuild(cfg)  # a bench whose images are prebuilt .bin files: make missing ones (and their key) first
         for what, path in [("can.dbc", cfg.can.dbc or cfg.profile.can.dbc), *(("sim.trusted_keys", k) for k in sim.trusted_keys)]:
             if path is None or not Path(path).is_file() and not (what == "sim.trusted_keys" and _generated_dev_key(cfg, Path(path))):
