@@ -34,6 +34,18 @@ from hil.bench.contract import ActivationMode, BootMode, Did, Reason, ResetCause
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Boards drawn by tests/test_generated_boards.py: in `make test`, and nightly (HIL_NIGHTLY=1 or the
+#: hil-nightly hypothesis profile, see tests/conftest.py).
+CI_BOARDS = 5
+NIGHTLY_BOARDS = 100
+
+
+def nightly() -> bool:
+    """The nightly budgets apply (HIL_NIGHTLY=1, or the hil-nightly hypothesis profile asked for by name)."""
+    return (os.environ.get("HIL_NIGHTLY", "") not in ("", "0")
+            or os.environ.get("HYPOTHESIS_PROFILE") == "hil-nightly")
+
+
 #: The update families a generated board may belong to: one drawn dimension. Today only the MCUboot-style
 #: A/B board exists; once the flash-bootloader family (issue 18, item 1) is merged, its name goes here and
 #: `Board.profile_data` says it in the profile - nothing else in the strategy changes.
@@ -227,7 +239,7 @@ def boards(draw: Any) -> Board:
     uds_extended = draw(st.booleans())
     period_ms = draw(st.sampled_from([40, 50, 80, 100, 125, 200]))
     slow_every = draw(st.integers(2, 20))
-    counter_bits = draw(st.one_of(st.none(), st.integers(2, 8 if fd else 4)))
+    counter_bits = draw(st.sampled_from([None, 2, 3, 4] + ([5, 6, 7, 8] if fd else [])))  # None: no counter
     cells = draw(st.integers(4, 24))
     temps = draw(st.integers(1, 16))
     cells_per_frame = draw(st.integers(1, 8 if fd else 3))

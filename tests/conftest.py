@@ -4,7 +4,8 @@ Hypothesis profiles for the fuzz targets (tests/test_fuzz.py):
 - `hil-ci` (default, `make test`): a few hundred examples per target, derandomized so that a
   `make test` run is reproducible - the same examples on every machine, no flake from a lucky draw;
 - `hil-nightly` (`HIL_NIGHTLY=1`): at least 10,000 fresh random examples per target.
-Generated boards (tests/test_generated_boards.py) draw CI_BOARDS in `make test`, NIGHTLY_BOARDS nightly.
+Generated boards (tests/test_generated_boards.py, tests/boards.py) draw CI_BOARDS (5) in `make test`,
+NIGHTLY_BOARDS (100) with `HIL_NIGHTLY=1` or the hil-nightly profile.
 `HYPOTHESIS_PROFILE=<name>` picks any registered profile explicitly.
 
 `outside_suite/` is a user's suite: it runs only from a temporary folder outside the repository
@@ -20,15 +21,6 @@ from hypothesis import HealthCheck, settings
 #: Examples per fuzz target in `make test`; the targets scale their own counts from this.
 CI_EXAMPLES = 300
 NIGHTLY_EXAMPLES = 10_000
-#: Generated boards (tests/test_generated_boards.py): each runs a fast selection of the suite.
-CI_BOARDS = 5
-NIGHTLY_BOARDS = 100
-
-
-def nightly() -> bool:
-    """The nightly budgets apply (HIL_NIGHTLY=1, or the hil-nightly hypothesis profile asked for by name)."""
-    return (os.environ.get("HIL_NIGHTLY", "") not in ("", "0")
-            or os.environ.get("HYPOTHESIS_PROFILE") == "hil-nightly")
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                      HealthCheck.function_scoped_fixture])
