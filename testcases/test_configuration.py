@@ -13,12 +13,12 @@ from hil.bench.contract import Reason, UpdateState
 pytestmark = [pytest.mark.destructive]
 
 def _customise(dut, config_packages) -> dict:
-    """Customer configuration as the field gets it: the signed winter profile of the board's vehicle group."""
-    group = dut.vehicle_group()
-    result = config_packages.apply(f"winter-{group}")
-    assert result.applied, f"winter-{group}: {result}"
+    """Customer configuration as the field gets it: the first signed package of the board's vehicle group."""
+    name = config_packages.sequence(dut.vehicle_group())[0]
+    result = config_packages.apply(name)
+    assert result.applied, f"{name}: {result}"
     config = dut.config()
-    assert config["profile"] == f"winter-{group}", "profile did not become active"
+    assert config["profile"] == name, "profile did not become active"
     return config
 
 

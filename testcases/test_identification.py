@@ -1,7 +1,7 @@
 """Software identification: the RXSWIN is readable, protected against change, and follows the installed software.
 
 UN R156 7.2.1.2 (per the public text): the RXSWIN identifies the type-approval-relevant software,
-can be read (here over diagnostics, DID 0xF1A0) and is protected against unauthorised change;
+can be read (here over diagnostics, the DID of role RXSWIN) and is protected against unauthorised change;
 ISO 24089 asks for software identification readable from the ECU. Fixtures only: these cases run
 unchanged on a real bench. Where the image is one of this project's builds, its declared RXSWIN is
 read from the image file itself (the tester's artefact, not the board) and must match.
@@ -28,7 +28,7 @@ def _declared_rxswin(images, image: bytes) -> str | None:
 
 def _check_readable(dut, images, image: bytes) -> str:
     rxswin = dut.rxswin()
-    assert rxswin, "RXSWIN (DID 0xF1A0) reads empty in application mode"
+    assert rxswin, "RXSWIN (DID role RXSWIN) reads empty in application mode"
     assert rxswin.isprintable() and rxswin.isascii(), f"RXSWIN is not printable ASCII: {rxswin!r}"
     assert dut.rxswin() == rxswin, "RXSWIN changed between two reads"
     declared = _declared_rxswin(images, image)
@@ -40,7 +40,7 @@ def _check_readable(dut, images, image: bytes) -> str:
 @pytest.mark.requirement("R156-rxswin", "ISO24089-identification")
 def test_rxswin_is_readable_and_refuses_to_be_written(dut, uds, images, bench_config, psu):
     rxswin = _check_readable(dut, images, images.baseline())
-    assert dut.version(), "software version (DID 0xF189) reads empty"
+    assert dut.version(), "software version (DID role SOFTWARE_VERSION) reads empty"
     # Unauthorised change: neither without security access nor with the programming level's key.
     uds.session(SESSION_DEFAULT)
     with pytest.raises(UdsError) as refused_default:

@@ -1,7 +1,7 @@
 """New features reach the vehicle with an update and leave with a rollback (white paper: a new CAN message format).
 
 Fault-matrix row 21. The tester decodes every frame with the DBC of the release the board runs
-(benches/dbc/bms.dbc marks each message with the release that introduced it; `hil.images.releases`):
+(the board's DBC marks each message with the release that introduced it; `hil.images.releases`):
 a frame the release does not define is a finding, and the signals of the messages every release
 shares must still mean what they meant (checked against the battery emulator's pack state).
 """
@@ -14,7 +14,10 @@ import statistics
 import pytest
 
 from hil.dut.checks import Expected, check_final_state
-from hil.bench.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, N_CELLS, Reason, UpdateState
+from hil.bench import contract
+from hil.bench.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, Reason, UpdateState
+from hil.bench.frames import cell_layout, temperature_layout
+from hil.drivers.load import CELL_VOLTAGE, PACK_CURRENT, TEMPERATURE
 from hil.timing.measure import Measurement
 from hil.images.releases import new_messages, release_database, release_messages
 
@@ -22,20 +25,26 @@ pytestmark = [pytest.mark.destructive]
 
 #: The pack state the checks compare decoded signals with (one cell high, so the balancer has work).
 CELL_V = 3.70
-HIGH_CELL = 5
 HIGH_CELL_V = 3.76
 TEMP_C = 31.0
-PACK_A = -20.0  # discharging: the sign and scale of PackCurrent must survive every release
+PACK_A = -20.0  # discharging: the sign and scale of the pack current must survive every release
 WINDOW_S = 4.0
 
 
-def _hold_pack(load, can) -> None:
+def _high_cell(can) -> int:
+    """The cell held high (1-based): the fifth, or the last of a smaller pack."""
+    return min(5, can.profile.soc_core.cells)
+
+
+def _hold_pack(load, can, bench_config) -> None:
     """Set the pack state, then let the board see it (every multiplexed group once) before anything is judged."""
+    load.require(CELL_VOLTAGE, TEMPERATURE, PACK_CURRENT)
     load.set_cell_voltage(CELL_V)
-    load.set_cell_voltage(HIGH_CELL_V, HIGH_CELL)
+    load.set_cell_voltage(HIGH_CELL_V, _high_cell(can))
     load.set_temperature(TEMP_C)
     load.set_pack_current(PACK_A)
-    can.collect(MSG_SOC_CORE, 0.6)
+    groups = max(len(cell_layout(can.db, can.profile).groups()), len(temperature_layout(can.db, can.profile).groups()))
+    can.collect(MSG_SOC_CORE, (groups + 2) * bench_config.timing.soc_period_ms / 1000.0)
 
 
 def _record_all(can, seconds: float) -> dict[str, list]:
@@ -68,23 +77,25 @@ def _decode_with_release(frames: dict[str, list], can, version: str) -> tuple[di
     return decoded, unknown
 
 
-def _check_shared_layouts(decoded: dict[str, list[dict]], version: str) -> list[str]:
-    """The messages of 1.0.0 decode to the pack state the emulator holds: nothing moved or rescaled."""
+def _check_shared_layouts(decoded: dict[str, list[dict]], version: str, can) -> list[str]:
+    """The messages of the baseline decode to the pack state the emulator holds: nothing moved or rescaled."""
     problems = []
     soc = decoded.get(MSG_SOC_CORE, [])
     if not soc:
         return [f"no {MSG_SOC_CORE} frames from {version}"]
-    current = statistics.median(float(s["PackCurrent"]) for s in soc)
+    current = statistics.median(float(s[contract.SIG_PACK_CURRENT]) for s in soc)
     if abs(current - PACK_A) > 1.0:
-        problems.append(f"{MSG_SOC_CORE}.PackCurrent decodes to {current:g} A, the pack carries {PACK_A:g} A")
-    pack_v = statistics.median(float(s["PackVoltage"]) for s in soc)
-    truth_v = (N_CELLS - 1) * CELL_V + HIGH_CELL_V
+        problems.append(f"{MSG_SOC_CORE} pack current decodes to {current:g} A, the pack carries {PACK_A:g} A")
+    pack_v = statistics.median(float(s[contract.SIG_PACK_VOLTAGE]) for s in soc)
+    truth_v = (can.profile.soc_core.cells - 1) * CELL_V + HIGH_CELL_V
     if abs(pack_v - truth_v) > 1.0:
-        problems.append(f"{MSG_SOC_CORE}.PackVoltage decodes to {pack_v:g} V, the cells add up to {truth_v:g} V")
-    cells = [v for s in decoded.get(MSG_CELL_VOLTAGES, []) for k, v in s.items() if k.startswith("Cell") and k != "CellGroup"]
+        problems.append(f"{MSG_SOC_CORE} pack voltage decodes to {pack_v:g} V, the cells add up to {truth_v:g} V")
+    cell_map = cell_layout(can.db, can.profile)
+    cells = [v for s in decoded.get(MSG_CELL_VOLTAGES, []) for v in cell_map.values(s).values()]
     if not cells or not all(abs(float(v) - CELL_V) < 0.005 or abs(float(v) - HIGH_CELL_V) < 0.005 for v in cells):
         problems.append(f"{MSG_CELL_VOLTAGES} decodes to {sorted(set(cells))[:6]}, the emulator holds {CELL_V}/{HIGH_CELL_V} V")
-    temps = [v for s in decoded.get(MSG_TEMPERATURES, []) for k, v in s.items() if k.startswith("Temp") and k != "TempGroup"]
+    temp_map = temperature_layout(can.db, can.profile)
+    temps = [v for s in decoded.get(MSG_TEMPERATURES, []) for v in temp_map.values(s).values()]
     if not temps or not all(abs(float(v) - TEMP_C) <= 1.0 for v in temps):
         problems.append(f"{MSG_TEMPERATURES} decodes to {sorted(set(temps))[:6]}, the emulator holds {TEMP_C} degC")
     return problems
@@ -101,7 +112,7 @@ def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can
     outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(new_version, UpdateState.SUCCESS, Reason.NONE), measure)
-    _hold_pack(load, can)
+    _hold_pack(load, can, bench_config)
     frames = _record_all(can, WINDOW_S)
     decoded, unknown = _decode_with_release(frames, can, dut.version())
     assert not unknown, f"frames release {new_version} does not define:\n" + "\n".join(unknown[:10])
@@ -116,11 +127,13 @@ def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can
     mean = measure(Measurement("balancing_period_mean", statistics.fmean(gaps), "ms", period_ms - tol, period_ms + tol))
     assert mean.passed, str(mean)
     last = decoded[MSG_BALANCING][-1]
-    delta = measure(Measurement("balancing_max_cell_delta", float(last["MaxCellDelta"]), "V",
+    delta = measure(Measurement("balancing_max_cell_delta", float(last[contract.SIG_MAX_CELL_DELTA]), "V",
                                 HIGH_CELL_V - CELL_V - 0.002, HIGH_CELL_V - CELL_V + 0.002))
     assert delta.passed, str(delta)
-    assert int(last["BalancingMask"]) & (1 << (HIGH_CELL - 1)), f"cell {HIGH_CELL} is high but not balanced: {last}"
-    assert int(last["BalancingMode"]) != 0, f"balancing mode off with a {HIGH_CELL_V - CELL_V:.3f} V imbalance: {last}"
+    high = _high_cell(can)
+    assert int(last[contract.SIG_BALANCING_MASK]) & (1 << (high - 1)), f"cell {high} is high but not balanced: {last}"
+    assert int(last[contract.SIG_BALANCING_MODE]) != 0, \
+        f"balancing mode off with a {HIGH_CELL_V - CELL_V:.3f} V imbalance: {last}"
 
 
 @pytest.mark.fault(row=21, expect="after a rollback the new message is gone and the old messages are as before")
@@ -131,27 +144,27 @@ def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load,
     outcome = flasher.update(images["major_update_selftest_fail"])  # runs 2.0.0 for its trial boot, then rolls back
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED), measure)
-    _hold_pack(load, can)
+    _hold_pack(load, can, bench_config)
     frames = _record_all(can, WINDOW_S)
     decoded, unknown = _decode_with_release(frames, can, dut.version())
     assert not unknown, f"after the rollback to {baseline} the board still sends:\n" + "\n".join(unknown[:10])
-    problems = _check_shared_layouts(decoded, baseline)
+    problems = _check_shared_layouts(decoded, baseline, can)
     assert not problems, "\n".join(problems)
 
 
 @pytest.mark.fault(row=21, expect="the messages every release shares keep their layout in 2.0.0")
 @pytest.mark.requirement("BMS-new-feature")
 def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can, load, bench_config, measure):
-    _hold_pack(load, can)
+    _hold_pack(load, can, bench_config)
     before, unknown = _decode_with_release(_record_all(can, 2.0), can, dut.version())
     assert not unknown, "\n".join(unknown[:10])
-    assert not _check_shared_layouts(before, dut.version()), "the baseline itself does not decode plausibly"
+    assert not _check_shared_layouts(before, dut.version(), can), "the baseline itself does not decode plausibly"
     load.set_pack_current(0.0)  # activation needs a resting pack
     new_version = images.version("major_update")
     outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    _hold_pack(load, can)
+    _hold_pack(load, can, bench_config)
     after, unknown = _decode_with_release(_record_all(can, 2.0), can, new_version)
     assert not unknown, "\n".join(unknown[:10])
-    problems = _check_shared_layouts(after, new_version)
+    problems = _check_shared_layouts(after, new_version, can)
     assert not problems, f"{new_version} changed the meaning of an existing message:\n" + "\n".join(problems)

@@ -256,7 +256,7 @@ def test_black_box_power_cut_sweep(request, dut, flasher, psu, console, images, 
 def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu, console, images, bench_config,
                                                                measure, evidence, console_pattern):
     """Cut the swap several times in a row, at the start, a third and two thirds into a sector (its copy steps),
-    as the DUT's console reports the sectors; then read both images' hashes back over UDS (FD07, FD08)."""
+    as the DUT's console reports the sectors; then read both images' hashes back over UDS (DID roles ACTIVE_IMAGE_HASH, BACKUP_IMAGE_HASH)."""
     import time
 
     progress, resume, done = console_pattern("swap_progress"), console_pattern("swap_resume"), console_pattern("swap_done")
@@ -296,7 +296,7 @@ def test_power_cuts_in_every_swap_step_keep_both_images_intact(dut, flasher, psu
     running, backup = dut.image_hash(), dut.backup_image_hash()
     want_running, want_backup = images.container.digest(new), images.container.digest(old)
     assert running == want_running, (
-        f"the image that boots is not the image downloaded: FD07 {running.hex()}, expected {want_running.hex()}")
+        f"the image that boots is not the image downloaded: ACTIVE_IMAGE_HASH {running.hex()}, expected {want_running.hex()}")
     assert backup == want_backup, (
-        f"the backup is not the old image: FD08 {backup.hex()}, expected {want_backup.hex()}")
+        f"the backup is not the old image: BACKUP_IMAGE_HASH {backup.hex()}, expected {want_backup.hex()}")
     check_evidence(evidence, console)

@@ -1,7 +1,7 @@
 """A background download that loses its link resumes where the board stopped storing, without a new erase.
 
 Fault-matrix row 24 (the white paper's gateway downloading in the background). The board reports
-what it has stored (DID FD0A: size, bytes stored, CRC-32); the Flasher resumes from there. A
+what it has stored (DID role DOWNLOAD_RESUME: size, bytes stored, CRC-32); the Flasher resumes from there. A
 resumed image is verified as a whole: one that does not verify is refused like any corrupted image.
 """
 
@@ -62,7 +62,7 @@ def test_interrupted_download_resumes(how, dut, uds, psu, flasher, images, bench
     phases_before = len(flasher.phases)
     staged = flasher.stage(image, resume=True)
     phases = [p.value for p, _t in flasher.phases[phases_before:]]
-    assert staged.resumed_from > 0, "the board reported nothing to resume (DID FD0A)"
+    assert staged.resumed_from > 0, "the board reported nothing to resume (DID role DOWNLOAD_RESUME)"
     assert "erase" not in phases, f"a resumed download must not erase: phases {phases}"
     assert staged.accepted, staged.reason
     measure(Measurement("download_resumed_from", staged.resumed_from / staged.size * 100, "%", 1.0, 100.0))

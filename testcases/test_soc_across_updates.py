@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from hil.bench.contract import MSG_SOC_CORE, UpdateState, ocv_for_soc
+from hil.bench.contract import MSG_SOC_CORE, SIG_SOC, UpdateState, ocv_for_soc
+from hil.drivers.load import CELL_VOLTAGE, PACK_CURRENT, TEMPERATURE
 from hil.errors import HilTimeout
 from hil.timing.measure import Measurement
 
@@ -24,6 +25,7 @@ WARM_C = 25.0
 
 
 def _hold_rested_pack(load, soc_pct: float, temp_c: float = WARM_C) -> None:
+    load.require(PACK_CURRENT, TEMPERATURE, CELL_VOLTAGE)
     load.set_pack_current(0.0)
     load.set_temperature(temp_c)
     load.set_cell_voltage(round(ocv_for_soc(soc_pct), 4))
@@ -32,13 +34,13 @@ def _hold_rested_pack(load, soc_pct: float, temp_c: float = WARM_C) -> None:
 def _settle(can, truth: float, budgets, within: float = 0.5) -> float:
     """Seconds until the BMS's SOC is within `within` x the declared accuracy of the truth (HilTimeout otherwise)."""
     start = time.monotonic()
-    can.wait_for(MSG_SOC_CORE, predicate=lambda s: abs(float(s["SOC"]) - truth) <= budgets.accuracy_pct * within,
+    can.wait_for(MSG_SOC_CORE, predicate=lambda s: abs(float(s[SIG_SOC]) - truth) <= budgets.accuracy_pct * within,
                  timeout=budgets.settle_s)
     return time.monotonic() - start
 
 
 def _soc_values(frames) -> list[float]:
-    return [float(f.signals["SOC"]) for f in frames]
+    return [float(f.signals[SIG_SOC]) for f in frames]
 
 
 def _judge_across(frames, truth: float, budgets, measure, when: str) -> None:

@@ -3,13 +3,16 @@ slot, through activation/install/first boot, after resets and a brown-out, on th
 overrun or stall on the flash erase are caught.
 
 Fault-matrix row 17. Timing comes from the DUT's own frames (CAN receive timestamps, the SOC frame's
-rolling counter, the start latency and execution time the core reports), never from host sleeps.
+cycle counter, the start latency and execution time the core reports), never from host sleeps. Periods
+and budgets are the bench file's `timing`; a board whose profile names no cycle counter cannot show
+missed or repeated cycles, so its cases end NOT COVERED with that reason once everything else passed.
 Statistics are streamed (hil.timing); every case leaves a CSV of its samples and period plots with
 the budget band in its evidence directory.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytest
@@ -26,11 +29,21 @@ AFTER_BOOT_S = 3.0
 MIN_CYCLES = 15
 
 
-def _judge(measure, summary: TimingSummary, budgets, prefix: str = "soc", what: str = "") -> list[Measurement]:
-    """Record every statistic with its limit; fail naming each one outside its budget."""
+def _window(budgets, seconds: float) -> float:
+    """An observation window of at least `seconds` that holds MIN_CYCLES and a few more of this board's periods."""
+    return max(seconds, (MIN_CYCLES + 5) * budgets.soc_period_ms / 1000.0)
+
+
+def _judge(measure, summary: TimingSummary, budgets, prefix: str = "soc", what: str = "",
+           not_covered=None) -> list[Measurement]:
+    """Record every statistic with its limit; fail naming each one outside its budget. A statistic this board
+    cannot show (no cycle counter) goes to `not_covered`: the case ends NOT COVERED, never a quiet PASS."""
     results = [measure(m) for m in summary.measurements(budgets, prefix)]
     bad = [m for m in results if not m.passed]
     assert not bad, f"SOC timing {what} outside budget ({summary.describe()}):\n" + "\n".join(str(m) for m in bad)
+    for reason in summary.not_covered:
+        assert not_covered is not None, reason
+        not_covered(reason)
     return results
 
 
@@ -57,37 +70,49 @@ def _wait_new_boot(tc: TimingCase, timeout: float) -> None:
 
 @pytest.mark.fault(row=17, expect="cycle timing within budget while idle")
 @pytest.mark.requirement("BMS-soc-timing")
-def test_soc_cycle_timing_idle(can, bench_config, measure, evidence):
+def test_soc_cycle_timing_idle(can, bench_config, measure, evidence, not_covered):
     with TimingCase(can, bench_config.timing, evidence, "idle") as tc:
-        time.sleep(IDLE_S)  # a fixed observation window
+        time.sleep(_window(bench_config.timing, IDLE_S))  # a fixed observation window
     _enough(tc.summary, "while idle")
-    _judge(measure, tc.summary, bench_config.timing, what="while idle")
+    _judge(measure, tc.summary, bench_config.timing, what="while idle", not_covered=not_covered)
 
 
 def _downloads(flasher, image: bytes, min_s: float, bench_config, measure, prefix: str = "") -> None:
-    """Download back to back for at least `min_s` (one image suffices on classic CAN, FD needs several),
-    and show that the bus was busy: the download ran at no less than half the ISO-TP ceiling."""
+    """Download back to back for at least `min_s` (one image suffices on classic CAN, FD needs several), and show
+    that the download ran as fast as this board lets it (the case's premise): at least half the rate its block
+    length and its turnaround allow, both measured - each block's round trip, request sent to response."""
     end = time.monotonic() + min_s
     size = seconds = 0.0
+    rounds: list[float] = []
+    block = 0
     while True:
         staged = flasher.stage(image)
-        size, seconds = size + staged.size, seconds + staged.seconds
+        size, seconds = size + staged.size - staged.resumed_from, seconds + staged.download_seconds
+        rounds += staged.block_seconds
+        block = staged.block_bytes
         if time.monotonic() >= end:
             break
+    assert rounds and seconds > 0, "no TransferData block was sent"
+    round_trip = statistics.median(rounds)
+    allowed = block / round_trip / 1024
     c = bench_config.can
-    ceiling = isotp_ceiling_kib_s(bench_config.profile.uds.max_block_length, fd=c.fd, bitrate=c.bitrate, data_bitrate=c.data_bitrate)
-    m = measure(Measurement(f"{prefix}download_during_timing", size / 1024 / seconds, "KiB/s", ceiling / 2, None))
-    assert m.passed, f"the download did not load the bus (the case's premise): {m}"
+    ceiling = isotp_ceiling_kib_s(block + 2, fd=c.fd, bitrate=c.bitrate, data_bitrate=c.data_bitrate)
+    measure(Measurement(f"{prefix}download_block_round_trip", round_trip * 1000.0, "ms", 0.0, None))
+    measure(Measurement(f"{prefix}download_allowed_by_board", allowed, "KiB/s", 0.0, None))
+    measure(Measurement(f"{prefix}download_allowed_vs_isotp_ceiling", allowed / ceiling, "ratio", 0.0, None))
+    m = measure(Measurement(f"{prefix}download_during_timing", size / 1024 / seconds, "KiB/s", allowed / 2, None))
+    assert m.passed, (f"the download ran below half of what this board's {block + 2}-byte blocks and "
+                      f"{round_trip * 1000:.1f} ms round trip allow (the case's premise): {m}")
 
 
 @pytest.mark.fault(row=17, expect="cycle timing within budget during the background download")
 @pytest.mark.requirement("BMS-soc-timing")
-def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, measure, evidence):
+def test_soc_cycle_timing_during_download(can, flasher, images, bench_config, measure, evidence, not_covered):
     with TimingCase(can, bench_config.timing, evidence, "during a full-speed download") as tc:
         flasher.on_phase.append(lambda phase: tc.mark(phase.value) if phase in (Phase.DOWNLOAD, Phase.VERIFY) else None)
         _downloads(flasher, images["largest"], 3.0, bench_config, measure)
     _enough(tc.summary, "during the download")
-    _judge(measure, tc.summary, bench_config.timing, what="during the download")
+    _judge(measure, tc.summary, bench_config.timing, what="during the download", not_covered=not_covered)
 
 
 def _erase_window(tc: TimingCase, flasher, uds, images) -> None:
@@ -103,17 +128,18 @@ def _erase_window(tc: TimingCase, flasher, uds, images) -> None:
 
 @pytest.mark.fault(row=17, expect="cycle timing within budget while the inactive slot is erased")
 @pytest.mark.requirement("BMS-soc-timing")
-def test_soc_cycle_timing_during_erase(can, flasher, uds, images, bench_config, measure, evidence):
+def test_soc_cycle_timing_during_erase(can, flasher, uds, images, bench_config, measure, evidence, not_covered):
     with TimingCase(can, bench_config.timing, evidence, "during the erase of the inactive slot") as tc:
         _erase_window(tc, flasher, uds, images)
     _enough(tc.summary, "around the erase")
-    _judge(measure, tc.summary, bench_config.timing, what="during the erase")
+    _judge(measure, tc.summary, bench_config.timing, what="during the erase", not_covered=not_covered)
 
 
 @pytest.mark.destructive
 @pytest.mark.fault(row=17, expect="cycle timing within budget through activation, install and first boot")
 @pytest.mark.requirement("BMS-soc-timing")
-def test_soc_cycle_timing_through_install_and_first_boot(can, flasher, images, bench_config, measure, evidence):
+def test_soc_cycle_timing_through_install_and_first_boot(can, flasher, images, bench_config, measure, evidence,
+                                                         not_covered):
     budgets = bench_config.timing
     staged = flasher.stage(images["update"])
     assert staged.accepted, staged.reason.name
@@ -123,13 +149,14 @@ def test_soc_cycle_timing_through_install_and_first_boot(can, flasher, images, b
                                 tc.mark(phase.value) if phase in (Phase.FIRST_BOOT, Phase.DONE) else None)
         flasher.activate()
         outcome = flasher.wait_outcome()
-        time.sleep(AFTER_BOOT_S)
+        time.sleep(_window(budgets, AFTER_BOOT_S))
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     (old, before), (new, after) = tc.segment_summaries()
-    _judge(measure, before, budgets, "soc_before_activation", "of the old firmware before the activation")
+    _judge(measure, before, budgets, "soc_before_activation", "of the old firmware before the activation", not_covered)
     _first_frame(measure, new, budgets.install_first_frame_s, "soc_install_to_first_frame")
     _enough(after, "of the new firmware after its first boot")
-    _judge(measure, after, budgets, "soc_first_boot", "from the new firmware's first frame on (self-test included)")
+    _judge(measure, after, budgets, "soc_first_boot", "from the new firmware's first frame on (self-test included)",
+           not_covered)
 
 
 RESETS = [
@@ -142,7 +169,7 @@ RESETS = [
 @pytest.mark.fault(row=17, expect="reset to first SOC frame within budget; timing within budget after it")
 @pytest.mark.requirement("BMS-soc-timing")
 @pytest.mark.parametrize("kind", RESETS)
-def test_soc_reset_to_first_frame(kind, can, uds, psu, bench_config, measure, evidence):
+def test_soc_reset_to_first_frame(kind, can, uds, psu, bench_config, measure, evidence, not_covered):
     budgets = bench_config.timing
     with TimingCase(can, budgets, evidence, f"reset: {kind}") as tc:
         time.sleep(1.0)
@@ -162,27 +189,28 @@ def test_soc_reset_to_first_frame(kind, can, uds, psu, bench_config, measure, ev
             tc.reset("supply back from the brown-out")
             psu.set_voltage(nominal)
         _wait_new_boot(tc, budgets.soc_restart_s * 2)
-        time.sleep(AFTER_BOOT_S)
+        time.sleep(_window(budgets, AFTER_BOOT_S))
     new = tc.segments[-1]
     _first_frame(measure, new, budgets.soc_restart_s, "soc_reset_to_first_frame")
     after = tc.segment_summaries()[-1][1]
     _enough(after, "after the reset")
-    _judge(measure, after, budgets, "soc_after_reset", f"after {kind}")
+    _judge(measure, after, budgets, "soc_after_reset", f"after {kind}", not_covered)
 
 
 @pytest.mark.destructive
 @pytest.mark.fault(row=17, expect="the new firmware meets the same budgets idle and during a download")
 @pytest.mark.requirement("BMS-soc-timing")
-def test_soc_cycle_timing_of_the_new_firmware(can, flasher, images, bench_config, measure, evidence):
+def test_soc_cycle_timing_of_the_new_firmware(can, flasher, images, bench_config, measure, evidence, not_covered):
     outcome = flasher.update(images["update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    with TimingCase(can, bench_config.timing, evidence, "new firmware 1.1.0, idle", stem="timing-idle") as idle:
-        time.sleep(IDLE_S)
-    with TimingCase(can, bench_config.timing, evidence, "new firmware 1.1.0, download", stem="timing-download") as dl:
+    new = images.version("update")
+    with TimingCase(can, bench_config.timing, evidence, f"new firmware {new}, idle", stem="timing-idle") as idle:
+        time.sleep(_window(bench_config.timing, IDLE_S))
+    with TimingCase(can, bench_config.timing, evidence, f"new firmware {new}, download", stem="timing-download") as dl:
         _downloads(flasher, images["largest"], 3.0, bench_config, measure, "new_firmware_")
     for tc, what in ((idle, "idle"), (dl, "download")):
         _enough(tc.summary, f"of the new firmware ({what})")
-        _judge(measure, tc.summary, bench_config.timing, f"soc_new_{what}", f"of the new firmware ({what})")
+        _judge(measure, tc.summary, bench_config.timing, f"soc_new_{what}", f"of the new firmware ({what})", not_covered)
 
 
 @pytest.mark.destructive
@@ -194,7 +222,7 @@ def test_overrunning_build_is_detected(can, flasher, images, bench_config, measu
     outcome = flasher.update(images["timing_overrun"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     with TimingCase(can, bench_config.timing, evidence, "overrunning build") as tc:
-        time.sleep(3.0)
+        time.sleep(_window(bench_config.timing, 3.0))
     results = {m.name: measure(m) for m in tc.summary.measurements(bench_config.timing)}
     assert not results["soc_exec_max"].passed, f"overrun not detected: {results['soc_exec_max']}"
 
@@ -210,5 +238,5 @@ def test_build_stalling_on_erase_is_detected(can, flasher, uds, images, bench_co
     with TimingCase(can, bench_config.timing, evidence, "single-bank build during the erase") as tc:
         _erase_window(tc, flasher, uds, images)
     results = {m.name: measure(m) for m in tc.summary.measurements(bench_config.timing)}
-    caught = [results[n] for n in ("soc_missed_cycles", "soc_period_max") if not results[n].passed]
+    caught = [results[n] for n in ("soc_missed_cycles", "soc_period_max") if n in results and not results[n].passed]
     assert caught, ("SOC stall during the flash erase NOT detected: " + tc.summary.describe())

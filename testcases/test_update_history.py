@@ -1,7 +1,8 @@
 """The board remembers how every update attempt ended, and keeps a DTC for each one that failed.
 
 Fault-matrix row 25 (the fleet operator's deployment report: which vehicles updated, whether any
-rollbacks occurred). History over DID FD09; DTCs with ReadDTCInformation 0x19, cleared with 0x14.
+rollbacks occurred). History over the DID of role UPDATE_HISTORY (its record layout and depth: the DUT
+profile's `records`); DTCs with ReadDTCInformation 0x19, cleared with 0x14.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _version(v: tuple[int, int, int]) -> str:
 
 @pytest.mark.fault(row=25, expect="history entries for success and rollback; DTC for the rollback; 0x14 clears it")
 @pytest.mark.requirement("BMS-update-history", "R156-inform-result", "ISO24089-reporting")
-def test_history_and_dtc_after_success_and_rollback(dut, flasher, images):
+def test_history_and_dtc_after_success_and_rollback(dut, flasher, images, dut_profile):
     dut.clear_dtcs()
     assert dut.dtcs() == {}, "ClearDiagnosticInformation left DTCs behind"
     baseline = dut.version()
@@ -39,7 +40,7 @@ def test_history_and_dtc_after_success_and_rollback(dut, flasher, images):
     last = history[-1]
     assert (last.result, last.reason, _version(last.from_version)) == \
         (UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED, images.version("selftest_fail")), [str(e) for e in history]
-    assert len(history) == min(before + 2, 8), [str(e) for e in history]
+    assert len(history) == min(before + 2, dut_profile.records.history_depth), [str(e) for e in history]
     assert dut.dtcs() == {int(Dtc.UPDATE_ROLLED_BACK): DTC_STATUS_FAILED}
 
     dut.clear_dtcs()

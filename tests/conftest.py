@@ -4,6 +4,8 @@ Hypothesis profiles for the fuzz targets (tests/test_fuzz.py):
 - `hil-ci` (default, `make test`): a few hundred examples per target, derandomized so that a
   `make test` run is reproducible - the same examples on every machine, no flake from a lucky draw;
 - `hil-nightly` (`HIL_NIGHTLY=1`): at least 10,000 fresh random examples per target.
+Generated boards (tests/test_generated_boards.py, tests/boards.py) draw CI_BOARDS (5) in `make test`,
+NIGHTLY_BOARDS (100) with `HIL_NIGHTLY=1` or the hil-nightly profile.
 `HYPOTHESIS_PROFILE=<name>` picks any registered profile explicitly.
 
 `outside_suite/` is a user's suite: it runs only from a temporary folder outside the repository

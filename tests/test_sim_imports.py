@@ -9,10 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What the virtual board may import from the framework: the bench description it is configured by
-#: (the contract, the DUT profile, the bench YAML, seed-to-key), the image format (its bootloader
+#: (the contract, the DUT profile and its frame layouts, the bench YAML, seed-to-key), the image format (its bootloader
 #: verifies images), the configuration package format (its board verifies packages like images), the
 #: framework's base errors and the bus factory (python-can).
-ALLOWED = ("hil.bench.contract", "hil.bench.dut_profile", "hil.bench.config", "hil.bench.seedkeys",
+ALLOWED = ("hil.bench.contract", "hil.bench.dut_profile", "hil.bench.frames", "hil.bench.config", "hil.bench.seedkeys",
            "hil.bench.validation", "hil.images", "hil.config_packages.package", "hil.errors", "hil.drivers.canbus",
            "hil.sim")
 

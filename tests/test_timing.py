@@ -132,7 +132,10 @@ class _FakeCan:
 
         import cantools
 
+        from hil.bench.dut_profile import DutProfile
+
         self.db = cantools.database.load_file(str(Path(__file__).resolve().parents[1] / "benches" / "dbc" / "bms.dbc"))
+        self.profile = DutProfile()
         self.taps: dict[str, object] = {}
         self._ctx = contextlib
 
@@ -194,3 +197,72 @@ def test_timing_case_finds_a_boot_too_quick_to_leave_a_silence(tmp_path, monkeyp
     (_, s1), (b2, s2) = tc.segment_summaries()
     assert b2.first_frame_s == pytest.approx(0.07)
     assert s2.frames == 20 and s2.missed == 0 and s1.frames == 30
+
+
+def _profile_can(counter: str | None, rename: str | None = None, bits: int = 4) -> "_FakeCan":
+    """A fake channel whose profile names `counter` (None: no counter), optionally renamed in a DBC of its own."""
+    import cantools
+
+    from hil.bench.dut_profile import DutProfile
+
+    can = _FakeCan()
+    dbc = (Path(__file__).resolve().parents[1] / "benches" / "dbc" / "bms.dbc").read_text()
+    if rename:
+        dbc = dbc.replace(" SG_ RollingCounter : 48|4@1+ (1,0) [0|15]", f" SG_ {rename} : 48|{bits}@1+ (1,0) [0|{2**bits - 1}]")
+        dbc = dbc.replace(" SG_ CycleExecTime : 52|12@1+", " SG_ CycleExecTime : 56|8@1+")
+    can.db = cantools.database.load_string(dbc, "dbc")
+    can.profile = DutProfile.model_validate({"soc_core": {"counter": counter}})
+    return can
+
+
+def test_a_renamed_wider_counter_is_read_through_the_profile(tmp_path, monkeypatch) -> None:
+    """Counter name and width come from the profile and its DBC: an 8-bit `AliveCtr` that jumps by 3 is 2 missed
+    cycles, and a wrap of 256 is no gap (with the default name and 4 bits it would be read wrong, or not at all)."""
+    import hil.timing.soc_timing as timing
+    from hil.timing.soc_timing import TimingCase
+
+    clock = [1000.0]
+    monkeypatch.setattr(timing.time, "time", lambda: clock[0])
+    can = _profile_can("AliveCtr", rename="AliveCtr", bits=8)
+
+    def emit(t: float, n: int) -> None:
+        can.taps["BMS_SocCore"](_FakeFrame("BMS_SocCore", t, AliveCtr=n % 256))
+        can.taps["BMS_CycleDiag"](_FakeFrame("BMS_CycleDiag", t + 0.0002, CycleCounter=n, ExecTime=2000, StartLatency=50))
+
+    with TimingCase(can, TimingBudgets(), None, "unit") as tc:
+        cycles = list(range(250, 262)) + [265, 266]  # 255 -> 256 wraps to 0; 261 -> 265 skips 3
+        for k, n in enumerate(cycles):
+            emit(1000.1 + 0.1 * k, n)  # sent on time: only the counter shows the skipped cycles
+        clock[0] = 1000.1 + 0.1 * len(cycles)
+    assert tc.counter is not None and tc.counter.signal == "AliveCtr" and tc.counter.modulo == 256
+    assert tc.summary.missed == 3 and tc.summary.repeated == 0
+    assert tc.summary.not_covered == []
+
+
+def test_a_board_without_a_counter_is_not_covered_for_missed_cycles(monkeypatch) -> None:
+    """No counter in the profile: missed/repeated cycles are not measured at all (no quiet 0), and the summary
+    names why - the timing cases hand that to the `not_covered` fixture."""
+    import hil.timing.soc_timing as timing
+    from hil.timing.soc_timing import TimingCase
+
+    clock = [1000.0]
+    monkeypatch.setattr(timing.time, "time", lambda: clock[0])
+    can = _profile_can(None)
+    with TimingCase(can, TimingBudgets(), None, "unit") as tc:
+        for n in range(20):
+            can.emit(1000.1 + 0.1 * n, n)
+        clock[0] = 1002.05
+    (reason,) = tc.summary.not_covered
+    assert reason.startswith("counter signal missing: profile default names no cycle counter") and "missed" in reason
+    names = {m.name for m in tc.summary.measurements(TimingBudgets())}
+    assert "soc_missed_cycles" not in names and "soc_repeated_cycles" not in names
+    assert {"soc_period_max", "soc_period_mean", "soc_exec_max"} <= names
+
+
+def test_a_counter_the_dbc_lacks_is_named() -> None:
+    from hil.bench.dut_profile import ProfileError
+    from hil.bench.frames import cycle_counter
+
+    can = _profile_can("AliveCtr")
+    with pytest.raises(ProfileError, match=r"soc_core.counter names 'AliveCtr', which is not a signal of BMS_SocCore"):
+        cycle_counter(can.db, can.profile)

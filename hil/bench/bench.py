@@ -199,7 +199,9 @@ class Bench:
         from hil.drivers.load import ScpiBatteryEmulator
 
         if self.cfg.load is not None and self.load is None:
-            self.load = ScpiBatteryEmulator(self.cfg.load, visa_library=self.cfg.visa_library)
+            pack = self.cfg.profile.soc_core
+            self.load = ScpiBatteryEmulator(self.cfg.load, visa_library=self.cfg.visa_library, n_cells=pack.cells,
+                                            n_temps=pack.temperatures)
         return self.load
 
     def open_can(self) -> CanChannel:

@@ -341,7 +341,9 @@ class SimConfig(_Model):
     brownout_v: float = Field(8.0, gt=0)
     activation_max_current_a: float = Field(1.0, ge=0)
     activation_min_supply_v: float = Field(11.0, ge=0)
-    sa_lockout_s: float = Field(3.0, ge=0)
+    sa_lockout_s: float | None = Field(None, ge=0, description="SecurityAccess delay of this virtual board; "
+                                       "None = the DUT profile's security.delay_s (set it only to build a board "
+                                       "that differs from its profile)")
     selftest_ms: float = Field(300.0, ge=0)
     supply_current_a: float = Field(0.15, ge=0, description="what the board draws from the supply")
     defects: list[str] = Field(default_factory=list,
@@ -401,6 +403,44 @@ class ImagesConfig(_Model):
         return v
 
 
+#: What a package role must make the board refuse (each recipe names its own target group).
+PACKAGE_ROLES: dict[str, str] = {
+    "unknown_key": "signed with a key the board does not trust",
+    "unsigned": "carries no signature",
+    "value_out_of_range": "a value beyond the hardware's absolute limits",
+}
+
+
+class ConfigPackagesConfig(_Model):
+    """The configuration packages the cases push (recipes in `images.packages`): what a fleet manager sends."""
+
+    groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {g: list(names) for g, names in contract.CONFIG_PACKAGE_GROUPS.items()},
+        description="vehicle group -> its packages (recipe names) in the order they apply, each version newer")
+    roles: dict[str, str] = Field(default_factory=lambda: dict(contract.CONFIG_PACKAGE_ROLES),
+                                  description="package role -> recipe the board must refuse; roles left out are NOT COVERED")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not v:
+            raise ValueError("needs at least one vehicle group")
+        for group, names in v.items():
+            if not re.fullmatch(r"[\x21-\x7e]{1,16}", group):
+                raise ValueError(f"vehicle group {group!r} must be 1-16 printable ASCII characters without spaces")
+            if not names:
+                raise ValueError(f"vehicle group {group!r} has no packages")
+        return v
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: dict[str, str]) -> dict[str, str]:
+        for role in v:
+            if role not in PACKAGE_ROLES:
+                raise ValueError(f"unknown package role {role!r}; accepted: {', '.join(PACKAGE_ROLES)}")
+        return v
+
+
 class BenchConfig(_Model):
     """One bench: a DUT, its CAN interface, supply, console and load emulator."""
 
@@ -416,6 +456,7 @@ class BenchConfig(_Model):
     soc: SocBudgets = SocBudgets()
     flash_layout: FlashLayout = FlashLayout()
     images: ImagesConfig = ImagesConfig()
+    config_packages: ConfigPackagesConfig = Field(default_factory=ConfigPackagesConfig)
     sim: SimConfig | None = None
     visa_library: str = Field("@py", description="pyvisa backend: @py (pyvisa-py), @ivi (a vendor VISA), or a library path")
     source: Path | None = Field(None, exclude=True, description="the file this was loaded from")
@@ -562,6 +603,7 @@ def load_bench(path: str | os.PathLike[str]) -> BenchConfig:
         raise BenchConfigError(format_validation_error(str(p), exc, BenchConfig)) from None
     if cfg.can.dbc is not None and cfg.can.dbc.is_file():
         check_against_dbc(profile, cfg.can.dbc)
+        _check_frames(profile, cfg.can.dbc)
     _load_seed_keys(cfg, data, p, profile)
     return cfg.model_copy(update={"source": p.resolve()})
 
@@ -590,6 +632,17 @@ def _load_seed_keys(cfg: BenchConfig, data: dict[str, Any], bench_file: Path, pr
             raise BenchConfigError(problem(source, path, sec.algorithm, str(exc),
                                            f"{ALGORITHM_ACCEPTED}, importable from the Python path or from {where}")) \
                 from None
+
+
+def _check_frames(profile: DutProfile, dbc: Path) -> None:
+    """The profile's frame facts (cycle counter, cells, temperature sensors) against the DBC."""
+    import cantools
+
+    from hil.bench.frames import dbc_problems
+
+    problems = dbc_problems(cantools.database.load_file(str(dbc)), profile)
+    if problems:
+        raise ProfileError(f"{profile.source or profile.name}: " + "\n".join(problems))
 
 
 def _fill_from_profile(dut: dict[str, Any], profile: DutProfile) -> dict[str, Any]:

@@ -33,6 +33,43 @@ MSG_BALANCING = "BMS_Balancing"  # 0x1C0, only builds that declare it (2.0.0)
 SIG_SOC_COUNTER = "RollingCounter"  # BMS_SocCore cycle counter; timing reads its range from the DBC
 MSG_VEHICLE_STATE = "VCU_VehicleState"  # 0x3C0, sent by the vehicle (the bench) every 100 ms: charging window
 
+#: Framework signal names (the default DBC's names; a profile's `can.signals` maps them to its DBC's).
+#: BMS_SocCore
+SIG_SOC = "SOC"
+SIG_PACK_VOLTAGE = "PackVoltage"
+SIG_PACK_CURRENT = "PackCurrent"
+SIG_CYCLE_EXEC_TIME = "CycleExecTime"
+#: BMS_CycleDiag
+SIG_DIAG_CYCLE_COUNTER = "CycleCounter"
+SIG_DIAG_START_LATENCY = "StartLatency"
+SIG_DIAG_EXEC_TIME = "ExecTime"
+#: BMS_ChargeLimits
+SIG_MAX_CHARGE_CURRENT = "MaxChargeCurrent"
+SIG_MAX_DISCHARGE_CURRENT = "MaxDischargeCurrent"
+SIG_MAX_CHARGE_VOLTAGE = "MaxChargeVoltage"
+SIG_MIN_DISCHARGE_VOLTAGE = "MinDischargeVoltage"
+#: BMS_UpdateStatus
+SIG_UPDATE_STATE = "State"
+SIG_UPDATE_REASON = "Reason"
+SIG_UPDATE_PROGRESS = "Progress"
+SIG_BOOT_MODE = "BootMode"
+SIG_BOOT_COUNT = "BootCount"
+SIG_SW_MAJOR = "SwMajor"
+SIG_SW_MINOR = "SwMinor"
+#: BMS_Balancing
+SIG_BALANCING_MASK = "BalancingMask"
+SIG_BALANCING_MODE = "BalancingMode"
+SIG_MAX_CELL_DELTA = "MaxCellDelta"
+#: VCU_VehicleState
+SIG_CHARGER_CONNECTED = "ChargerConnected"
+SIG_IGNITION_ON = "IgnitionOn"
+SIG_DRIVE_READY = "DriveReady"
+SIG_VEHICLE_SPEED = "VehicleSpeed"
+#: BMS_ChargeLimits and BMS_UpdateStatus go every this many SOC cycles (and at once on a change).
+SLOW_FRAME_EVERY_CYCLES = 10
+#: VCU_VehicleState period (the bench's vehicle sends it).
+VEHICLE_STATE_PERIOD_MS = 100.0
+
 CAN_ID = {
     MSG_SOC_CORE: 0x180,
     MSG_CYCLE_DIAG: 0x181,
@@ -105,6 +142,8 @@ SA_LEVEL_BENCH = 0x61  # seed 0x61, key 0x62: development boards only (restore p
 SA_SEED_LENGTH = 4
 SA_KEY_LENGTH = 4
 SA_MAX_ATTEMPTS = 3
+#: After the last failed attempt: requestSeed answers 0x37 for this long (also after a power-on with attempts pending).
+SA_DELAY_S = 3.0
 
 #: maxNumberOfBlockLength returned by RequestDownload: a 4094-byte request (SID + counter +
 #: 4092 data bytes), which fills the last consecutive frame on classic CAN and CAN FD alike
@@ -305,6 +344,10 @@ class UpdateHistoryEntry:
 
 #: Entries the board keeps (oldest dropped first).
 UPDATE_HISTORY_DEPTH = 8
+#: Record layouts of the default board (the DUT profile's `records:` can order them otherwise).
+UPDATE_STATUS_FIELDS = ("state", "reason", "progress", "target_version")
+HISTORY_ENTRY_FIELDS = ("from_version", "to_version", "result", "reason", "boot_count")
+HISTORY_BOOT_COUNT_BYTES = 4
 
 
 class Dtc(enum.IntEnum):
@@ -394,6 +437,21 @@ PSU_IDN_SIM = "Keysight Technologies,E36312A,MY-HILSIM-0001,2.1.0-sim"
 LOAD_IDN_SIM = "HIL-SIM,BATTEMU-12S,SIM-0001,1.0.0"
 CONSOLE_BAUD = 115200
 
+#: Lines the virtual board prints at each event (the DUT profile's `console.lines` replaces any of them);
+#: fields in braces are filled by the board. The patterns below match them.
+CONSOLE_LINES: dict[str, str] = {
+    "reset": "BOOT: reset cause={cause}",
+    "swap_start": "BOOT: swap start type={type} sectors={sectors}",
+    "swap_progress": "BOOT: swap sector {sector}/{total}",
+    "swap_resume": "BOOT: resuming swap type={type}",
+    "swap_done": "BOOT: swap done",
+    "revert": "BOOT: revert start reason={reason}",
+    "app_starting": "APP: BMS firmware {version} ({build}) starting{trial}",
+    "selftest_running": "APP: self-test running",
+    "selftest_passed": "APP: self-test passed, image confirmed",
+    "selftest_failed": "APP: self-test FAILED code=0x{code:02x}",
+}
+
 #: Console lines cases wait for, by name (regular expressions; the default profile's).
 CONSOLE_PATTERNS: dict[str, str] = {
     "swap_start": r"BOOT: swap start",
@@ -405,4 +463,19 @@ CONSOLE_PATTERNS: dict[str, str] = {
     "selftest_running": r"APP: self-test running",
     "selftest_passed": r"APP: self-test passed, image confirmed",
     "power_up": r"BOOT: reset cause=(POWER_ON|BROWN_OUT)",
+}
+
+# --------------------------------------------------------------------------- configuration packages
+#: The recipes the configuration-package cases push (firmware_images/packages), by vehicle group: each
+#: group's packages in the order they apply (each version newer than the one before). The bench file's
+#: `config_packages:` section replaces these for a board with other recipes.
+CONFIG_PACKAGE_GROUPS: dict[str, tuple[str, ...]] = {
+    "north": ("winter-north", "summer-north"),
+    "south": ("winter-south", "summer-south"),
+}
+#: Packages a board must refuse, by role (each names its own target group).
+CONFIG_PACKAGE_ROLES: dict[str, str] = {
+    "unknown_key": "winter-north-wrong-key",
+    "unsigned": "winter-north-unsigned",
+    "value_out_of_range": "winter-north-out-of-range",
 }

@@ -238,7 +238,8 @@ class SecurityProfile(_Model):
     algorithm: str = Field("hmac-sha256", description="built-in name or module:function(secret, seed, level)")
     seed_length: int = Field(contract.SA_SEED_LENGTH, ge=1, le=64)
     key_length: int = Field(contract.SA_KEY_LENGTH, ge=1, le=64)
-    max_attempts: int = Field(contract.SA_MAX_ATTEMPTS, ge=1)
+    max_attempts: int = Field(contract.SA_MAX_ATTEMPTS, ge=1, le=255, description="failed keys until 0x36 and the delay")
+    delay_s: float = Field(contract.SA_DELAY_S, ge=0, le=3600, description="0x37 this long after the last failed attempt")
 
     @field_validator("programming_level", "bench_level")
     @classmethod
@@ -255,10 +256,183 @@ class SecurityProfile(_Model):
         return v
 
 
+#: Fields the virtual board fills into each console line (`console.lines`), with sample values: a line
+#: rendered from these must match the pattern of the same event (`LINE_OF_PATTERN`).
+LINE_FIELDS: dict[str, dict[str, Any]] = {
+    "reset": {"cause": "POWER_ON"},
+    "swap_start": {"type": "TEST", "sectors": 32, "resume": ""},
+    "swap_progress": {"sector": 3, "total": 32},
+    "swap_resume": {"type": "TEST"},
+    "swap_done": {},
+    "revert": {"reason": "SELFTEST_FAILED"},
+    "app_starting": {"version": "1.1.0", "build": "2025.02.1100", "trial": ""},
+    "selftest_running": {},
+    "selftest_passed": {},
+    "selftest_failed": {"code": 0x21},
+}
+#: Console pattern -> the line event it waits for (patterns not listed wait for the line of the same name).
+LINE_OF_PATTERN: dict[str, str] = {"power_up": "reset"}
+
+
+def _line_problems(name: str, template: str) -> list[str]:
+    """What is wrong with one console line template (unknown event, unknown or malformed fields)."""
+    import string
+
+    if name not in LINE_FIELDS:
+        return [f"{name}: unknown line; accepted: {', '.join(LINE_FIELDS)}"]
+    accepted = LINE_FIELDS[name]
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        return [f"{name}: {template!r} is not a format string: {exc}"]
+    unknown = sorted(f for f in used if f not in accepted)
+    if unknown:
+        return [f"{name}: unknown field(s) {', '.join(unknown)} in {template!r}; accepted: "
+                f"{', '.join(accepted) or 'none (a fixed line)'}"]
+    return []
+
+
 class ConsoleProfile(_Model):
-    """Regular expressions of the console lines cases wait for; a case needing a missing one is skipped."""
+    """Regular expressions of the console lines cases wait for; a case needing a missing one is skipped.
+
+    `lines`: what the *virtual* board prints at each event (templates with fields in braces, see
+    LINE_FIELDS); events left out print the default board's line (contract.CONSOLE_LINES). A real
+    board prints what it prints: its profile needs only the patterns."""
 
     patterns: dict[str, str] = Field(default_factory=lambda: dict(contract.CONSOLE_PATTERNS))
+    lines: dict[str, str] = Field(default_factory=dict, description="event -> line template the virtual board prints")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, pattern in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{name}: {pattern!r} is not a regular expression: {exc}") from None
+        return v
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, v: dict[str, str]) -> dict[str, str]:
+        problems = [p for name, template in v.items() for p in _line_problems(name, template)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _lines_match(self) -> "ConsoleProfile":
+        if self.lines:  # only lines the profile writes itself; a real board's profile has none
+            problems = console_line_problems(self, only=set(self.lines))
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+    def effective_lines(self) -> dict[str, str]:
+        """Every event's line template: the profile's, else the default board's."""
+        return {**contract.CONSOLE_LINES, **self.lines}
+
+    def line(self, event: str, **fields: Any) -> str:
+        """The line the virtual board prints for `event` with these field values."""
+        return self.effective_lines()[event].format(**fields)
+
+
+def console_line_problems(console: ConsoleProfile, only: set[str] | None = None) -> list[str]:
+    """Patterns that would not match the line the virtual board prints for their event (sample values of
+    LINE_FIELDS); `only`: check just these line events. Empty when every pattern matches its line."""
+    import re
+
+    lines = console.effective_lines()
+    problems = []
+    for name, pattern in console.patterns.items():
+        event = LINE_OF_PATTERN.get(name, name)
+        if event not in lines or (only is not None and event not in only):
+            continue
+        samples = [dict(LINE_FIELDS[event])]
+        if event == "reset":
+            samples = [{"cause": "POWER_ON"}, {"cause": "BROWN_OUT"}]
+        for fields in samples:
+            rendered = lines[event].format(**fields)
+            m = re.search(pattern, rendered)
+            if m is None:
+                problems.append(f"pattern {name} {pattern!r} does not match the line {rendered!r} "
+                                f"(lines.{event} {lines[event]!r})")
+            elif name == "swap_progress" and {"sector", "total"} <= set(m.groupdict()) and \
+                    (m.group("sector"), m.group("total")) != (str(fields["sector"]), str(fields["total"])):
+                problems.append(f"pattern swap_progress {pattern!r} reads sector/total {m.group('sector')}/"
+                                f"{m.group('total')} from {rendered!r}")
+    if "power_up" in console.patterns and "reset" in lines and (only is None or "reset" in only):
+        software = lines["reset"].format(cause="SOFTWARE")
+        if re.search(console.patterns["power_up"], software):
+            problems.append(f"pattern power_up {console.patterns['power_up']!r} also matches a software reset "
+                            f"({software!r}): a power cut could not be told from an ECUReset")
+    return problems
+
+
+class SocCoreProfile(_Model):
+    """The SOC core's frames as this board sends them (message and signal names through `can.messages` /
+    `can.signals`; frame layouts and signal widths from the DBC)."""
+
+    counter: str | None = Field(contract.SIG_SOC_COUNTER,
+                                description="DBC signal of the SOC frame counting cycles (its width from the DBC); "
+                                            "null: the board has none - missed/repeated cycles are then NOT COVERED")
+    cells: int = Field(contract.N_CELLS, ge=1, le=255, description="cells of the pack (the cell frame's "
+                       "multiplexed signals, in DBC order, carry cells 1..n)")
+    temperatures: int = Field(contract.N_TEMPS, ge=1, le=255, description="temperature sensors (the temperature frame)")
+    slow_every_cycles: int = Field(contract.SLOW_FRAME_EVERY_CYCLES, ge=1, le=1000,
+                                   description="charge limits and update status: every Nth SOC cycle (and at once on a change)")
+
+
+class VehicleStateProfile(_Model):
+    """The vehicle's state message the board reads for its charging window."""
+
+    period_ms: float = Field(contract.VEHICLE_STATE_PERIOD_MS, gt=0, le=10_000, description="the bench's vehicle sends it this often")
+    timeout_ms: float = Field(contract.VEHICLE_STATE_TIMEOUT_S * 1000.0, gt=0,
+                              description="an older state is none: the board treats the vehicle as unplugged")
+
+    @model_validator(mode="after")
+    def _longer(self) -> "VehicleStateProfile":
+        if self.timeout_ms <= self.period_ms:
+            raise ValueError(f"timeout_ms {self.timeout_ms:g} must exceed period_ms {self.period_ms:g}")
+        return self
+
+
+#: Bytes of each record field (versions are major, minor, revision as three bytes).
+FIELD_BYTES: dict[str, int] = {"state": 1, "reason": 1, "progress": 1, "target_version": 3, "from_version": 3,
+                               "to_version": 3, "result": 1}
+
+
+class RecordsProfile(_Model):
+    """Byte layouts of the update status record (DID role UPDATE_STATUS) and the update history (UPDATE_HISTORY)."""
+
+    update_status: list[str] = Field(default_factory=lambda: list(contract.UPDATE_STATUS_FIELDS),
+                                             description="fields in order: state u8, reason u8, progress u8, target_version 3 x u8")
+    history_entry: list[str] = Field(default_factory=lambda: list(contract.HISTORY_ENTRY_FIELDS),
+                                              description="fields of one entry in order (after a u8 count)")
+    history_depth: int = Field(contract.UPDATE_HISTORY_DEPTH, ge=1, le=64, description="entries the board keeps")
+    boot_count_bytes: int = Field(contract.HISTORY_BOOT_COUNT_BYTES, description="width of boot_count: 2 or 4")
+    byte_order: Literal["big", "little"] = Field("big", description="of boot_count")
+
+    @field_validator("update_status", "history_entry")
+    @classmethod
+    def _each_once(cls, v: list[str], info: Any) -> list[str]:
+        wanted = contract.UPDATE_STATUS_FIELDS if info.field_name == "update_status" else contract.HISTORY_ENTRY_FIELDS
+        if sorted(v) != sorted(wanted):
+            raise ValueError(f"must list each of {', '.join(wanted)} exactly once, got {', '.join(v) or 'nothing'}")
+        return v
+
+    @field_validator("boot_count_bytes")
+    @classmethod
+    def _width(cls, v: int) -> int:
+        if v not in (2, 4):
+            raise ValueError(f"must be 2 or 4, got {v}")
+        return v
+
+    def entry_size(self) -> int:
+        """Bytes of one history entry."""
+        return sum(FIELD_BYTES.get(f, self.boot_count_bytes) for f in self.history_entry)
 
     @field_validator("patterns")
     @classmethod
@@ -371,6 +545,9 @@ class DutProfile(_Model):
     console: ConsoleProfile = ConsoleProfile()
     restore: RestoreProfile = RestoreProfile()
     update: UpdateProfile = UpdateProfile()
+    soc_core: SocCoreProfile = SocCoreProfile()
+    vehicle_state: VehicleStateProfile = VehicleStateProfile()
+    records: RecordsProfile = RecordsProfile()
     source: Path | None = Field(None, exclude=True)
 
     @field_validator("dids", "routines")
@@ -487,14 +664,59 @@ class DutProfile(_Model):
 
     # ------------------------------------------------------------------ records
     def encode_status(self, rec: contract.UpdateStatusRecord) -> bytes:
-        """The update-status DID record: state, reason, progress, target version."""
-        return bytes([self.encode(rec.state), self.encode(rec.reason), rec.progress, *rec.target])
+        """The update-status DID record: state, reason, progress, target version, in `records.update_status` order."""
+        parts = {"state": bytes([self.encode(rec.state)]), "reason": bytes([self.encode(rec.reason)]),
+                 "progress": bytes([rec.progress]), "target_version": bytes(rec.target)}
+        return b"".join(parts[f] for f in self.records.update_status)
 
     def decode_status(self, data: bytes) -> contract.UpdateStatusRecord:
-        if len(data) != 6:
-            raise ValueError(f"update status record must be 6 bytes, got {len(data)}: {data.hex()}")
-        return contract.UpdateStatusRecord(self.decode(contract.UpdateState, data[0]), self.decode(contract.Reason, data[1]),
-                                           data[2], (data[3], data[4], data[5]))
+        fields = self._split(data, self.records.update_status, "update status record")
+        return contract.UpdateStatusRecord(self.decode(contract.UpdateState, fields["state"][0]),
+                                           self.decode(contract.Reason, fields["reason"][0]), fields["progress"][0],
+                                           _version(fields["target_version"]))
+
+    def _field_bytes(self, name: str) -> int:
+        return FIELD_BYTES.get(name, self.records.boot_count_bytes)
+
+    def _split(self, data: bytes, order: list[str], what: str) -> dict[str, bytes]:
+        size = sum(self._field_bytes(f) for f in order)
+        if len(data) != size:
+            raise ValueError(f"{what} must be {size} bytes ({', '.join(order)}; profile {self.name}), "
+                             f"got {len(data)}: {data.hex()}")
+        out, at = {}, 0
+        for f in order:
+            n = self._field_bytes(f)
+            out[f] = data[at:at + n]
+            at += n
+        return out
+
+    def encode_history(self, entries: list[contract.UpdateHistoryEntry]) -> bytes:
+        """The update history DID record: u8 count, then each entry in `records.history_entry` layout (newest last)."""
+        rec = self.records
+        out = bytearray([len(entries)])
+        for e in entries:
+            parts = {"from_version": bytes(e.from_version), "to_version": bytes(e.to_version),
+                     "result": bytes([self.encode(e.result)]), "reason": bytes([self.encode(e.reason)]),
+                     "boot_count": (e.boot_count % (1 << (8 * rec.boot_count_bytes))).to_bytes(rec.boot_count_bytes,
+                                                                                               rec.byte_order)}
+            out += b"".join(parts[f] for f in rec.history_entry)
+        return bytes(out)
+
+    def decode_history(self, data: bytes) -> list[contract.UpdateHistoryEntry]:
+        """The entries of an update history record (oldest first), decoded through the profile."""
+        rec = self.records
+        size = rec.entry_size()
+        if not data or len(data) != 1 + data[0] * size:
+            raise ValueError(f"update history must be 1 + count x {size} bytes (profile {self.name}), "
+                             f"got {len(data)}: {data.hex()}")
+        out = []
+        for i in range(data[0]):
+            f = self._split(data[1 + i * size:1 + (i + 1) * size], rec.history_entry, "history entry")
+            out.append(contract.UpdateHistoryEntry(_version(f["from_version"]), _version(f["to_version"]),
+                                                   self.decode(contract.UpdateState, f["result"][0]),
+                                                   self.decode(contract.Reason, f["reason"][0]),
+                                                   int.from_bytes(f["boot_count"], rec.byte_order)))
+        return out
 
     def encode_boot_info(self, info: contract.BootInfo) -> bytes:
         return bytes([self.encode(info.mode), info.active_slot, int(info.confirmed),
@@ -530,6 +752,10 @@ class DutProfile(_Model):
     def console_pattern(self, name: str) -> str | None:
         """A console pattern by name; None when the profile has none (cases then skip, naming it)."""
         return self.console.patterns.get(name)
+
+
+def _version(data: bytes) -> tuple[int, int, int]:
+    return (data[0], data[1], data[2])
 
 
 def _table_of(enum_type: type[enum.IntEnum]) -> str:

@@ -74,8 +74,17 @@ def _opened(console: ConsoleProtocol | None) -> str:
 def _can_alive(bench: Bench) -> str:
     bench.open_can()
     bench.power_on_and_wait()
+    from hil.bench.frames import cycle_counter
+
     frame = bench.channel.wait_for(contract.MSG_SOC_CORE, timeout=bench.cfg.timing.soc_restart_s)
-    return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals['SOC']):.1f} %)"
+    counter = cycle_counter(bench.channel.db, bench.cfg.profile)
+    if counter is None:
+        counted = "no cycle counter: missed cycles NOT COVERED"
+    elif counter.signal not in frame.signals:
+        raise ValueError(f"{contract.MSG_SOC_CORE} arrived without its counter {counter.signal}: {frame.describe()}")
+    else:
+        counted = f"counter {counter.signal} = {frame.signals[counter.signal]} of {counter.modulo}"
+    return f"{contract.MSG_SOC_CORE} received (SOC {float(frame.signals[contract.SIG_SOC]):.1f} %, {counted})"
 
 
 def _dut_identity(bench: Bench) -> str:
@@ -96,7 +105,8 @@ def _profile(cfg: BenchConfig) -> str:
     p = cfg.profile
     return (f"{p.name} ({p.source or 'built-in default'}): UDS 0x{p.uds.phys_request_id:X}/0x{p.uds.phys_response_id:X}, "
             f"{len(p.dids)} DIDs, {len(p.routines)} routines, restore {p.restore.method}, "
-            f"{len(p.console.patterns)} console patterns, update family {p.update.family}")
+            f"{len(p.console.patterns)} console patterns, update family {p.update.family}, {p.soc_core.cells} cells, "
+            f"counter {p.soc_core.counter or 'none (missed cycles NOT COVERED)'}")
 
 
 def _catalogue(cfg: BenchConfig) -> str:

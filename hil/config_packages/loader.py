@@ -66,9 +66,40 @@ class ConfigPackageStore:
 
     def values(self, name: str) -> dict[str, Any]:
         """The values recipe `name` sets."""
+        return dict(self.recipe(name).values)
+
+    def recipe(self, name: str) -> Any:
+        """The recipe `name` (hil.config_packages.recipes.PackageRecipe) in the bench's package folder."""
         from hil.config_packages.recipes import find_package_recipe
 
-        return dict(find_package_recipe(name, self.cfg.images.packages).values)
+        return find_package_recipe(name, self.cfg.images.packages)
+
+    # ------------------------------------------------------------------ the bench's fleet (config_packages:)
+    @property
+    def groups(self) -> list[str]:
+        """The vehicle groups the bench file names (`config_packages.groups`), in its order."""
+        return list(self.cfg.config_packages.groups)
+
+    def sequence(self, group: str) -> list[str]:
+        """The packages of vehicle group `group` in the order they apply (each newer than the one before);
+        ValueError naming the groups there are, or a recipe that targets another group."""
+        groups = self.cfg.config_packages.groups
+        if group not in groups:
+            raise ValueError(f"vehicle group {group!r} has no packages in the bench file's config_packages.groups; "
+                             f"it has: {', '.join(groups)}")
+        for name in groups[group]:
+            target = self.recipe(name).vehicle_group
+            if target != group:
+                raise ValueError(f"config_packages.groups.{group}: recipe {name} targets vehicle group {target!r}")
+        return list(groups[group])
+
+    def role(self, role: str) -> str | None:
+        """The recipe the bench names for a package role (`config_packages.roles`), None when it names none."""
+        return self.cfg.config_packages.roles.get(role)
+
+    def target_group(self, name: str) -> str:
+        """The vehicle group recipe `name` is made for."""
+        return str(self.recipe(name).vehicle_group)
 
     def reset_profile_version(self, dut: Any) -> None:
         """Development restore path (bench level): no active profile version, so any package version is newer."""

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from hil.bench.config import BenchConfig
+from hil.errors import ImageBuildError
 from hil.images.keys import resolve_key
 from hil.images.recipes import NamedRecipe, RecipeFiles
 from hil.config_packages.package import build_package

@@ -21,6 +21,13 @@ from hil.errors import InstrumentError, LimitViolation
 PACK_CURRENT = "pack current"
 TEMPERATURE = "temperature"
 CELL_VOLTAGE = "cell voltage"
+#: A positive (charging) pack current: a source, which a sink-only electronic load is not.
+CHARGING = "charging current"
+
+
+class FunctionNotOffered(LimitViolation):
+    """The instrument family cannot do this at all (no cell voltages, no charging): nothing was sent.
+    The `load` fixture turns it into NOT COVERED for the case that asked."""
 
 
 def _num(value: float) -> str:
@@ -35,7 +42,7 @@ class LoadDialect:
     """
 
     name = "hil_sim"
-    functions: frozenset[str] = frozenset({PACK_CURRENT, TEMPERATURE, CELL_VOLTAGE})
+    functions: frozenset[str] = frozenset({PACK_CURRENT, CHARGING, TEMPERATURE, CELL_VOLTAGE})
     error_query = "SYST:ERR?"
 
     def set_pack_current(self, amps: float) -> list[str]:
@@ -81,8 +88,8 @@ class KeysightEL30000Dialect(LoadDialect):
 
     def check_pack_current(self, amps: float) -> None:
         if amps > 0:
-            raise LimitViolation(f"dialect {self.name}: an electronic load only sinks current; a charging pack "
-                                 f"current of {amps:g} A needs a bidirectional source; nothing was sent")
+            raise FunctionNotOffered(f"dialect {self.name}: an electronic load only sinks current; a charging pack "
+                                     f"current of {amps:g} A needs a bidirectional source; nothing was sent")
 
     def set_pack_current(self, amps: float) -> list[str]:
         sink = abs(amps)
@@ -123,9 +130,18 @@ class ScpiBatteryEmulator(ScpiDriver):
         return f"battery emulator {self.cfg.resource}"
 
     def _offers(self, function: str) -> None:
-        if function not in self.dialect.functions:
-            raise InstrumentError(f"{self._where()}: dialect {self.dialect.name} has no {function} "
-                                  f"(it offers: {', '.join(sorted(self.dialect.functions))}); nothing was sent")
+        missing = self.missing(function)
+        if missing:
+            raise FunctionNotOffered(f"{missing}; nothing was sent")
+
+    def missing(self, *functions: str) -> str:
+        """Why this instrument cannot do all of `functions` (PACK_CURRENT, CHARGING, TEMPERATURE, CELL_VOLTAGE);
+        empty when it can."""
+        lacking = [f for f in functions if f not in self.dialect.functions]
+        if not lacking:
+            return ""
+        return (f"{self._where()}: dialect {self.dialect.name} has no {', '.join(lacking)} "
+                f"(it offers: {', '.join(sorted(self.dialect.functions))})")
 
     def _set(self, commands: list[str], readback_query: str, expected: float, what: str, tolerance: float,
              convert: bool = False) -> None:

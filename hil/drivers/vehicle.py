@@ -18,10 +18,9 @@ import can
 from hil.bench import contract
 from hil.errors import HilTimeout
 
-#: Period of VCU_VehicleState (the BMS treats a state older than contract.VEHICLE_STATE_TIMEOUT_S as none).
-PERIOD_S = 0.1
-#: A charger stops when BMS_ChargeLimits (1 s period) has been missing this long.
-COMM_LOSS_S = 2.5
+#: A charger stops when the charge limits have been missing for this many of their periods
+#: (the SOC period x the profile's soc_core.slow_every_cycles).
+COMM_LOSS_PERIODS = 2.5
 
 
 @dataclass(frozen=True)
@@ -34,32 +33,34 @@ class VehicleState:
     speed_kmh: float = 0.0
 
     def signals(self) -> dict[str, float]:
-        return {"ChargerConnected": int(self.charger_connected), "IgnitionOn": int(self.ignition_on),
-                "DriveReady": int(self.drive_ready), "VehicleSpeed": self.speed_kmh}
+        return {contract.SIG_CHARGER_CONNECTED: int(self.charger_connected), contract.SIG_IGNITION_ON: int(self.ignition_on),
+                contract.SIG_DRIVE_READY: int(self.drive_ready), contract.SIG_VEHICLE_SPEED: self.speed_kmh}
 
 
 class Vehicle:
-    """Sends VCU_VehicleState every 100 ms; `set_state` changes what it says from the next frame on."""
+    """Sends the vehicle state at the DUT profile's `vehicle_state.period_ms`; `set_state` changes what it
+    says from the next frame on."""
 
     def __init__(self, can_channel: Any) -> None:
         self._can = can_channel
         # The board's name and signal names for the framework's VCU_VehicleState (DUT profile).
         self._names = can_channel.profile.can
+        self.period_s = can_channel.profile.vehicle_state.period_ms / 1000.0
         self._spec = can_channel.db.get_message_by_name(self._names.dbc_message(contract.MSG_VEHICLE_STATE))
         self.state = VehicleState()
         self._lock = threading.Lock()
         self._task: Any = None
 
     def _message(self) -> can.Message:
-        return can.Message(arbitration_id=self._spec.frame_id, data=self._spec.encode(
-            self._names.to_dbc_signals(contract.MSG_VEHICLE_STATE, self.state.signals())),
-                           is_extended_id=self._spec.is_extended_frame)
+        data = self._spec.encode(self._names.to_dbc_signals(contract.MSG_VEHICLE_STATE, self.state.signals()))
+        return can.Message(arbitration_id=self._spec.frame_id, data=data, is_extended_id=self._spec.is_extended_frame,
+                           is_fd=len(data) > 8)
 
     def start(self) -> None:
         """Start the periodic frame (idempotent)."""
         with self._lock:
             if self._task is None:
-                self._task = self._can.bus.send_periodic(self._message(), PERIOD_S)
+                self._task = self._can.bus.send_periodic(self._message(), self.period_s)
 
     def set_state(self, state: VehicleState) -> None:
         """Change the state; the next periodic frame carries it."""
@@ -101,8 +102,11 @@ class ChargerEmulation:
     the vehicle is unplugged or on `stop()`. Use as a context manager.
     """
 
-    def __init__(self, can_channel: Any, load: Any, vehicle: Vehicle, request_a: float) -> None:
+    def __init__(self, can_channel: Any, load: Any, vehicle: Vehicle, request_a: float,
+                 limits_period_s: float = 1.0) -> None:
         self._can = can_channel
+        #: How long the charger waits without a charge-limit frame before it stops (several of their periods).
+        self.comm_loss_s = COMM_LOSS_PERIODS * limits_period_s
         self._load = load
         self._vehicle = vehicle
         self.request_a = request_a
@@ -139,9 +143,9 @@ class ChargerEmulation:
                 frame = self._can.wait_for(contract.MSG_CHARGE_LIMITS, timeout=0.2, since=since)
                 since = frame.received + 1e-6
                 last_limit_at = time.monotonic()
-                limit = float(frame.signals["MaxChargeCurrent"])
+                limit = float(frame.signals[contract.SIG_MAX_CHARGE_CURRENT])
             except HilTimeout:
-                if time.monotonic() - last_limit_at > COMM_LOSS_S:
+                if time.monotonic() - last_limit_at > self.comm_loss_s:
                     limit = 0.0  # the BMS is silent (installing): a charger without a limit delivers nothing
             target = min(self.request_a, limit) if self._vehicle.state.charger_connected else 0.0
             try:

@@ -85,8 +85,12 @@ class Dut:
             self.uds.session(contract.SESSION_DEFAULT)
 
     def update_history(self) -> list[contract.UpdateHistoryEntry]:
-        """FD09: the update attempts the board remembers (from/to version, result, reason, boot counter), oldest first."""
-        return contract.UpdateHistoryEntry.decode_all(self.uds.read_did(Did.UPDATE_HISTORY))
+        """FD09: the update attempts the board remembers (from/to version, result, reason, boot counter), oldest first;
+        decoded with the DUT profile's record layout and encodings."""
+        from hil.bench.dut_profile import DutProfile
+
+        profile = getattr(self.uds, "profile", None) or DutProfile()
+        return list(profile.decode_history(self.uds.read_did(Did.UPDATE_HISTORY)))
 
     def dtcs(self, status_mask: int = 0xFF) -> dict[int, int]:
         """ReadDTCInformation 0x19 0x02: DTC number -> status byte."""

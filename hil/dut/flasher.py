@@ -18,7 +18,7 @@ from hil.bench import contract
 from hil.bench.config import DutConfig
 from hil.bench.contract import ActivationMode, Reason, UpdateState
 from hil.drivers.protocols import CanLink, UdsLink
-from hil.dut.sequence import BlockFilter, Phase, ProgrammingSequence, StageResult, sequence_for
+from hil.dut.sequence import BlockFilter, Phase, ProgrammingSequence, StageResult, TransferTiming, sequence_for
 from hil.errors import HilTimeout, UdsError, UpdateFailed
 from hil.bench.dut_profile import DutProfile
 from hil.images.container import ImageContainer, container_for
@@ -52,6 +52,12 @@ def _num(value: object) -> int:
     return int(getattr(value, "value", value))  # type: ignore[call-overload]
 
 
+def _decode_status(profile: DutProfile, signals: dict) -> tuple[UpdateState, Reason]:
+    """State and reason of an update-status frame (framework signal names), in the framework's meanings."""
+    return (profile.decode(UpdateState, _num(signals[contract.SIG_UPDATE_STATE])),
+            profile.decode(Reason, _num(signals[contract.SIG_UPDATE_REASON])))
+
+
 class Flasher:
     """Drives one DUT through its update family's programming sequence (docs/bench-contract.md)."""
 
@@ -71,6 +77,7 @@ class Flasher:
         #: The board's image format and programming steps (its update family).
         self.container: ImageContainer = container_for(self.profile)
         self.sequence: ProgrammingSequence = sequence_for(self)
+        self._transfer = TransferTiming()  # the TransferData blocks of the stage under way
 
     # ------------------------------------------------------------------ what sequences use
     def phase(self, phase: Phase) -> None:
@@ -87,16 +94,21 @@ class Flasher:
         self.phase(Phase.DOWNLOAD)
         block_len = self.uds.request_download(address + offset, len(data) - offset)
         per_block = block_len - 2
+        self._transfer.block_bytes = max(self._transfer.block_bytes, per_block)
         counter = 1
+        download_start = time.monotonic()
         for block_start in range(offset, len(data), per_block):
             chunk = data[block_start:block_start + per_block]
             frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
             for c, payload in frames:
+                t = time.monotonic()
                 self.uds.transfer_data(c, payload)
+                self._transfer.block_seconds.append(time.monotonic() - t)
             sent = sent_before + block_start + len(chunk)
             for hook in list(self.on_progress):
                 hook(sent, total)
             counter = (counter + 1) & 0xFF
+        self._transfer.download_seconds += time.monotonic() - download_start
         self.phase(Phase.TRANSFER_EXIT)
         self.uds.request_transfer_exit()
 
@@ -128,7 +140,10 @@ class Flasher:
         `resume`: continue an interrupted download of the same image from the last block the DUT has
         stored (no erase); falls back to a full download when there is nothing to resume."""
         self.staged.append((time.time(), image))
-        return self.sequence.stage(image, bench_level=bench_level, check=check, resume=resume)
+        self._transfer = TransferTiming()
+        result = self.sequence.stage(image, bench_level=bench_level, check=check, resume=resume)
+        result.transfer = self._transfer
+        return result
 
     def verify(self, image: bytes) -> tuple[bool, Reason]:
         """The ECU's check of the downloaded `image` alone: (accepted, reason); UdsError if it refuses to check."""
@@ -170,13 +185,13 @@ class Flasher:
                 state: UpdateState | None = None
                 try:
                     frame = self.can.wait_for(contract.MSG_UPDATE_STATUS, timeout=min(2.0, max(0.05, deadline - time.monotonic())),
-                                              predicate=lambda s: _num(s["State"]) in terminal, since=start)
-                    state, reason = p.decode(UpdateState, _num(frame.signals["State"])), p.decode(Reason, _num(frame.signals["Reason"]))
+                                              predicate=lambda s: _num(s[contract.SIG_UPDATE_STATE]) in terminal, since=start)
+                    state, reason = _decode_status(p, frame.signals)
                 except HilTimeout:
                     # No terminal frame: the ECU is installing (silent) or in recovery (no application frames).
                     state, reason = self._poll_status()
                 for f in list(frames)[done:]:
-                    note(p.decode(UpdateState, _num(f.signals["State"])), p.decode(Reason, _num(f.signals["Reason"])))
+                    note(*_decode_status(p, f.signals))
                 done = len(frames)
                 if state is not None:
                     note(state, reason)

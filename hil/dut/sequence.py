@@ -15,7 +15,7 @@ import enum
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol, runtime_checkable
 
 from hil.bench import contract
@@ -49,6 +49,15 @@ BlockFilter = Callable[[int, bytes], Iterable[tuple[int, bytes]]]
 
 
 @dataclass
+class TransferTiming:
+    """The TransferData blocks of one stage, measured: what this board's block length and turnaround allow."""
+
+    block_bytes: int = 0  # firmware bytes per TransferData block (the largest the board granted)
+    block_seconds: list[float] = field(default_factory=list)  # each block's round trip, request sent to response
+    download_seconds: float = 0.0  # first TransferData sent to the last one answered, summed over the downloads
+
+
+@dataclass
 class StageResult:
     """Outcome of the background download and the ECU's check of the staged image."""
 
@@ -57,6 +66,19 @@ class StageResult:
     accepted: bool
     reason: Reason
     resumed_from: int = 0  # bytes the DUT already had (a resumed download sent only the rest)
+    transfer: TransferTiming = field(default_factory=TransferTiming)  # filled by the Flasher
+
+    @property
+    def block_bytes(self) -> int:
+        return self.transfer.block_bytes
+
+    @property
+    def block_seconds(self) -> list[float]:
+        return self.transfer.block_seconds
+
+    @property
+    def download_seconds(self) -> float:
+        return self.transfer.download_seconds
 
     @property
     def kib_per_s(self) -> float:

@@ -6,8 +6,8 @@ the install is repeated with a supply cut at N points spread over each phase. Af
 DUT must boot the old or the new image, with an update status that agrees with the image it runs.
 
 A cut proves it took effect: the supply's own read-back while the output is off (MEAS:VOLT?), the
-reset cause the DUT reports afterwards (console `BOOT: reset cause=POWER_ON`, DID FD00) and its boot
-counter (FD02). Where a cut landed is taken from what the DUT showed up to that moment (its console
+reset cause the DUT reports afterwards (the profile's console pattern power_up, DID role BOOT_INFO) and its boot
+counter (BOOT_COUNTER). Where a cut landed is taken from what the DUT showed up to that moment (its console
 phase lines), never from the plan, and the sweep's coverage check counts those observations.
 """
 
@@ -130,7 +130,7 @@ def check_cut(ev: CutEvidence, *, max_off_v: float, console: Any = None, boot_co
         problems.append(f"the DUT never reported a power-on reset after the cut (console pattern {POWER_UP_PATTERN} "
                         f"{power_up!r})")
     if dut is not None:
-        # Without a power-on console line, the DUT's own reset cause (FD00) is the proof; with one, that line of
+        # Without a power-on console line, the DUT's own reset cause (BOOT_INFO) is the proof; with one, that line of
         # the boot right after the cut is, since later boots (a revert, a self-reset) may have other causes.
         info = dut.boot_info()
         if power_up is None and ResetCause(info.reset_cause) not in (ResetCause.POWER_ON, ResetCause.BROWN_OUT):

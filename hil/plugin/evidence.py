@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 MEASUREMENTS = pytest.StashKey[list]()
 #: Failed phases of a test (setup, call): (when it ended, what failed), for the CAN excerpt's windows.
 FAILURES = pytest.StashKey[list]()
+#: Checks of a case that cannot run on this board, with the reason (`not_covered` fixture): a case that
+#: passes otherwise ends skipped with these reasons, so its fault-matrix row is NOT COVERED, never a quiet PASS.
+GAPS = pytest.StashKey[list]()
 
 
 class MeasurementOutOfLimits(AssertionError):
@@ -105,10 +108,10 @@ def stop_evidence(b: Bench, d: Path, node: pytest.Item, marks: Sequence[Mark] = 
 
 def history_evidence(b: Bench, d: Path) -> None:
     """The DUT's update history and DTCs as read at the end of the case (evidence of what it reports)."""
-    from hil.bench.contract import Did, UpdateHistoryEntry
+    from hil.bench.contract import Did
 
     try:
-        entries = UpdateHistoryEntry.decode_all(b.client.read_did(Did.UPDATE_HISTORY))
+        entries = b.cfg.profile.decode_history(b.client.read_did(Did.UPDATE_HISTORY))
         lines = [str(e) for e in entries] or ["(no update attempts recorded)"]
         lines.append("DTCs: " + (", ".join(f"0x{n:06X} status 0x{st:02X}" for n, st in b.client.read_dtcs()) or "none"))
     except (HilError, ValueError) as exc:

@@ -12,7 +12,7 @@ from hil.bench.bench import Bench
 from hil.bench.config import BenchConfig
 from hil.drivers.protocols import BatteryEmulator, ConsoleProtocol, PowerSupply
 from hil.dut.dut import Dut
-from hil.plugin.evidence import (MEASUREMENTS, MeasurementOutOfLimits, check_evidence_kept, evidence_dir,
+from hil.plugin.evidence import (GAPS, MEASUREMENTS, MeasurementOutOfLimits, check_evidence_kept, evidence_dir,
                                  expected_violations, start_evidence, stop_evidence)
 from hil.plugin.images import ImageStore
 from hil.plugin.session import allure, session_of
@@ -70,15 +70,44 @@ def psu(bench: Bench) -> PowerSupply:
 
 @pytest.fixture
 def load(bench: Bench) -> BatteryEmulator:
-    """Battery/load emulator (pack current, temperatures, cell voltages)."""
+    """Battery/load emulator (pack current, temperatures, cell voltages). A function this bench's instrument
+    does not offer (an electronic load has no cell voltages, cannot charge) ends the case NOT COVERED, naming
+    it; `load.require(function, ...)` asks up front (functions: hil.drivers.load)."""
     if bench.load is None:
-        pytest.skip(f"bench {bench.cfg.bench} has no battery/load emulator")
-    return bench.load
+        pytest.skip(f"instrument missing: bench {bench.cfg.bench} has no battery/load emulator")
+    return _OfferedOrNotCovered(bench.load)  # type: ignore[return-value]
+
+
+class _OfferedOrNotCovered:
+    """The battery emulator driver; a function its dialect lacks skips the case as NOT COVERED, with the reason."""
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+
+    def require(self, *functions: str) -> None:
+        """Skip the case (NOT COVERED) unless the instrument offers every one of `functions`."""
+        missing = self._driver.missing(*functions)
+        if missing:
+            pytest.skip(f"instrument function missing: {missing}")
+
+    def __getattr__(self, name: str) -> Any:
+        from hil.drivers.load import FunctionNotOffered
+
+        attr = getattr(self._driver, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except FunctionNotOffered as exc:
+                pytest.skip(f"instrument function missing: {exc}")
+        return call
 
 
 @pytest.fixture
 def vehicle(bench: Bench) -> Any:
-    """The vehicle side on CAN (VCU_VehicleState every 100 ms): `plug_in`, `unplug`, `drive`, `park`."""
+    """The vehicle side on CAN (its state message at the profile's period): `plug_in`, `unplug`, `drive`, `park`."""
     return bench.vehicle
 
 
@@ -115,7 +144,8 @@ def dut(bench: Bench) -> Dut:
 
 @pytest.fixture
 def config_packages(bench: Bench, dut: Dut) -> Any:
-    """Signed configuration packages by recipe name (`config_packages["winter-north"]`), `apply(name or bytes)`, `values(name)`.
+    """Signed configuration packages by recipe name (`config_packages[name]`), `apply(name or bytes)`, `values(name)`;
+    the bench's fleet: `groups`, `sequence(group)` (a group's packages in apply order), `role(name)`.
 
     The DUT starts without an active profile version (reset through the development restore path), so a
     profile left by an earlier run cannot make the case's packages look like downgrades."""
@@ -154,6 +184,22 @@ def console_pattern(bench_config: BenchConfig) -> Any:
             pytest.skip(f"console pattern missing: profile {profile.name} has no console pattern {name!r}")
         return pattern
     return get
+
+
+@pytest.fixture
+def not_covered(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`not_covered(reason)`: a check of this case cannot run on this board. The case goes on checking the rest;
+    if all that passes it ends skipped with the reason, so its fault-matrix row is NOT COVERED, never a quiet PASS.
+    The reason starts with one of hil.report.records.GAP_PREFIXES (e.g. "counter signal missing: ...")."""
+    from hil.report.records import GAP_PREFIXES
+
+    gaps = request.node.stash.setdefault(GAPS, [])
+
+    def declare(reason: str) -> None:
+        if not reason.startswith(GAP_PREFIXES):
+            raise ValueError(f"a not-covered reason starts with one of {', '.join(map(repr, GAP_PREFIXES))}; got {reason!r}")
+        gaps.append(reason)
+    return declare
 
 
 @pytest.fixture

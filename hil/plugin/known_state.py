@@ -52,7 +52,10 @@ def restore_baseline(b: Bench, baseline: Baseline, destructive: bool) -> None:
     needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != store.container.read(image).version_str
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
-    if needs_image or (destructive and dut.security_counter() > 1):
+    # The baseline's security counter is the baseline image's own (the restore path sets the board's to it):
+    # a stored counter above it (an irreversible case confirmed a higher one) needs the restore too.
+    baseline_counter = parsed.security_counter or 0
+    if needs_image or (destructive and dut.security_counter() > baseline_counter):
         from hil.dut.restore import restore_strategy
 
         restore_strategy(b.cfg.profile.restore).restore(b, image, b.cfg.dut.baseline_image)

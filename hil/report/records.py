@@ -136,10 +136,14 @@ class TestRecord:
     bench: str | None = None  # the bench it ran on (rack runs and merged reports name it)
 
 
-#: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern), or that the
-#: case does not apply to the board's update family (hil/images/families.py): the row's promise was not
-#: checked on this board, so the row is NOT COVERED, with the reason, even when other cases passed.
-GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ", NOT_APPLICABLE_PREFIX)
+#: Skip reasons that mean the bench lacks what a case needs (an image role, a console pattern, a counter signal,
+#: an instrument or its function, a package), or that the case does not apply to the board's update family
+#: (hil/images/families.py): the row's promise was not checked on this board, so the row is NOT COVERED, with
+#: the reason, even when other cases passed.
+#: "needs ...": a case the bench cannot serve (an instrument or capability it lacks, hil.rack.scheduling.skip_reason).
+GAP_PREFIXES = ("image role missing: ", "console pattern missing: ", "console missing: ", "counter signal missing: ",
+                "instrument missing: ", "instrument function missing: ", "package missing: ", "needs ",
+                NOT_APPLICABLE_PREFIX)
 
 
 def is_gap(record: TestRecord) -> bool:

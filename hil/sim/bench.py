@@ -20,6 +20,7 @@ import can
 
 from hil.drivers.canbus import open_bus
 from hil.bench.config import BenchConfig, socket_resource_address, socket_url_address
+from hil.bench.dut_profile import console_line_problems
 from hil.errors import BenchBroken, BenchConfigError
 from hil.images.catalogue import catalogue_of, load_image, prebuild
 from hil.images.keys import ensure_dev_keys
@@ -68,7 +69,9 @@ class VirtualBench:
         self.effective: BenchConfig | None = None
         # The emulators speak the command set the bench file's dialect names, like the real instrument would.
         self.supply: SupplyModel = SUPPLY_MODELS[cfg.psu.dialect]()
-        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"]()
+        pack = cfg.profile.soc_core
+        self.battery: BatteryEmulatorModel = BATTERY_MODELS[cfg.load.dialect if cfg.load else "hil_sim"](
+            pack.cells, pack.temperatures)
         self.supply.ignore_output_off = Defects(cfg.sim.defects).has("supply_ignores_output_off")
         self._servers: list[ScpiServer] = []
         self.console: ConsoleServer | None = None
@@ -82,6 +85,11 @@ class VirtualBench:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> BenchConfig:
         """Bring up every endpoint; return the effective bench config (real ports)."""
+        cfg = self.cfg
+        problems = console_line_problems(cfg.profile.console) if cfg.console is not None else []
+        if problems:  # the board would print lines the profile's patterns do not find
+            raise BenchConfigError(f"bench {cfg.bench}: the virtual board's console lines (profile console.lines, "
+                                   "else the default board's) do not match the profile's patterns: " + "; ".join(problems))
         # The board's tasks share one interpreter. At Python's default 5 ms GIL switch interval the SOC task
         # and the CAN controller wait up to 5 ms behind the UDS and flash threads: hand the GIL over more
         # often, as an RTOS preempts for its periodic task (measured: p99 period error 2.7 -> 0.2-0.6 ms

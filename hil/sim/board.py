@@ -23,6 +23,7 @@ from hil.drivers.canbus import frame_time_s
 from hil.bench.config import BenchConfig
 from hil.bench.contract import BootMode, Reason, ResetCause, UpdateState
 from hil.drivers.canbus import load_dbc
+from hil.bench.frames import cell_layout, cycle_counter, temperature_layout
 from hil.sim.errors import PowerLoss
 from hil.images.container import BootImage
 from hil.images.mcuboot import TrustedKey
@@ -175,6 +176,12 @@ class Board:
         self.soc_sent: collections.deque[tuple[float, int]] = collections.deque(maxlen=RELEASE_TRACE_LEN)
         self._soc_msg = self.db.get_message_by_name(self.profile.can.dbc_message(contract.MSG_SOC_CORE))
         self._soc_id = self._soc_msg.frame_id
+        # The profile's frame facts: the SOC frame's cycle counter (None: none), where cells and sensors sit.
+        self.counter = cycle_counter(self.db, self.profile)
+        self._counter_dbc = (next(iter(self.profile.can.to_dbc_signals(contract.MSG_SOC_CORE, {self.counter.signal: 0})))
+                             if self.counter is not None else None)
+        self.cells = cell_layout(self.db, self.profile)
+        self.temperature_sensors = temperature_layout(self.db, self.profile)
         # Vehicle state from the VCU (charging window); RAM only, refreshed every 100 ms on the bus.
         self._vehicle: tuple[dict[str, Any], float] | None = None
         self.charge_inhibit = False  # activation asked the charger to stop
@@ -234,7 +241,7 @@ class Board:
             entry = {"from": list(attempt.get("from", [0, 0, 0])), "to": list(upd.get("target", [0, 0, 0])),
                      "result": int(state), "reason": int(upd.get("reason", 0)),
                      "boot": int(self.nv.get("boot_count", 0))}
-            history = (list(self.nv.get("history", []) or []) + [entry])[-contract.UPDATE_HISTORY_DEPTH:]
+            history = (list(self.nv.get("history", []) or []) + [entry])[-self.profile.records.history_depth:]
             changes: dict[str, Any] = {"history": history, "history_done": attempt.get("id")}
             if state is not UpdateState.SUCCESS:
                 dtc = contract.Dtc.UPDATE_ROLLED_BACK if state is UpdateState.ROLLED_BACK else contract.Dtc.UPDATE_REJECTED
@@ -245,11 +252,11 @@ class Board:
             self.nv.update(**changes)
 
     def history_record(self) -> bytes:
-        """DID FD09."""
+        """DID UPDATE_HISTORY, in the profile's record layout."""
         entries = [contract.UpdateHistoryEntry(tuple(e["from"])[:3], tuple(e["to"])[:3],  # type: ignore[arg-type]
                                                UpdateState(e["result"]), Reason(e["reason"]), int(e["boot"]))
                    for e in (self.nv_get("history", []) or [])]
-        return bytes([len(entries)]) + b"".join(e.encode() for e in entries)
+        return self.profile.encode_history(entries[-self.profile.records.history_depth:])
 
     def dtcs(self) -> dict[int, int]:
         """Stored DTCs: number -> status byte."""
@@ -296,14 +303,20 @@ class Board:
     def vehicle_window(self) -> tuple[bool, bool, str]:
         """(plugged in, idle, what the vehicle says) from the last VCU_VehicleState; none recent = not plugged in."""
         last = self._vehicle
-        if last is None or time.monotonic() - last[1] > contract.VEHICLE_STATE_TIMEOUT_S:
+        if last is None or time.monotonic() - last[1] > self.profile.vehicle_state.timeout_ms / 1000.0:
             return False, True, "no vehicle state on CAN"
         sig = last[0]
-        plugged = bool(sig.get("ChargerConnected"))
-        moving = float(sig.get("VehicleSpeed", 0.0)) > contract.VEHICLE_MOVING_KMH
-        idle = not bool(sig.get("DriveReady")) and not moving
+        plugged = bool(sig.get(contract.SIG_CHARGER_CONNECTED))
+        speed = float(sig.get(contract.SIG_VEHICLE_SPEED, 0.0))
+        drive_ready = bool(sig.get(contract.SIG_DRIVE_READY))
+        idle = not drive_ready and speed <= contract.VEHICLE_MOVING_KMH
         return plugged, idle, (f"charger {'connected' if plugged else 'not connected'}, drive ready "
-                               f"{int(bool(sig.get('DriveReady')))}, {float(sig.get('VehicleSpeed', 0.0)):.1f} km/h")
+                               f"{int(drive_ready)}, {speed:.1f} km/h")
+
+    @property
+    def sa_delay_s(self) -> float:
+        """SecurityAccess delay after the last failed attempt: the profile's, unless the bench's sim overrides it."""
+        return self.sim.sa_lockout_s if self.sim.sa_lockout_s is not None else self.profile.security.delay_s
 
     def supply_voltage(self) -> float:
         return self._supply_volts
@@ -367,7 +380,7 @@ class Board:
     def _power_up(self, cause: ResetCause) -> None:
         self._t0 = time.monotonic()
         if self.sa_attempts or self.sa_lockout_until > self._t0:
-            self.sa_lockout_until = self._t0 + self.sim.sa_lockout_s
+            self.sa_lockout_until = self._t0 + self.sa_delay_s
         thread = threading.Thread(target=self._cpu_loop, args=(cause,), name="bms-cpu", daemon=True)
         self._cpu_thread = thread
         thread.start()
@@ -440,6 +453,11 @@ class Board:
                 target()
             except (PowerLoss, CpuReset):
                 pass
+            except Exception as exc:  # a model bug must show on the console, not end a task silently
+                self.log(f"SIM: internal error in task {name}: {type(exc).__name__}: {exc}")
+                cpu = self._cpu
+                if cpu is not None:
+                    cpu.reset(ResetCause.FAULT)
         t = threading.Thread(target=guarded, name=name, daemon=True)
         self._boot_threads.append(t)
         t.start()
@@ -454,7 +472,7 @@ class Board:
         self._spawn("uds-s3", lambda: diag.run_s3_timer(cpu.wait))  # S3 runs out with no request arriving
 
     def _boot(self, cpu: Cpu, cause: ResetCause) -> None:
-        self.log(f"BOOT: reset cause={cause.name}")
+        self.log(self.profile.console.line("reset", cause=cause.name))
         with self._nv_lock:
             result = self.bootloader.boot(cause)
         self.running_image = result.image
@@ -474,7 +492,8 @@ class Board:
             self.log(f"APP: HardFault: cannot decode firmware payload ({exc})")
             raise CpuReset(ResetCause.FAULT) from None
         self.descriptor = desc
-        self.log(f"APP: BMS firmware {desc.version} ({desc.build}) starting{' (trial boot)' if result.trial else ''}")
+        self.log(self.profile.console.line("app_starting", version=desc.version, build=desc.build,
+                                           trial=" (trial boot)" if result.trial else ""))
         if result.trial and self.defects.has("bms_offline_too_long_during_install"):
             cpu.sleep(OFFLINE_DEFECT_S)  # rebuilds its models from scratch before it sends anything
         self._kick = time.monotonic()
@@ -555,17 +574,17 @@ class Board:
 
     def _self_test(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         self.set_update(UpdateState.TESTING, Reason.NONE, target=self.running_image.version_tuple if self.running_image else None)
-        self.log("APP: self-test running")
+        self.log(self.profile.console.line("selftest_running"))
         cpu.sleep(self.sim.selftest_ms / 1000.0)
         self._kick = time.monotonic()
         if desc.self_test == "fail":
-            self.log(f"APP: self-test FAILED code=0x{desc.selftest_code:02x}")
+            self.log(self.profile.console.line("selftest_failed", code=desc.selftest_code))
             self.set_update(UpdateState.TESTING, Reason.SELFTEST_FAILED)
             raise CpuReset(ResetCause.SOFTWARE)
         with self._nv_lock:
             self.bootloader.confirm()
         self.set_update(UpdateState.SUCCESS, Reason.NONE)
-        self.log("APP: self-test passed, image confirmed")
+        self.log(self.profile.console.line("selftest_passed"))
 
     def _start_soc(self, cpu: Cpu, desc: FirmwareDescriptor) -> None:
         config = self.nv_get("config", DEFAULT_CONFIG[1])
@@ -594,6 +613,8 @@ class Board:
             # The defective board enables features from what NV says was once installed, not from the running build.
             extra = tuple(sorted(set(extra) | set(seen)))
         core = SocCore(transmit=lambda msg: self._post(mailbox, msg), db=self.db, pack=self.battery, estimator=estimator, sleep=cpu.sleep,
+                       period_s=self.cfg.timing.soc_period_ms / 1000.0, counter=self.counter, cells=self.cells,
+                       temperatures=self.temperature_sensors, slow_every=self.profile.soc_core.slow_every_cycles,
                        timing=TimingProfile(t.exec_ms, t.jitter_ms, t.overrun_every, t.overrun_ms),
                        extra_messages=extra, charge_limits=self._charge_limits,
                        update_status=self._update_status_signals, names=self.profile.can,
@@ -630,15 +651,17 @@ class Board:
                 msg = mailbox.get(timeout=0.05)
             except queue.Empty:
                 continue
+            if msg.is_fd and can_cfg.data_bitrate is not None:
+                msg.bitrate_switch = True
             if msg.timestamp:
                 duration = frame_time_s(len(msg.data), fd=msg.is_fd, bitrate=can_cfg.bitrate,
                                         data_bitrate=can_cfg.data_bitrate if msg.bitrate_switch else None)
                 free = max(free, msg.timestamp) + duration
                 msg.timestamp = free
             self.bus.send(msg)
-            if msg.arbitration_id == self._soc_id:
+            if msg.arbitration_id == self._soc_id and self._counter_dbc is not None:
                 decoded: Any = self._soc_msg.decode(bytes(msg.data), decode_choices=False)
-                self.soc_sent.append((time.time(), int(decoded[contract.SIG_SOC_COUNTER])))
+                self.soc_sent.append((time.time(), int(decoded[self._counter_dbc])))
 
     def _charge_limits(self) -> dict[str, float]:
         cfg = self.nv_ram("config", DEFAULT_CONFIG[1])
@@ -654,15 +677,17 @@ class Board:
         if self.charge_inhibit or self.update_state() in (UpdateState.ACTIVATION_PENDING, UpdateState.INSTALLING,
                                                           UpdateState.TESTING):
             charge = 0.0  # no charging while an update installs; resumed once the new image confirms
-        return {"MaxChargeCurrent": charge,
-                "MaxDischargeCurrent": float(cfg.get("max_discharge_A", 200)) * derate,
-                "MaxChargeVoltage": contract.N_CELLS * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,
-                "MinDischargeVoltage": contract.N_CELLS * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}
+        cells = self.profile.soc_core.cells
+        return {contract.SIG_MAX_CHARGE_CURRENT: charge,
+                contract.SIG_MAX_DISCHARGE_CURRENT: float(cfg.get("max_discharge_A", 200)) * derate,
+                contract.SIG_MAX_CHARGE_VOLTAGE: cells * float(cfg.get("cell_ov_mV", 4200)) / 1000.0,
+                contract.SIG_MIN_DISCHARGE_VOLTAGE: cells * float(cfg.get("cell_uv_mV", 2800)) / 1000.0}
 
     def _update_status_signals(self) -> dict[str, int]:
         rec = self.update_record(self.diag.progress if self.diag is not None else 0, from_ram=True)
         version = self.running_image.version_tuple if self.running_image is not None else (0, 0, 0)
         p = self.profile
-        return {"State": p.encode(rec.state), "Reason": p.encode(rec.reason), "Progress": rec.progress,
-                "BootMode": p.encode(BootMode.APPLICATION), "BootCount": int(self.nv_ram("boot_count", 0)) % 65536,
-                "SwMajor": version[0], "SwMinor": version[1]}
+        return {contract.SIG_UPDATE_STATE: p.encode(rec.state), contract.SIG_UPDATE_REASON: p.encode(rec.reason),
+                contract.SIG_UPDATE_PROGRESS: rec.progress, contract.SIG_BOOT_MODE: p.encode(BootMode.APPLICATION),
+                contract.SIG_BOOT_COUNT: int(self.nv_ram("boot_count", 0)) % 65536,
+                contract.SIG_SW_MAJOR: version[0], contract.SIG_SW_MINOR: version[1]}

@@ -24,8 +24,9 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from hil.bench import contract
 from hil.bench.config import FlashLayout
 from hil.bench.dut_profile import DutProfile
 from hil.bench.contract import ActivationMode, BootMode, Reason, ResetCause, UpdateState
@@ -124,6 +125,8 @@ class Bootloader:
         self.chunk = chunk
         self.defects = defects or Defects()
         self._log = log
+        #: The console lines this board prints at its events (the DUT profile's, see contract.CONSOLE_LINES).
+        self.lines: dict[str, str] = {**contract.CONSOLE_LINES, **(profile.console.effective_lines() if profile else {})}
         self._lines: list[str] = []
         self.tl = TrailerLayout(layout)
         self._sector = layout.sector_size
@@ -141,6 +144,10 @@ class Bootloader:
     def log(self, line: str) -> None:
         self._lines.append(line)
         self._log(line)
+
+    def say(self, event: str, **fields: Any) -> None:
+        """The console line of a named event (its template from the DUT profile), as this board prints it."""
+        self.log(self.lines[event].format(**fields))
 
     def _trailer_off(self, slot: int) -> int:
         return slot + self._slot_bytes
@@ -266,7 +273,7 @@ class Bootloader:
             and primary.swap_type in (SwapType.TEST, SwapType.PERM, SwapType.REVERT)
         if swapping:
             # 1. A swap was under way when power went: finish it.
-            self.log(f"BOOT: resuming swap type={_type_name(primary.swap_type)}")
+            self.say("swap_resume", type=_type_name(primary.swap_type))
             self._ensure_blank_trailer(self._secondary)
             reverted = self._run_swap(primary)
         elif primary.consistent and not primary.image_ok:
@@ -312,7 +319,7 @@ class Bootloader:
                 self.log("BOOT: revert impossible, no valid image in the secondary slot; keeping the primary")
                 self._set(self._primary, self.tl.image_ok)
                 return False
-            self.log(f"BOOT: revert start reason={reason.name}")
+            self.say("revert", reason=reason.name)
             self._ensure_blank_trailer(self._secondary)
             self._write_request(self._secondary, SwapType.REVERT, 0, int(reason), self._swap_sectors())
         return self._start_swap(SwapType.REVERT, 0, int(reason))
@@ -337,7 +344,7 @@ class Bootloader:
             self._erase_trailer(self._secondary)
             return False
         if stype == SwapType.REVERT:
-            self.log(f"BOOT: revert start reason={_reason(secondary.reason).name}")
+            self.say("revert", reason=_reason(secondary.reason).name)
         else:
             self._set_update(UpdateState.INSTALLING, Reason.NONE, image.version_tuple)
         return self._start_swap(SwapType(stype), secondary.flags, secondary.reason)
@@ -370,12 +377,12 @@ class Bootloader:
         start = next((k for k in range(3 * sectors) if not done[k]), 3 * sectors)
         if start and start < 3 * sectors and self.defects.has("swap_resumed_from_wrong_step"):
             start += 1  # the defective board skips the step it was cut in
-        self.log(f"BOOT: swap start type={stype.name} sectors={sectors}" + (f" resume={start}" if start else ""))
+        self.say("swap_start", type=stype.name, sectors=sectors, resume=f" resume={start}" if start else "")
         for k in range(start, 3 * sectors):
             if k % 3 == 0 or k == start:
-                self.log(f"BOOT: swap sector {k // 3 + 1}/{sectors}")
+                self.say("swap_progress", sector=k // 3 + 1, total=sectors)
             self._swap_step(k)
-        self.log("BOOT: swap done")
+        self.say("swap_done")
         self._finish(stype, primary.flags, _reason(primary.reason))
         return stype == SwapType.REVERT
 

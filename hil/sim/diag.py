@@ -346,7 +346,7 @@ class DiagServer:
             self.ecu.sa_attempts += 1
             if self.ecu.sa_attempts >= sec.max_attempts and not self.ecu.defects.has("security_access_never_locks_out"):
                 self.ecu.sa_attempts = 0
-                self.ecu.sa_lockout_until = time.monotonic() + self.ecu.sim.sa_lockout_s
+                self.ecu.sa_lockout_until = time.monotonic() + self.ecu.sa_delay_s
                 raise NegativeResponse(Nrc.EXCEEDED_NUMBER_OF_ATTEMPTS)
             raise NegativeResponse(Nrc.INVALID_KEY)
         self.ecu.sa_attempts = 0

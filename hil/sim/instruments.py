@@ -1249,7 +1249,8 @@ class KeysightEL30000Model(BatteryEmulatorModel):
 
 
 #: The emulated battery emulator per `load.dialect` of a bench file.
-BATTERY_MODELS: Mapping[str, Callable[[], BatteryEmulatorModel]] = types.MappingProxyType({
+#: Each takes the pack's cell and temperature-sensor counts (the DUT profile's `soc_core`).
+BATTERY_MODELS: Mapping[str, Callable[..., BatteryEmulatorModel]] = types.MappingProxyType({
     "hil_sim": BatteryEmulatorModel,
     "keysight_el30000": KeysightEL30000Model,
 })

@@ -21,6 +21,7 @@ import cantools
 
 from hil.bench import contract
 from hil.bench.dut_profile import CanProfile
+from hil.bench.frames import CounterSignal, PackLayout
 from hil.sim.mcu_time import ModelClock, charge, charged
 
 from hil.bench.contract import soc_from_ocv  # noqa: F401  (the pack's OCV curve is part of the bench contract)
@@ -146,6 +147,12 @@ class SocCore:
     charge_limits: Callable[[], dict[str, float]] = lambda: {}
     update_status: Callable[[], dict[str, int]] = lambda: {}
     names: CanProfile = field(default_factory=CanProfile)  # framework names -> the board's DBC (DUT profile)
+    #: The profile's frame facts (hil/bench/frames.py): cycle counter (None: the board sends none), where
+    #: cells and temperature sensors sit, how often the slow frames go.
+    counter: CounterSignal | None = CounterSignal(contract.SIG_SOC_COUNTER, 16)
+    cells: PackLayout | None = None
+    temperatures: PackLayout | None = None
+    slow_every: int = contract.SLOW_FRAME_EVERY_CYCLES
     #: Defective boards only (hil/sim/defects.py): frames are dropped while `mute()`.
     mute: Callable[[], bool] = lambda: False
     #: Defective 2.0.0 only: BMS_SocCore's PackCurrent sent in A/10 instead of the DBC's scaling.
@@ -219,49 +226,51 @@ class SocCore:
         self.stats.last_latency_us = int(max(0.0, latency_s) * 1e6)
         pack_v = sum(cells) + current * 0.01
         sent_current = current / 10.0 if self.layout_changed else current
+        core: dict[str, Any] = {contract.SIG_SOC: round(soc, 2), contract.SIG_PACK_VOLTAGE: round(max(0.0, pack_v), 2),
+                                contract.SIG_PACK_CURRENT: round(sent_current, 1),
+                                contract.SIG_CYCLE_EXEC_TIME: min(40950, self.stats.last_exec_us // 10 * 10)}
+        if self.counter is not None:
+            core[self.counter.signal] = n % self.counter.modulo
         frames: list[tuple[str, dict[str, Any]]] = [
-            (contract.MSG_SOC_CORE, {"SOC": round(soc, 2), "PackVoltage": round(max(0.0, pack_v), 2),
-                                     "PackCurrent": round(sent_current, 1), "RollingCounter": n % 16,
-                                     "CycleExecTime": min(40950, self.stats.last_exec_us // 10 * 10)}),
-            (contract.MSG_CYCLE_DIAG, {"CycleCounter": n % 2**32, "StartLatency": min(65535, self.stats.last_latency_us),
-                                       "ExecTime": min(65535, self.stats.last_exec_us)}),
+            (contract.MSG_SOC_CORE, core),
+            (contract.MSG_CYCLE_DIAG, {contract.SIG_DIAG_CYCLE_COUNTER: n % 2**32,
+                                       contract.SIG_DIAG_START_LATENCY: min(65535, self.stats.last_latency_us),
+                                       contract.SIG_DIAG_EXEC_TIME: min(65535, self.stats.last_exec_us)}),
         ]
-        g = n % (contract.N_CELLS // contract.CELLS_PER_FRAME)
-        cell_sig: dict[str, float] = {"CellGroup": g}
-        for k in range(contract.CELLS_PER_FRAME):
-            idx = g * contract.CELLS_PER_FRAME + k
-            cell_sig[f"Cell{idx + 1:02d}"] = round(cells[idx], 3) if idx < len(cells) else 0.0
-        frames.append((contract.MSG_CELL_VOLTAGES, cell_sig))
-        tg = n % (contract.N_TEMPS // contract.TEMPS_PER_FRAME)
-        temp_sig: dict[str, float] = {"TempGroup": tg}
-        for k in range(contract.TEMPS_PER_FRAME):
-            idx = tg * contract.TEMPS_PER_FRAME + k
-            temp_sig[f"Temp{idx + 1:02d}"] = round(min(215.0, max(-40.0, temps[idx] if idx < len(temps) else 25.0)))
-        frames.append((contract.MSG_TEMPERATURES, temp_sig))
+        for layout, values, default in ((self.cells, cells, 0.0), (self.temperatures, temps, 25.0)):
+            if layout is None:
+                continue
+            groups = layout.groups()
+            mux, members = groups[n % len(groups)]
+            sig: dict[str, float] = {} if layout.multiplexer is None or mux is None else {layout.multiplexer: mux}
+            for index, name in members:
+                sig[name] = values[index] if index < len(values) and index < layout.count else default
+            frames.append((layout.message, sig))
         status = self.update_status()
-        key = tuple(status.get(k, 0) for k in ("State", "Reason"))
-        if n % 10 == 0 or key != self._last_status:
+        key = tuple(status.get(k, 0) for k in (contract.SIG_UPDATE_STATE, contract.SIG_UPDATE_REASON))
+        slow = n % self.slow_every == 0
+        if slow or key != self._last_status:
             frames.append((contract.MSG_UPDATE_STATUS, status))
             self._last_status = key
         limits = self.charge_limits()
         limits_key = tuple(sorted(limits.items()))
-        if n % 10 == 0 or limits_key != self._last_limits:
+        if slow or limits_key != self._last_limits:
             # Also at once when a limit changes: a charger must learn of "stop charging" within a cycle.
             frames.append((contract.MSG_CHARGE_LIMITS, limits))
             self._last_limits = limits_key
-        if n % 10 == 0:
+        if slow:
             if contract.MSG_BALANCING in self.extra_messages:
                 delta = max(cells) - min(cells) if cells else 0.0
                 mask = sum(1 << i for i, v in enumerate(cells) if v - min(cells) > 0.01) if cells else 0
-                frames.append((contract.MSG_BALANCING, {"BalancingMask": mask, "BalancingMode": 1 if mask else 0,
-                                                        "MaxCellDelta": round(delta, 3)}))
+                frames.append((contract.MSG_BALANCING, {contract.SIG_BALANCING_MASK: mask,
+                                                        contract.SIG_BALANCING_MODE: 1 if mask else 0,
+                                                        contract.SIG_MAX_CELL_DELTA: round(delta, 3)}))
         if self.mute():
             return
         encoded: list[tuple[int, bool, bytes]] = []
         for name, signals in frames:
             msg = self.db.get_message_by_name(self.names.dbc_message(name))
-            encoded.append((msg.frame_id, msg.is_extended_frame,
-                            msg.encode(self.names.to_dbc_signals(name, signals), strict=False)))
+            encoded.append((msg.frame_id, msg.is_extended_frame, encode_frame(msg, self.names.to_dbc_signals(name, signals))))
         # Handed to the CAN controller at the end of the cycle, stamped with that time (wall clock, as
         # python-can timestamps); the controller adds the bus time (hil/sim/board.py `_can_tx`).
         posted = clock.wall(clock.now())
@@ -269,4 +278,22 @@ class SocCore:
             deadline, start = self._release
             self.trace.append(Release(n, clock.wall(deadline), clock.wall(start), posted))
         for frame_id, extended, data in encoded:
-            self.transmit(can.Message(timestamp=posted, arbitration_id=frame_id, data=data, is_extended_id=extended))
+            self.transmit(can.Message(timestamp=posted, arbitration_id=frame_id, data=data, is_extended_id=extended,
+                                      is_fd=len(data) > 8))
+
+
+def encode_frame(spec: Any, signals: dict[str, Any]) -> bytes:
+    """A DBC message with these (DBC-named) signal values; signals the board does not compute are sent at their
+    raw zero (clamped into the DBC range), values outside a signal's range are clamped into it, as firmware
+    saturates before it packs a frame."""
+    values: dict[str, Any] = {}
+    for sig in spec.signals:
+        value = signals.get(sig.name, sig.offset)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = sig.minimum, sig.maximum
+            if low is not None and value < low:
+                value = low
+            if high is not None and value > high:
+                value = high
+        values[sig.name] = value
+    return bytes(spec.encode(values, strict=False))

@@ -10,6 +10,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from hil.bench import contract
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -79,9 +81,9 @@ def max_gap_ms(frames: Sequence[Any]) -> float:
 
 @dataclass(frozen=True)
 class CycleTiming:
-    """Timing of the SOC core from its own frames: periods between BMS_SocCore frames and BMS_CycleDiag contents.
+    """Timing of the SOC core from its own frames: periods between SOC frames and the cycle diagnostics' contents.
 
-    `timestamps` are CAN receive times (s); `exec_us` / `latency_us` come from BMS_CycleDiag;
+    `timestamps` are CAN receive times (s); `exec_us` / `latency_us` come from the cycle diagnostics;
     `counters` are the CycleDiag cycle counters, whose gaps reveal cycles the core skipped.
     """
 
@@ -96,9 +98,9 @@ class CycleTiming:
     def from_frames(cls, soc_frames: Sequence[Any], diag_frames: Sequence[Any]) -> "CycleTiming":
         ended = getattr(soc_frames, "ended", None)
         tail = (float(ended) - float(soc_frames[-1].received)) * 1000.0 if ended is not None and soc_frames else 0.0
-        return cls([f.timestamp for f in soc_frames], [int(f.signals["ExecTime"]) for f in diag_frames],
-                   [int(f.signals["StartLatency"]) for f in diag_frames], [int(f.signals["CycleCounter"]) for f in diag_frames],
-                   max(0.0, tail))
+        return cls([f.timestamp for f in soc_frames], [int(f.signals[contract.SIG_DIAG_EXEC_TIME]) for f in diag_frames],
+                   [int(f.signals[contract.SIG_DIAG_START_LATENCY]) for f in diag_frames],
+                   [int(f.signals[contract.SIG_DIAG_CYCLE_COUNTER]) for f in diag_frames], max(0.0, tail))
 
     @property
     def periods_ms(self) -> list[float]:

@@ -1,11 +1,16 @@
 """SOC cycle timing as streamed statistics: constant memory however long the recording.
 
-The SOC core's frames are the only input (black box): receive timestamps of `BMS_SocCore` with
-its rolling counter, and the `BMS_CycleDiag` contents (execution time, start latency). Every
+The SOC core's frames are the only input (black box): receive timestamps of the SOC frame with
+its cycle counter (the DUT profile's `soc_core.counter`), and the cycle diagnostics frame (execution
+time, start latency). Every
 sample is folded into Welford's running mean/variance and a fixed-bin histogram (p99 to one bin
 width) and optionally appended to a CSV on disk, so a one-hour soak costs the same memory as a
 three-second case. Missed cycles count gaps up to the end of the recording, not only between
 frames: a core that stops for good is missed cycles, not silence.
+
+Missed and repeated cycles need the counter: on a board whose profile names none they are not
+measured, and the summary says why (`TimingSummary.not_covered`) - the case then ends NOT COVERED,
+never with a quiet pass.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from hil.bench import contract
+from hil.bench.frames import CounterSignal, cycle_counter
 from hil.timing.measure import Measurement
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,7 @@ PERIOD_BIN_MS = 0.02
 DIAG_BIN_MS = 0.01
 #: A period sample longer than this many nominal periods lands in the overflow bin (p99 then = the max seen).
 PERIOD_RANGE = 3.0
-#: Execution time / start latency histograms cover 0 .. this many ms (BMS_CycleDiag's 16-bit us signals end at 65.5 ms).
+#: Execution time / start latency histograms cover 0 .. this many ms (the default board's 16-bit us diagnostics end at 65.5 ms).
 DIAG_RANGE_MS = 66.0
 #: Columns of the samples CSV (one row per frame; the columns a frame does not carry stay empty).
 CSV_COLUMNS = ("time_s", "frame", "counter", "period_ms", "exec_ms", "latency_ms")
@@ -138,9 +144,17 @@ class TimingSummary:
     latency_p99: float
     latency_max: float
     diag_frames: int
+    #: Why missed and repeated cycles were not measured (no cycle counter on this board); "" when they were.
+    counter_missing: str = ""
+
+    @property
+    def not_covered(self) -> list[str]:
+        """Checks this recording could not make, each a reason for the `not_covered` fixture."""
+        return [self.counter_missing] if self.counter_missing else []
 
     def measurements(self, budgets: Any, prefix: str = "soc") -> list[Measurement]:
-        """Every statistic as a Measurement with its limit and marginal band from a hil.config.TimingBudgets."""
+        """Every statistic as a Measurement with its limit and marginal band from a hil.config.TimingBudgets
+        (missed and repeated cycles only where the board has a cycle counter: see `not_covered`)."""
         nom = budgets.soc_period_ms
         tol = budgets.period_tolerance_ms
         f = budgets.marginal_fraction
@@ -148,7 +162,7 @@ class TimingSummary:
         def m(name: str, value: float, unit: str, low: float | None, high: float | None, ref: float) -> Measurement:
             return Measurement.banded(f"{prefix}_{name}", value, unit, low, high, ref, f)
 
-        return [
+        out = [
             m("period_mean", self.period_mean, "ms", nom - tol / 4, nom + tol / 4, nom),
             m("period_std", self.period_std, "ms", None, budgets.period_std_ms, 0.0),
             m("period_p99", self.period_p99, "ms", None, nom + budgets.period_p99_tolerance_ms, nom),
@@ -164,6 +178,9 @@ class TimingSummary:
             m("start_latency_p99", self.latency_p99, "ms", None, budgets.max_start_latency_ms, 0.0),
             m("start_latency_max", self.latency_max, "ms", None, budgets.max_start_latency_ms, 0.0),
         ]
+        if self.counter_missing:
+            out = [x for x in out if not x.name.endswith(("_missed_cycles", "_repeated_cycles"))]
+        return out
 
     def describe(self) -> str:
         """One line for logs and failure messages."""
@@ -194,11 +211,12 @@ class CycleTimingStream:
     """
 
     def __init__(self, period_ms: float, *, counter_modulo: int | None = None,
-                 start_time: float | None = None, csv_path: Path | None = None) -> None:
+                 start_time: float | None = None, csv_path: Path | None = None, counter_missing: str = "") -> None:
         if period_ms <= 0:
             raise ValueError(f"period_ms must be > 0, got {period_ms}")
         self.period_ms = period_ms
         self.modulo = counter_modulo
+        self.counter_missing = counter_missing
         #: When the recording ended (set by `record_timing` at the block's exit; `finish` defaults to it).
         self.end_time: float | None = None
         self.start_time = time.time() if start_time is None else start_time
@@ -239,7 +257,7 @@ class CycleTimingStream:
         return max(by_time, step + wraps * self.modulo)
 
     def on_soc(self, timestamp: float, counter: int | None = None) -> None:
-        """One BMS_SocCore frame (receive time in s, rolling counter if the DBC has one)."""
+        """One SOC frame (receive time in s, its cycle counter if the board has one)."""
         with self._lock:
             period: float | None = None
             if self.last is None:
@@ -263,7 +281,7 @@ class CycleTimingStream:
             self._row(timestamp, "soc", counter, period, None, None)
 
     def on_diag(self, timestamp: float, exec_us: float, latency_us: float, counter: int | None = None) -> None:
-        """One BMS_CycleDiag frame (execution time and start latency in us, as the core reports them)."""
+        """One cycle-diagnostics frame (execution time and start latency in us, as the core reports them)."""
         with self._lock:
             self.exec.add(exec_us / 1000.0)
             self.latency.add(latency_us / 1000.0)
@@ -310,7 +328,7 @@ class CycleTimingStream:
                 latency_mean=self.latency.stats.mean if self.latency.stats.n else nan,
                 latency_p99=self.latency.quantile(0.99),
                 latency_max=self.latency.stats.max if self.latency.stats.n else nan,
-                diag_frames=self.exec.stats.n)
+                diag_frames=self.exec.stats.n, counter_missing=self.counter_missing)
 
 
 def _num(value: Any) -> int:
@@ -323,15 +341,16 @@ def record_timing(can: Any, period_ms: float, csv_path: Path | None = None) -> I
 
     Call `finish()` on the yielded stream after the block (the recording ends at the block's exit).
     """
-    stream = CycleTimingStream(period_ms, counter_modulo=soc_counter_modulo(can.db), csv_path=csv_path)
+    counter, missing = board_counter(can)
+    stream = CycleTimingStream(period_ms, counter_modulo=counter.modulo if counter else None, csv_path=csv_path,
+                               counter_missing=missing)
 
     def soc(frame: Any) -> None:
-        counter = frame.signals.get(contract.SIG_SOC_COUNTER)
-        stream.on_soc(frame.timestamp, None if counter is None else _num(counter))
+        value = frame.signals.get(counter.signal) if counter is not None else None
+        stream.on_soc(frame.timestamp, None if value is None else _num(value))
 
     def diag(frame: Any) -> None:
-        s = frame.signals
-        stream.on_diag(frame.timestamp, float(s["ExecTime"]), float(s["StartLatency"]), _num(s["CycleCounter"]))
+        stream.on_diag(frame.timestamp, *_diag(frame.signals))
 
     with can.tap(contract.MSG_SOC_CORE, soc), can.tap(contract.MSG_CYCLE_DIAG, diag):
         try:
@@ -340,14 +359,21 @@ def record_timing(can: Any, period_ms: float, csv_path: Path | None = None) -> I
             stream.end_time = time.time()
 
 
-def soc_counter_modulo(db: Any) -> int | None:
-    """Range of the SOC frame's cycle counter from the DBC (2**bits); None when the DBC has no such signal."""
-    try:
-        message = db.get_message_by_name(contract.MSG_SOC_CORE)
-        signal = message.get_signal_by_name(contract.SIG_SOC_COUNTER)
-    except KeyError:
-        return None
-    return int(2 ** signal.length)
+def _diag(s: Any) -> tuple[float, float, int]:
+    """Execution time (us), start latency (us) and cycles since boot of one cycle-diagnostics frame."""
+    return (float(s[contract.SIG_DIAG_EXEC_TIME]), float(s[contract.SIG_DIAG_START_LATENCY]),
+            _num(s[contract.SIG_DIAG_CYCLE_COUNTER]))
+
+
+def board_counter(can: Any) -> tuple[CounterSignal | None, str]:
+    """The SOC frame's cycle counter as the channel's DUT profile names it (`soc_core.counter`, its range from
+    the DBC), and - when the board has none - why missed and repeated cycles cannot be measured."""
+    counter = cycle_counter(can.db, can.profile)
+    if counter is not None:
+        return counter, ""
+    return None, (f"counter signal missing: profile {can.profile.name} names no cycle counter in its SOC frame "
+                  f"({can.profile.can.dbc_message(contract.MSG_SOC_CORE)}; soc_core.counter is null): missed and "
+                  "repeated SOC cycles not checked")
 
 
 def reset_to_first_frame_s(timestamps: Sequence[float], reset_time: float, period_ms: float) -> float | None:
@@ -387,7 +413,7 @@ class TimingCase:
     `reset(label)` (called just before a reset, power-on or install is triggered) closes the current
     boot's segment and opens the next one at the new boot's first SOC frame, whose delay after the
     reset is measured. The new boot shows by a silence of more than 1.5 periods before its first
-    frame, or - for a boot quick enough to leave none - by BMS_CycleDiag's cycles-since-boot counter
+    frame, or - for a boot quick enough to leave none - by the cycle diagnostics' cycles-since-boot counter
     falling. Each segment is judged against the budgets on its own; the CSV and plots
     show the whole case with the resets marked.
     """
@@ -399,7 +425,8 @@ class TimingCase:
         self.title = title
         self.stem = stem
         self.period_ms = float(budgets.soc_period_ms)
-        self.modulo = soc_counter_modulo(can.db)
+        self.counter, self.counter_missing = board_counter(can)
+        self.modulo = self.counter.modulo if self.counter is not None else None
         self.marks: list[tuple[str, float]] = []
         self.segments: list[_Segment] = []
         self.plots: list[Path] = []
@@ -417,10 +444,8 @@ class TimingCase:
 
     def __enter__(self) -> "TimingCase":
         self.start_time = time.time()
-        self.whole = CycleTimingStream(self.period_ms, counter_modulo=self.modulo, start_time=self.start_time,
-                                       csv_path=self.csv_path)
-        self.segments.append(_Segment("boot 1", CycleTimingStream(self.period_ms, counter_modulo=self.modulo,
-                                                                 start_time=self.start_time), None, True))
+        self.whole = self._stream(self.start_time, self.csv_path)
+        self.segments.append(_Segment("boot 1", self._stream(self.start_time), None, True))
         self._stack.enter_context(self.can.tap(contract.MSG_SOC_CORE, self._on_soc))
         self._stack.enter_context(self.can.tap(contract.MSG_CYCLE_DIAG, self._on_diag))
         return self
@@ -444,6 +469,10 @@ class TimingCase:
             except Exception as exc:  # a plot problem must not hide the case's verdict; the CSV is kept
                 log.warning("timing plots for %s failed: %s: %s", self.title, type(exc).__name__, exc)
 
+    def _stream(self, start_time: float, csv_path: Path | None = None) -> CycleTimingStream:
+        return CycleTimingStream(self.period_ms, counter_modulo=self.modulo, start_time=start_time, csv_path=csv_path,
+                                 counter_missing=self.counter_missing)
+
     def mark(self, label: str) -> float:
         """Note a phase boundary (seconds since the case started, drawn on the plot); returns the wall time."""
         now = time.time()
@@ -455,14 +484,12 @@ class TimingCase:
         now = self.mark(label)
         with self._lock:
             self.segments[-1].end = now
-            self.segments.append(_Segment(f"boot {len(self.segments) + 1} ({label})",
-                                          CycleTimingStream(self.period_ms, counter_modulo=self.modulo, start_time=now),
-                                          now, False))
+            self.segments.append(_Segment(f"boot {len(self.segments) + 1} ({label})", self._stream(now), now, False))
         return now
 
     def _on_soc(self, frame: Any) -> None:
-        counter = frame.signals.get(contract.SIG_SOC_COUNTER)
-        counter = None if counter is None else _num(counter)
+        value = frame.signals.get(self.counter.signal) if self.counter is not None else None
+        counter = None if value is None else _num(value)
         ts = frame.timestamp
         assert self.whole is not None
         self.whole.on_soc(ts, counter)
@@ -483,13 +510,12 @@ class TimingCase:
             self._last_soc_frame = (ts, counter)
 
     def _on_diag(self, frame: Any) -> None:
-        s = frame.signals
-        counter = _num(s["CycleCounter"])
-        args = (frame.timestamp, float(s["ExecTime"]), float(s["StartLatency"]), counter)
+        exec_us, latency_us, counter = _diag(frame.signals)
+        args = (frame.timestamp, exec_us, latency_us, counter)
         assert self.whole is not None
         self.whole.on_diag(*args)
         with self._lock:
-            # CycleCounter counts cycles since boot: when it falls, a new boot began, even one quick enough to
+            # The cycles-since-boot counter of the diagnostics: when it falls, a new boot began, even one quick enough to
             # leave no silence; its first SOC frame is the one just received (sent before this frame).
             restarted = self._last_diag is not None and counter < self._last_diag
             self._last_diag = counter
