@@ -49,12 +49,13 @@ def restore_baseline(b: Bench, baseline: Baseline, destructive: bool) -> None:
     image = store.baseline()
     version = dut.version()
     status = dut.status()
-    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != store.container.read(image).version_str
+    parsed = store.container.read(image)
+    needs_image = (info.mode is BootMode.RECOVERY or not info.confirmed or version != parsed.version_str
                    or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                            UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED))
     # The baseline's security counter is the baseline image's own (the restore path sets the board's to it):
     # a stored counter above it (an irreversible case confirmed a higher one) needs the restore too.
-    baseline_counter = parsed.security_counter or 0
+    baseline_counter = parsed.security_counter
     if needs_image or (destructive and dut.security_counter() > baseline_counter):
         from hil.dut.restore import restore_strategy
 
