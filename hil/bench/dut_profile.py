@@ -304,14 +304,21 @@ class ConsoleProfile(_Model):
 
     @field_validator("patterns")
     @classmethod
-    def _compiles(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
+    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
         for name, pattern in v.items():
+            if name not in contract.CONSOLE_PATTERNS:
+                raise FieldProblem(name, pattern, "no case waits for a console line of this name",
+                                   ", ".join(contract.CONSOLE_PATTERNS))
             try:
-                re.compile(pattern)
+                compiled = re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"{name}: {pattern!r} is not a regular expression: {exc}") from None
+                raise FieldProblem(name, pattern, f"not a regular expression ({exc})",
+                                   "a Python regular expression (re module)") from None
+            needed = CONSOLE_PATTERN_GROUPS.get(name, ())
+            missing = [g for g in needed if g not in compiled.groupindex]
+            if missing:
+                raise FieldProblem(name, pattern, f"lacks the named group(s) {', '.join(missing)}",
+                                   "a pattern with " + ", ".join(f"(?P<{g}>...)" for g in needed))
         return v
 
     @field_validator("lines")
@@ -433,25 +440,6 @@ class RecordsProfile(_Model):
     def entry_size(self) -> int:
         """Bytes of one history entry."""
         return sum(FIELD_BYTES.get(f, self.boot_count_bytes) for f in self.history_entry)
-
-    @field_validator("patterns")
-    @classmethod
-    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, pattern in v.items():
-            if name not in contract.CONSOLE_PATTERNS:
-                raise FieldProblem(name, pattern, "no case waits for a console line of this name",
-                                   ", ".join(contract.CONSOLE_PATTERNS))
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                raise FieldProblem(name, pattern, f"not a regular expression ({exc})",
-                                   "a Python regular expression (re module)") from None
-            needed = CONSOLE_PATTERN_GROUPS.get(name, ())
-            missing = [g for g in needed if g not in compiled.groupindex]
-            if missing:
-                raise FieldProblem(name, pattern, f"lacks the named group(s) {', '.join(missing)}",
-                                   "a pattern with " + ", ".join(f"(?P<{g}>...)" for g in needed))
-        return v
 
 
 class RestoreProfile(_Model):
