@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 import pytest
 
 from hil.dut.checks import Expected, check_final_state
-from hil.bench.contract import MSG_SOC_CORE, MSG_UPDATE_STATUS, Did, Nrc, Reason, Routine, UpdateState
+from hil.bench.contract import (MSG_SOC_CORE, MSG_UPDATE_STATUS, SIG_UPDATE_REASON, SIG_UPDATE_STATE, Did, Nrc, Reason,
+                                Routine, UpdateState)
 from hil.errors import HilTimeout, UdsError
 from hil.timing.measure import Measurement
 
@@ -218,8 +219,9 @@ def test_silent_tester_finds_the_default_session_and_a_closed_transfer_after_s3(
     sent = _pause_download(flasher, image, 0.5)
     silent_since = time.monotonic()
     # Silence: the tester only listens. The board must end the session by itself and say so on CAN
-    # (BMS_UpdateStatus is sent in the cycle after a change of State or Reason).
-    abandoned = {"State": dut_profile.encode(UpdateState.IDLE), "Reason": dut_profile.encode(Reason.DOWNLOAD_ABORTED)}
+    # (the update-status message is sent in the cycle after a change of state or reason).
+    abandoned = {SIG_UPDATE_STATE: dut_profile.encode(UpdateState.IDLE),
+                 SIG_UPDATE_REASON: dut_profile.encode(Reason.DOWNLOAD_ABORTED)}
     with can.recorder(MSG_SOC_CORE) as soc:
         try:
             frame = can.wait_for(MSG_UPDATE_STATUS, abandoned, timeout=s3 + cycle + 2 * margin, since=silent_since)
@@ -242,7 +244,7 @@ def test_silent_tester_finds_the_default_session_and_a_closed_transfer_after_s3(
     assert (status.state, status.reason) == (UpdateState.IDLE, Reason.DOWNLOAD_ABORTED), status
     # What the board had stored stays for a resume.
     resumed = flasher.stage(image, resume=True)
-    assert resumed.resumed_from > 0, "the board kept nothing of the abandoned download for a resume (DID FD0A)"
+    assert resumed.resumed_from > 0, "the board kept nothing of the abandoned download for a resume (DID role DOWNLOAD_RESUME)"
     assert resumed.accepted, resumed.reason.name
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)
 
@@ -269,7 +271,7 @@ def test_tester_present_keeps_the_session_and_the_transfer_beyond_s3(dut, flashe
     held = time.monotonic() - start
     measure(Measurement("session_held_by_tester_present", held, "s", 2 * s3, None))
     dropped = [f.describe() for f in status_frames
-               if f.signals["Reason"] == dut_profile.encode(Reason.DOWNLOAD_ABORTED)]
+               if f.signals[SIG_UPDATE_REASON] == dut_profile.encode(Reason.DOWNLOAD_ABORTED)]
     assert not dropped, f"the board abandoned the download although TesterPresent kept coming: {dropped}"
     assert uds.read_did(Did.ACTIVE_SESSION) == bytes([dut_profile.sessions.programming]), \
         f"TesterPresent every {s3 / 2.5:g} s did not keep the programming session for {held:.1f} s"

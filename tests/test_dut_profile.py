@@ -125,7 +125,7 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     ({"console": {"lines": {"reset": "BOOT: cause={why}"}}}, r"console.lines: .*reset: unknown field\(s\) why .*accepted: cause"),
     ({"console": {"patterns": {"power_up": "BOOT: reset"}, "lines": {"reset": "BOOT: reset cause={cause}"}}},
      r"pattern power_up 'BOOT: reset' also matches a software reset"),
-    ({"console": {"patterns": {"revert": "BOOT: (revert"}}}, r"console.patterns: .*revert: 'BOOT: \(revert' is not a regular expression"),
+    ({"console": {"patterns": {"revert": "BOOT: (revert"}}}, r"console.patterns.revert: got 'BOOT: \(revert' - not a regular expression"),
     ({"soc_core": {"cells": 0}}, r"soc_core.cells: got 0"),
     ({"records": {"update_status": ["state", "state", "progress", "target_version"]}},
      r"records.update_status: .*must list each of state, reason, progress, target_version exactly once"),

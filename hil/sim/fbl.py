@@ -266,7 +266,8 @@ class FblBootloader:
             self.log("FBL: revert impossible, no valid backup bank; keeping the active bank")
             self.nv.update(fbl={**s, "trial": None})
             return False
-        self.log(f"FBL: revert to bank {backup} ({reason.name})")
+        # the profile's line for the revert event (what cases wait for), then which bank
+        self.log(self.profile.console.line("revert", reason=reason.name) + f" (bank {backup})")
         valid[failed] = False  # a failed image is never anybody's backup
         extra: dict[str, Any] = {}
         config = self.nv.get("config_backup")
