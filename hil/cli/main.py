@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images, packages, report, rack."""
+"""The `hil` command: sim, doctor, flash, images, packages, report, rack, campaign."""
 
 from __future__ import annotations
 
@@ -157,12 +157,13 @@ def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
 
 def _mount_groups() -> None:
     """The command groups that live in their own modules."""
+    from hil.cli.campaign import campaign
     from hil.cli.images import images
     from hil.cli.packages import packages
     from hil.cli.rack import rack
     from hil.cli.report import report
 
-    for group in (images, packages, report, rack):
+    for group in (images, packages, report, rack, campaign):
         main.add_command(group)
 
 

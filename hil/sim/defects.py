@@ -144,6 +144,9 @@ DEFECTS: dict[str, DefectInfo] = {
     "rollback_not_recorded": DefectInfo(
         "every rolled-back update leaves a history entry and a DTC", (25,),
         "history_and_dtc_after_success_and_rollback", ("test_update_history.py",)),
+    "history_records_wrong_outcome": DefectInfo(
+        "the update history says how each attempt really ended (a fleet's deployment report is reconciled with it)",
+        (25,), "campaign", ("test_campaign.py",)),
     # ---- the bench itself: a supply that acknowledges OUTP OFF and keeps the output on
     "supply_ignores_output_off": DefectInfo(
         "a power cut takes effect (reset cause, boot counter, supply read-back prove it)", (4,),
