@@ -311,3 +311,106 @@ def test_virtual_fleet_run_stops_at_a_bad_canary_and_reports_it(tmp_path):
     assert {lab["epic"] for lab in labels} == {"Fleet campaign tiny"}
     assert (out_dir / "campaign-stages.png").stat().st_size > 0
     assert "stopped at stage canary" in (out_dir / "campaign-report.md").read_text()
+
+
+# --------------------------------------------------------------------------- the runner and the report, with fake benches
+class _FakeSlot:
+    """A slot whose 'board' ends each vehicle as its field condition says (a bad build rolls back)."""
+
+    def __init__(self, name: str, variants: tuple[str, ...] = ("HW-A", "HW-B"), broken_after: int | None = None):
+        self.name = name
+        self.variants = variants
+        self.broken: str | None = None
+        self.played: list[tuple[str, str | None]] = []
+        self.broken_after = broken_after
+        self.finished = False
+
+    def serves(self, variant: str) -> bool:
+        return variant in self.variants
+
+    def play(self, ctx, a, held_by):
+        from hil.errors import BenchBroken
+
+        if self.broken_after is not None and len(self.played) >= self.broken_after:
+            raise BenchBroken("the supply went silent")
+        self.played.append((a.vehicle.vin, held_by))
+        outcome = (Outcome.HELD if held_by else Outcome.ROLLED_BACK if a.condition == "bad_build"
+                   else Outcome.PENDING if a.condition == "never_connects" else Outcome.UPDATED)
+        r = _result(outcome, "SELFTEST_FAILED" if outcome is Outcome.ROLLED_BACK else "",
+                    after="1.1.0" if outcome is Outcome.UPDATED else "1.0.0")
+        r.vin, r.depot, r.variant, r.stage, r.condition, r.bench = (a.vehicle.vin, a.vehicle.depot, a.vehicle.variant,
+                                                                     a.stage, a.condition, self.name)
+        r.started_s, r.ended_s = ctx.clock(), ctx.clock() + 1
+        return r
+
+    def finish(self, ctx):
+        self.finished = True
+
+    def close(self):
+        pass
+
+
+def _ctx(campaign):
+    from hil.campaign.gateway import ReleaseArtifacts
+    from hil.campaign.pool import Context
+
+    ticks = iter(range(10_000))
+    return Context(campaign, ReleaseArtifacts(campaign), lambda: float(next(ticks)))
+
+
+def test_a_bad_build_in_the_canary_stops_the_campaign_and_holds_everything_after():
+    from hil.campaign.runner import rehearse
+
+    c = campaign_from_data(_data(conditions={"bad_build": {"variant": "HW-B", "image": "selftest_fail"}}), "c")
+    plan = make_plan(c)
+    slots = [_FakeSlot("b1"), _FakeSlot("b2")]
+    run = rehearse(plan, slots, _ctx(c), where="fake")
+    assert run.stopped_at == "canary"
+    assert [s.decision.go_on for s in run.stages] == [False, False, False]
+    assert run.stages[0].decision.why.startswith("stop: error threshold passed")
+    assert all(r.outcome is Outcome.HELD for r in run.results if r.stage != "canary")
+    assert len(run.results) == 16 and all(s.finished for s in slots)
+    # Nothing after the stop was played as anything but held.
+    assert all(hold == "canary" for s in slots for vin, hold in s.played
+               if vin not in {a.vehicle.vin for a in plan.stages[0].assignments})
+
+
+def test_every_stage_runs_when_the_release_is_good():
+    from hil.campaign.runner import rehearse
+
+    c = campaign_from_data(_data(conditions={"never_connects": {"rate": 0.05, "seed": 3}}), "c")
+    run = rehearse(make_plan(c), [_FakeSlot("b1")], _ctx(c), where="fake")
+    assert run.stopped_at is None and [s.decision.go_on for s in run.stages] == [True, True, True]
+    assert run.counts()["updated"] == 15 and run.counts()["pending"] == 1
+
+
+def test_vehicles_no_bench_can_play_are_refused_before_anything_runs_or_failed_when_benches_break():
+    from hil.campaign.runner import rehearse
+
+    c = campaign_from_data(_data(), "c")
+    with pytest.raises(CampaignError, match="no bench plays hardware variant HW-B"):
+        rehearse(make_plan(c), [_FakeSlot("a-only", ("HW-A",))], _ctx(c), where="fake")
+    run = rehearse(make_plan(c), [_FakeSlot("b1", broken_after=2)], _ctx(c), where="fake")
+    failed = [r for r in run.results if r.outcome is Outcome.FAILED]
+    assert failed and not run.passed and len(run.results) == 16
+    assert any("the supply went silent" in f for r in failed for f in r.findings)
+
+
+def test_the_report_in_every_form(tmp_path):
+    from hil.campaign import report
+    from hil.campaign.runner import rehearse
+
+    c = campaign_from_data(_data(conditions={"bad_build": {"variant": "HW-B", "image": "selftest_fail"}}), "c")
+    run = rehearse(make_plan(c), [_FakeSlot("b1")], _ctx(c), where="fake")
+    paths = report.write(run, tmp_path, allure_dir=tmp_path / "allure-results")
+    text = paths["markdown"].read_text()
+    assert "**The campaign stopped at stage canary**" in text and "12 vehicles were held" in text
+    assert "## Rolled back (" in text and "SELFTEST_FAILED" in text and "## Fleet versions" in text
+    data = json.loads(paths["json"].read_text())
+    assert data["stopped_at"] == "canary" and data["versions"]["1.0.0"]["before"] == 16
+    assert data["stages"][0]["error_rate"] == 50.0 and not data["stages"][0]["go_on"]
+    assert paths["plot"].stat().st_size > 10_000
+    results = [json.loads(f.read_text()) for f in (tmp_path / "allure-results").glob("*-result.json")]
+    assert len(results) == 17
+    stories = {lab["value"] for r in results for lab in r["labels"] if lab["name"] == "story"}
+    assert {"rolled back", "held", "report"} <= stories

@@ -60,7 +60,8 @@ def run(campaign_file: str, rack_file: str | None, fleet_size: int | None, bench
     """Rehearse CAMPAIGN_FILE stage by stage on a rack (--rack) or a virtual fleet (--fleet N).
 
     Exit status: 0 every stage ran and the report agrees with every board; 1 findings (the rehearsal
-    failed); 3 the campaign stopped itself (a stage passed its error threshold) and the rehearsal was sound.
+    failed) or it could not run (the message says why); 3 the campaign stopped itself (a stage passed its
+    error threshold or missed its success threshold) and the rehearsal was sound.
     """
     from hil.campaign import report
     from hil.campaign.gateway import ReleaseArtifacts
