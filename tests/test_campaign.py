@@ -414,3 +414,47 @@ def test_the_report_in_every_form(tmp_path):
     assert len(results) == 17
     stories = {lab["value"] for r in results for lab in r["labels"] if lab["name"] == "story"}
     assert {"rolled back", "held", "report"} <= stories
+
+
+# --------------------------------------------------------------------------- rack leases (nothing is started)
+def _private_rack(tmp_path: Path, lease: str = "") -> Path:
+    from tests.test_cli_and_plugin import _sim_bench
+
+    bench = _sim_bench(tmp_path)
+    rack = tmp_path / "rack.yaml"
+    rack.write_text(f"rack: r\n{lease}benches:\n  - file: {bench}\n")
+    return rack
+
+
+def test_rack_leases_refuse_a_variant_no_bench_has_and_name_the_holders(tmp_path, monkeypatch):
+    from hil.campaign.pool import lease_rack
+    from hil.rack.inventory import load_rack
+    from hil.rack.lease import FileLeases
+
+    monkeypatch.setenv("HIL_LOCK_DIR", str(tmp_path / "locks"))
+    rack = load_rack(_private_rack(tmp_path))
+    with pytest.raises(CampaignError, match=r"no bench of hardware variant HW-Z .*its variants: BMS-HW-A2"):
+        lease_rack(rack, ["HW-Z"])
+    held = FileLeases(directory=tmp_path / "locks", owner="the nightly suite").try_acquire(rack.benches[0].name)
+    try:
+        with pytest.raises(CampaignError, match=r"no free bench of variant BMS-HW-A2 .*\n.*leased by the nightly suite"):
+            lease_rack(rack, ["BMS-HW-A2"])
+    finally:
+        held.release()
+
+
+def test_rack_leases_go_through_the_labgrid_coordinator(tmp_path, coordinator):
+    from hil.campaign.pool import lease_rack
+    from hil.rack.inventory import load_rack
+    rack = load_rack(_private_rack(tmp_path, f"lease: {{backend: labgrid, coordinator: '{coordinator}'}}\n"))
+    place = rack.lease.place_prefix + rack.benches[0].name
+    # Another host's suite holds the bench's place (its own labgrid client process).
+    for step in ("create", "acquire"):
+        done = _labgrid_client(coordinator, "suite-on-host-b", "-p", place, step)
+        assert done.returncode == 0, done.stderr
+    with pytest.raises(CampaignError, match=r"no free bench of variant BMS-HW-A2.*\n.*acquired by .*suite-on-host-b"):
+        lease_rack(rack, ["BMS-HW-A2"])
+    assert _labgrid_client(coordinator, "suite-on-host-b", "-p", place, "release").returncode == 0
+
+
+from tests.test_rack import _labgrid_client, coordinator  # noqa: E402,F401  (the labgrid coordinator fixture)
