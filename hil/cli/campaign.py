@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def run(campaign_file: str, rack_file: str | None, fleet_size: int | None, bench
     out = Path(out_dir) if out_dir else Path("reports/campaigns") / f"{c.campaign}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "campaign.log").open("a", encoding="utf-8")
+    # Library warnings (a UDS request that timed out while a board rebooted, as expected during an install)
+    # go to a file beside the report, not between the progress bars.
+    logging.basicConfig(filename=str(out / "campaign-debug.log"), level=logging.WARNING,
+                        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
     console = RichConsole(stderr=True)
 
     def log(line: str) -> None:
