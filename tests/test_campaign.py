@@ -459,3 +459,25 @@ def test_rack_leases_go_through_the_labgrid_coordinator(tmp_path, coordinator):
 
 
 from tests.test_rack import _labgrid_client, coordinator  # noqa: E402,F401  (the labgrid coordinator fixture)
+
+
+def test_virtual_fleet_rolls_out_configuration_packages_per_vehicle_group(tmp_path):
+    """The white paper's seasonal profiles: a package per vehicle group on boards of two variants; a corrupted
+    package is refused with the board's reason, a lost link sends it again, every entry agrees with FD0B."""
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
+    done = subprocess.run([sys.executable, "-m", "hil", "campaign", "run", str(ROOT / "campaigns/winter-profiles.yaml"),
+                           "--fleet", "3", "--bench", str(ROOT / "benches/sim.yaml"), "--out", str(out_dir),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out_dir / "campaign-report.json").read_text())
+    assert report["passed"] and report["stopped_at"] is None, report["reconciliation"]
+    by = {v["condition"]: v for v in report["vehicles"] if v["condition"]}
+    assert (by["corrupted_download"]["outcome"], by["corrupted_download"]["reason"]) == ("refused", "HASH_MISMATCH")
+    assert by["link_lost_mid_download"]["outcome"] == "updated" and by["never_connects"]["outcome"] == "pending"
+    after = {v["version_after"] for v in report["vehicles"] if v["outcome"] == "updated"}
+    assert after == {"winter-north v2", "winter-south v2"}, after
+    assert {v["variant"] for v in report["vehicles"] if v["outcome"] == "updated"} == {"BMS-HW-A2", "BMS-HW-B1"}

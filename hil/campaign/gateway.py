@@ -43,15 +43,11 @@ class LinkLost(Exception):
 
 
 class ReleaseArtifacts:
-    """What the gateway sends, per bench: images by name through the bench's catalogue, packages by recipe.
+    """What the gateway sends, per bench: images by name through the bench's catalogue, packages by recipe
+    (each bench brings its own variant's builds; the virtual fleet gives each variant its own recipes)."""
 
-    `rebuild_for_variant`: the virtual fleet builds a variant's release from the same recipes with that
-    variant's hardware number (a real rack's benches each bring their own variant's builds).
-    """
-
-    def __init__(self, campaign: Campaign, *, rebuild_for_variant: bool = False) -> None:
+    def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
-        self.rebuild_for_variant = rebuild_for_variant
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, str], bytes] = {}
 
@@ -76,7 +72,7 @@ class ReleaseArtifacts:
 
     def package(self, cfg: BenchConfig, group: str) -> tuple[str, bytes]:
         """(recipe name, signed package) for a vehicle of `group` on the board of `cfg`."""
-        from hil.config_packages.recipes import board_key, build_from_recipe, find_package_recipe, load_package
+        from hil.config_packages.recipes import load_package
 
         name = self.campaign.release.package_for(group)
         if name is None:
@@ -84,12 +80,7 @@ class ReleaseArtifacts:
         key = self._key(cfg, "package", name)
         with self._lock:
             if key not in self._cache:
-                if self.rebuild_for_variant and not Path(name).is_file():
-                    recipe = find_package_recipe(name, cfg.images.packages).model_copy(
-                        update={"hardware": cfg.dut.hardware_number})
-                    self._cache[key] = build_from_recipe(recipe, cfg.images.keys_dir, board_key(cfg))
-                else:
-                    self._cache[key] = load_package(name, cfg)
+                self._cache[key] = load_package(name, cfg)
             return name, self._cache[key]
 
 
