@@ -61,3 +61,7 @@ class UpdateFailed(HilError):
 
 class ImageBuildError(HilError):
     """A firmware recipe, signing key or imgtool step failed; the message names the file, field or command."""
+
+
+class CampaignError(HilError):
+    """A campaign file is invalid or cannot be planned or run: the message names the file, the field and what is accepted."""

@@ -222,7 +222,7 @@ class ContractModel:
             if n < 4:
                 return {Nrc.INCORRECT_MESSAGE_LENGTH}
             did = int.from_bytes(req[1:3], "big")
-            if did not in (Did.CONFIGURATION, Did.VEHICLE_GROUP):
+            if did not in (Did.CONFIGURATION, Did.VEHICLE_GROUP, Did.VIN):
                 return {Nrc.REQUEST_OUT_OF_RANGE}
             if self.recovery:
                 return {Nrc.CONDITIONS_NOT_CORRECT}
@@ -235,6 +235,9 @@ class ContractModel:
                 group = req[3:]
                 ok_group = 1 <= len(group) <= 16 and all(0x21 <= b <= 0x7E for b in group)
                 return {POSITIVE} if ok_group else {Nrc.REQUEST_OUT_OF_RANGE}
+            if did == Did.VIN:
+                ok_vin = contract.is_vin(req[3:].decode("ascii", errors="replace"))
+                return {POSITIVE} if ok_vin else {Nrc.REQUEST_OUT_OF_RANGE}
             return {POSITIVE} if _json_object(req[3:]) is not None else {Nrc.REQUEST_OUT_OF_RANGE}
         if sid == 0x31:
             return self._expect_routine(req, update_state)
@@ -509,7 +512,7 @@ SIDS = st.sampled_from([0x10, 0x11, 0x14, 0x19, 0x22, 0x27, 0x28, 0x2E, 0x31, 0x
 random_request = st.one_of(
     st.binary(min_size=0, max_size=12),
     st.tuples(SIDS, st.binary(max_size=10)).map(lambda t: bytes([t[0]]) + t[1]),
-    st.tuples(st.sampled_from([0x22, 0x2E]), st.sampled_from([int(d) for d in Did] + [0x0000, 0xFFFF, 0xF190]),
+    st.tuples(st.sampled_from([0x22, 0x2E]), st.sampled_from([int(d) for d in Did] + [0x0000, 0xFFFF, 0xF1A1]),
               st.binary(max_size=6)).map(lambda t: bytes([t[0]]) + _u(2, t[1]) + t[2]),
     st.tuples(st.integers(0, 0xFF), st.sampled_from([int(r) for r in Routine] + [0x0000, 0xFF02, 0x0302]),
               st.binary(max_size=3)).map(lambda t: bytes([0x31, t[0]]) + _u(2, t[1]) + t[2]),

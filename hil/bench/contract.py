@@ -173,6 +173,7 @@ class Did(enum.IntEnum):
     BACKUP_IMAGE_HASH = 0xFD08  # SHA-256 of the secondary slot's image (32 zero bytes if none)
     PROFILE_STATUS = 0xFD0B  # UTF-8 JSON: active profile (name, group, version, schema) and last apply result
     VEHICLE_GROUP = 0xFD0C  # ASCII vehicle group the board is provisioned for; 0x2E at the bench level only
+    VIN = 0xF190  # ASCII vehicle identification number (17 characters, ISO 3779); 0x2E at the bench level only
     UPDATE_HISTORY = 0xFD09  # u8 count, then count x UpdateHistoryEntry (newest last)
     DOWNLOAD_RESUME = 0xFD0A  # u32 announced size, u32 bytes stored (resume offset), u32 CRC-32 of them
     CONFIGURATION = 0xFD20  # UTF-8 JSON object; 0x2E only at the bench level (development restore path)
@@ -342,6 +343,17 @@ class UpdateHistoryEntry:
                 f"{self.result.name}/{self.reason.name} at boot {self.boot_count}")
 
 
+#: Characters of a VIN (ISO 3779: 17 of them; no I, O or Q) and what a board reads before it is provisioned.
+VIN_LENGTH = 17
+VIN_ALPHABET = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
+VIN_UNPROVISIONED = "0" * VIN_LENGTH
+
+
+def is_vin(text: str) -> bool:
+    """Whether `text` is a VIN: 17 characters of the ISO 3779 alphabet."""
+    return len(text) == VIN_LENGTH and all(c in VIN_ALPHABET for c in text)
+
+
 #: Entries the board keeps (oldest dropped first).
 UPDATE_HISTORY_DEPTH = 8
 #: Record layouts of the default board (the DUT profile's `records:` can order them otherwise).
@@ -415,6 +427,7 @@ DID_LENGTH: dict[Did, int | None] = {
     Did.BACKUP_IMAGE_HASH: 32,
     Did.PROFILE_STATUS: None,
     Did.VEHICLE_GROUP: None,
+    Did.VIN: None,
     Did.UPDATE_HISTORY: None,
     Did.DOWNLOAD_RESUME: 12,
     Did.CONFIGURATION: None,

@@ -1,4 +1,4 @@
-"""The `hil` command: sim, doctor, flash, images, packages, profile, report, rack."""
+"""The `hil` command: sim, doctor, flash, images, packages, profile, report, rack, campaign."""
 
 from __future__ import annotations
 
@@ -161,13 +161,14 @@ def flash(bench_file: str, mode: str, resume: bool, image: str) -> None:
 
 def _mount_groups() -> None:
     """The command groups that live in their own modules."""
+    from hil.cli.campaign import campaign
     from hil.cli.images import images
     from hil.cli.packages import packages
     from hil.cli.profile import profile
     from hil.cli.rack import rack
     from hil.cli.report import report
 
-    for group in (images, packages, profile, report, rack):
+    for group in (images, packages, profile, report, rack, campaign):
         main.add_command(group)
 
 

@@ -112,6 +112,16 @@ class Dut:
         """Write FD0C (end-of-line provisioning: bench level 0x61)."""
         self._bench_write(Did.VEHICLE_GROUP, group.encode("ascii"))
 
+    def vin(self) -> str:
+        """F190: the vehicle identification number the board is provisioned with (17 zeros before that)."""
+        return self.uds.read_str(Did.VIN)
+
+    def provision_vin(self, vin: str) -> None:
+        """Write F190 (end-of-line provisioning when the board goes into a vehicle: bench level 0x61)."""
+        if not contract.is_vin(vin):
+            raise ValueError(f"VIN {vin!r} is not 17 characters of {contract.VIN_ALPHABET} (ISO 3779)")
+        self._bench_write(Did.VIN, vin.encode("ascii"))
+
     def wait_running(self, timeout: float) -> Any:
         """Wait for the SOC core's frame: the application is up."""
         return self.can.wait_for(contract.MSG_SOC_CORE, timeout=timeout)

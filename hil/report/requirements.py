@@ -117,6 +117,11 @@ CATALOGUE: Mapping[str, Requirement] = _catalogue([
     Requirement("BMS-new-feature", PROJECT, "", "new features by update",
                 "A release's new CAN message arrives at its period with plausible signals once the release "
                 "runs, is gone after a rollback, and the messages every release shares keep their layout."),
+    Requirement("BMS-fleet-campaign", PROJECT, "", "staged fleet campaign",
+                "A release rolled out in stages (canary, depots, the rest) stops itself when a stage passes its "
+                "error threshold, holding every vehicle not yet touched on its old release; the deployment "
+                "report (updated, rolled back and refused with the board's reason, pending, held) agrees with "
+                "every board's own update history and DTCs, and no vehicle is left without a working image."),
     Requirement("BMS-soc-accuracy", PROJECT, "", "SOC right across updates",
                 "SOC stays within its declared accuracy of the pack's true state before and after an update "
                 "and after a rollback, and never jumps by more than its declared step at a reset."),

@@ -241,6 +241,9 @@ class Board:
             entry = {"from": list(attempt.get("from", [0, 0, 0])), "to": list(upd.get("target", [0, 0, 0])),
                      "result": int(state), "reason": int(upd.get("reason", 0)),
                      "boot": int(self.nv.get("boot_count", 0))}
+            if self.defects.has("history_records_wrong_outcome"):
+                # The defective board writes its history entry as if every attempt had succeeded.
+                entry.update(result=int(UpdateState.SUCCESS), reason=int(Reason.NONE))
             history = (list(self.nv.get("history", []) or []) + [entry])[-self.profile.records.history_depth:]
             changes: dict[str, Any] = {"history": history, "history_done": attempt.get("id")}
             if state is not UpdateState.SUCCESS:
@@ -287,6 +290,10 @@ class Board:
     def vehicle_group(self) -> str:
         """The vehicle group this board is provisioned for (DID FD0C)."""
         return str(self.nv_get("vehicle_group", self.sim.vehicle_group))
+
+    def vin(self) -> str:
+        """The vehicle identification number this board is provisioned with (DID F190); zeros until then."""
+        return str(self.nv_get("vin", contract.VIN_UNPROVISIONED))
 
     def known_config_keys(self) -> set[str]:
         """Configuration keys the running firmware's schema knows."""

@@ -171,6 +171,9 @@ DEFECTS: dict[str, DefectInfo] = {
     "backup_bank_invalidated_at_switch": DefectInfo(
         "the bank switched away from stays valid: the backup a failed first boot falls back to", (9,),
         "self_test_fails", ("test_update.py",), families=("flash_bootloader",)),
+    "history_records_wrong_outcome": DefectInfo(
+        "the update history says how each attempt really ended (a fleet's deployment report is reconciled with it)",
+        (25,), "campaign", ("test_campaign.py",)),
     # ---- the bench itself: a supply that acknowledges OUTP OFF and keeps the output on
     "supply_ignores_output_off": DefectInfo(
         "a power cut takes effect (reset cause, boot counter, supply read-back prove it)", (4,),

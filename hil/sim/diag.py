@@ -412,6 +412,8 @@ class DiagServer:
             return json.dumps(config_packages.status(ecu), sort_keys=True, separators=(",", ":")).encode()
         if d is Did.VEHICLE_GROUP:
             return ecu.vehicle_group().encode()
+        if d is Did.VIN:
+            return ecu.vin().encode()
         if d is Did.UPDATE_HISTORY:
             return ecu.history_record()
         if d is Did.DOWNLOAD_RESUME:
@@ -430,7 +432,7 @@ class DiagServer:
         _require(len(req) >= 4, Nrc.INCORRECT_MESSAGE_LENGTH)
         did = int.from_bytes(req[1:3], "big")
         role = self.profile.did_role(did)
-        _require(role in (Did.CONFIGURATION, Did.VEHICLE_GROUP), Nrc.REQUEST_OUT_OF_RANGE)
+        _require(role in (Did.CONFIGURATION, Did.VEHICLE_GROUP, Did.VIN), Nrc.REQUEST_OUT_OF_RANGE)
         _require(not self.recovery, Nrc.CONDITIONS_NOT_CORRECT)
         _require(not self._default, Nrc.SERVICE_NOT_SUPPORTED_IN_SESSION)
         # Unsigned configuration and provisioning writes are the development restore path only; in the
@@ -441,6 +443,12 @@ class DiagServer:
             _require(1 <= len(group) <= 16 and all(0x21 <= b <= 0x7E for b in group), Nrc.REQUEST_OUT_OF_RANGE)
             self.ecu.nv_update(vehicle_group=group.decode())
             self.ecu.log(f"CFG: vehicle group provisioned {group.decode()}")
+            return bytes([0x6E]) + req[1:3]
+        if role is Did.VIN:
+            vin = req[3:].decode("ascii", errors="replace")
+            _require(contract.is_vin(vin), Nrc.REQUEST_OUT_OF_RANGE)
+            self.ecu.nv_update(vin=vin)
+            self.ecu.log(f"CFG: VIN provisioned {vin}")
             return bytes([0x6E]) + req[1:3]
         try:
             value = json.loads(req[3:].decode())
