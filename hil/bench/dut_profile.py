@@ -588,7 +588,8 @@ class DutProfile(_Model):
     def _family_roles(self) -> "DutProfile":
         """Every DID and routine role the board's update family uses has an identifier."""
         fam = FAMILIES[self.update.family]
-        for kind, needed, given in (("dids", (*shared_dids(tuple(m.name for m in contract.Did)), *fam.dids), self.dids),
+        required_dids = (*shared_dids(tuple(m.name for m in contract.Did), optional=False), *fam.dids)
+        for kind, needed, given in (("dids", required_dids, self.dids),
                                     ("routines", fam.routines, self.routines)):
             missing = [r for r in needed if r not in given]
             if missing:

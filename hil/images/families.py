@@ -95,10 +95,16 @@ def image_file_suffixes() -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for f in FAMILIES.values() for s in f.suffixes))
 
 
-def shared_dids(all_roles: tuple[str, ...]) -> tuple[str, ...]:
-    """The DID roles every family uses: those no family claims as its own."""
+#: DID roles a board may lack whatever its family: what needs one says so when it is missing (the VIN:
+#: a fleet campaign provisions and reconciles it; single-board cases never read it).
+OPTIONAL_DIDS = ("VIN",)
+
+
+def shared_dids(all_roles: tuple[str, ...], *, optional: bool = True) -> tuple[str, ...]:
+    """The DID roles every family uses: those no family claims as its own (without the optional ones when
+    `optional` is False: the roles a profile must give)."""
     claimed = {d for f in FAMILIES.values() for d in f.dids}
-    return tuple(r for r in all_roles if r not in claimed)
+    return tuple(r for r in all_roles if r not in claimed and (optional or r not in OPTIONAL_DIDS))
 
 
 def load(reference: str) -> Any:

@@ -242,6 +242,8 @@ def _services(b: OdxBuilder, profile: DutProfile) -> None:
                   [b.const("SID_PR", pos(SID.ReadDataByIdentifier), 0), b.matching("DataIdentifier", 1, 2),
                    *b.fields(DID_LAYOUTS[role], 3, profile)])
     for role in WRITTEN_DIDS:
+        if role not in profile.dids:
+            continue  # an optional role the board lacks (contract OPTIONAL_DIDS)
         ident = profile.dids[role]
         b.service(f"WriteDataByIdentifier_{role_name(role)}", "CALIBRATION",
                   [b.const("SID_RQ", SID.WriteDataByIdentifier, 0), b.const("DataIdentifier", ident, 1, 16),

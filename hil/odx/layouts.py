@@ -65,10 +65,11 @@ DID_LAYOUTS: dict[str, tuple[Field, ...]] = {
     "PROFILE_STATUS": _text("utf8"),
     "VEHICLE_GROUP": _text("ascii"),
     "CONFIGURATION": _text("utf8"),
+    "VIN": _text("ascii"),
 }
 
 #: DIDs the framework also writes (WriteDataByIdentifier, at the bench level).
-WRITTEN_DIDS: tuple[str, ...] = ("VEHICLE_GROUP", "CONFIGURATION")
+WRITTEN_DIDS: tuple[str, ...] = ("VEHICLE_GROUP", "CONFIGURATION", "VIN")
 
 #: Routine role -> the fields of its startRoutine option record.
 ROUTINE_OPTIONS: dict[str, tuple[Field, ...]] = {
