@@ -23,16 +23,18 @@ from hil.timing.measure import Measurement
 pytestmark = [pytest.mark.destructive]
 
 
-def _fleet(variant: str) -> dict:
-    """Two depots of two vehicles, all of the bench's own hardware variant (a bench plays only its variant)."""
+def _fleet(variant: str, groups: list[str]) -> dict:
+    """Two depots of two vehicles, all of the bench's own hardware variant (a bench plays only its variant), in the
+    bench's first and last vehicle groups."""
     return {"name": "bench fleet", "vin_prefix": "VBMSBENCH", "depots": [
-        {"name": "depot-a", "group": "fleet-north", "window": {"start": "22:00", "end": "05:00"}, "vehicles": {variant: 2}},
-        {"name": "depot-b", "group": "fleet-south", "window": {"start": "23:00", "end": "06:00"}, "vehicles": {variant: 2}},
+        {"name": "depot-a", "group": groups[0], "window": {"start": "22:00", "end": "05:00"}, "vehicles": {variant: 2}},
+        {"name": "depot-b", "group": groups[-1], "window": {"start": "23:00", "end": "06:00"}, "vehicles": {variant: 2}},
     ]}
 
 
-def _campaign(name: str, variant: str, stages: list[dict], conditions: dict) -> dict:
-    return {"campaign": name, "release": {"name": "the bench's update", "image": "update"}, "fleet": _fleet(variant),
+def _campaign(name: str, bench_config, stages: list[dict], conditions: dict) -> dict:
+    fleet = _fleet(bench_config.dut.hardware_number, list(bench_config.config_packages.groups))
+    return {"campaign": name, "release": {"name": "the bench's update", "image": "update"}, "fleet": fleet,
             "stages": stages, "conditions": conditions}
 
 
@@ -51,12 +53,12 @@ def test_staged_campaign_report_agrees_with_every_board(bench, bench_config, ima
     variant = bench_config.dut.hardware_number
     conditions = {"corrupted_download": {"rate": 0.25, "seed": 1}, "link_lost_mid_download": {"rate": 0.25, "seed": 2},
                   "never_connects": {"rate": 0.25, "seed": 3}}
-    draft = campaign_from_data(_campaign("bench-campaign", variant, [{"name": "all", "rest": True,
+    draft = campaign_from_data(_campaign("bench-campaign", bench_config, [{"name": "all", "rest": True,
                                "success_threshold": 0, "error_threshold": 100}], conditions), "draft")
     met = assign_conditions(draft, fleet_vehicles(draft))
     plain = [v.vin for v in fleet_vehicles(draft) if v.vin not in met]
     assert len(plain) == 1 and len(met) == 3, met
-    campaign = campaign_from_data(_campaign("bench-campaign", variant, [
+    campaign = campaign_from_data(_campaign("bench-campaign", bench_config, [
         {"name": "canary", "vehicles": plain, "success_threshold": 100, "error_threshold": 0},
         {"name": "rest", "rest": True, "success_threshold": 30, "error_threshold": 40}], conditions), "campaign")
     run = rehearse_on_bench(campaign, bench, evidence)
@@ -83,7 +85,7 @@ def test_staged_campaign_report_agrees_with_every_board(bench, bench_config, ima
 def test_bad_build_stops_the_campaign_at_the_canary(bench, bench_config, evidence, measure):
     """A build that fails its self-test on the bench's variant stops the campaign at its canary"""
     variant = bench_config.dut.hardware_number
-    campaign = campaign_from_data(_campaign("bench-bad-build", variant, [
+    campaign = campaign_from_data(_campaign("bench-bad-build", bench_config, [
         {"name": "canary", "sample": 1, "success_threshold": 100, "error_threshold": 0},
         {"name": "depot-a", "depots": ["depot-a"], "success_threshold": 90, "error_threshold": 10},
         {"name": "rest", "rest": True, "success_threshold": 90, "error_threshold": 10}],
