@@ -16,7 +16,7 @@ from hil.bench.dut_profile import DutProfile, load_profile
 from hil.cli.main import main
 from hil.errors import BenchConfigError
 from hil.odx.export import OdxBuilder, write_pdx
-from hil.odx.importer import TODO, diagnostic_part, import_odx, render
+from hil.odx.importer import DIAGNOSTIC_FIELDS, NOT_IN_ODX, TODO, diagnostic_part, extra_part, import_odx, render
 from hil.odx.layouts import Field, check_against_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +26,7 @@ IDS = [p.stem for p in PROFILES]
 
 def _not_diagnostic(profile: DutProfile) -> dict[str, Any]:
     """What ODX does not carry: the --extra a porter writes once."""
-    data = profile.model_dump(mode="json")
-    return {"security": {"algorithm": data["security"]["algorithm"], "max_attempts": data["security"]["max_attempts"]},
-            "can": {"messages": data["can"]["messages"], "signals": data["can"]["signals"]},
-            "console": data["console"], "restore": data["restore"]}
+    return extra_part(profile)
 
 
 def test_the_record_layouts_agree_with_the_contract():
