@@ -16,7 +16,7 @@ from hil.bench.dut_profile import DutProfile, load_profile
 from hil.cli.main import main
 from hil.errors import BenchConfigError
 from hil.odx.export import OdxBuilder, write_pdx
-from hil.odx.importer import TODO, diagnostic_part, import_odx, render
+from hil.odx.importer import DIAGNOSTIC_FIELDS, NOT_IN_ODX, TODO, diagnostic_part, extra_part, import_odx, render
 from hil.odx.layouts import Field, check_against_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +26,7 @@ IDS = [p.stem for p in PROFILES]
 
 def _not_diagnostic(profile: DutProfile) -> dict[str, Any]:
     """What ODX does not carry: the --extra a porter writes once."""
-    data = profile.model_dump(mode="json")
-    return {"security": {"algorithm": data["security"]["algorithm"], "max_attempts": data["security"]["max_attempts"]},
-            "can": {"messages": data["can"]["messages"], "signals": data["can"]["signals"]},
-            "console": data["console"], "restore": data["restore"]}
+    return extra_part(profile)
 
 
 def test_the_record_layouts_agree_with_the_contract():
@@ -43,7 +40,101 @@ def test_import_of_the_export_gives_back_the_diagnostic_part(tmp_path, profile_f
     imported = import_odx(pdx, dbc=profile.can.dbc, output=tmp_path / "draft.yaml")
     assert diagnostic_part(imported.profile) == diagnostic_part(profile)
     assert imported.not_mapped == []
-    assert set(imported.todo) <= {"security.algorithm"} | {f"can.messages.{m}" for m in profile.can.messages}
+    assert all(_not_in_odx(path) for path in imported.todo), imported.todo  # only what ODX has no place for
+
+
+def _not_in_odx(path: str) -> bool:
+    section, _, rest = path.partition(".")
+    fields = NOT_IN_ODX.get(section, ())
+    return fields is None or rest.split(".")[0] in (fields or ()) or section == "update" and rest == "blocks"
+
+
+def test_every_profile_field_is_odx_s_or_named_as_not():
+    """A new profile field is either carried by ODX (DIAGNOSTIC_FIELDS) or named as what ODX cannot say (NOT_IN_ODX):
+    then the draft and the --extra file together give every profile back (the round trip below)."""
+    for name, info in DutProfile.model_fields.items():
+        if name == "source":
+            continue
+        assert name in DIAGNOSTIC_FIELDS or name in NOT_IN_ODX, f"profile field {name}: neither ODX's nor NOT_IN_ODX"
+        sub = getattr(info.annotation, "model_fields", None)
+        if sub is None or name in ("update",):  # update: split by family (odx_update_fields / extra_part)
+            continue
+        ours, theirs = DIAGNOSTIC_FIELDS.get(name, ()), NOT_IN_ODX.get(name, ())
+        for field in sub:
+            assert ours is None or theirs is None or field in (ours or ()) + (theirs or ()) or \
+                (name, field) == ("can", "dbc"), f"profile field {name}.{field}: neither ODX's nor NOT_IN_ODX"
+
+
+def _import_of(profile: DutProfile, tmp_path: Path, extra_services: Any = None) -> Any:
+    return import_odx(write_pdx(profile, tmp_path / "x.pdx", extra_services))
+
+
+def test_the_update_family_is_inferred_and_only_its_roles_are_demanded(tmp_path):
+    fbl = _import_of(load_profile(ROOT / "benches/profiles/fbl.yaml"), tmp_path)
+    said = "\n".join(fbl.mapped)
+    assert "update family: flash_bootloader, inferred from routine CHECK_MEMORY (RoutineControl_Start_CheckMemory); " \
+           "DID FINGERPRINT (ReadDataByIdentifier_Fingerprint); ERASE_MEMORY with addressAndLengthFormatIdentifier " \
+           "0x44, address and size (RoutineControl_Start_EraseMemory)" in said, said
+    assert "ACTIVATE_UPDATE" not in fbl.profile["routines"] and "routines.ACTIVATE_UPDATE" not in fbl.todo
+    assert "encodings.activation_mode" not in fbl.todo  # no record of this family carries it
+    assert fbl.profile["update"]["blocks"] == TODO and "ODX does not describe" in fbl.todo["update.blocks"]
+    default = _import_of(DutProfile(), tmp_path)
+    assert "update family: mcuboot, inferred from routine ACTIVATE_UPDATE" in "\n".join(default.mapped)
+    assert not {"CHECK_MEMORY", "FINGERPRINT"} & (set(default.profile["routines"]) | set(default.profile["dids"]))
+    assert not [p for p in default.todo if "CHECK_MEMORY" in p or "FINGERPRINT" in p or p.startswith("update.")]
+
+
+@pytest.mark.parametrize("alfid, fingerprint", [(0x24, 20), (0x11, 4), (0x44, 64)])
+def test_the_flash_bootloaders_erase_format_and_fingerprint_length_round_trip(tmp_path, alfid, fingerprint):
+    data = load_profile(ROOT / "benches/profiles/fbl.yaml").model_dump()
+    data["update"].update(address_length_format=alfid, fingerprint_length=fingerprint)
+    profile = DutProfile.model_validate(data)
+    imported = _import_of(profile, tmp_path)
+    assert imported.profile["update"]["address_length_format"] == alfid
+    assert imported.profile["update"]["fingerprint_length"] == fingerprint
+    assert diagnostic_part(imported.profile) == diagnostic_part(profile)
+
+
+def test_an_odx_with_signs_of_two_families_leaves_the_family_to_fill_in(tmp_path):
+    def check_memory_too(b: OdxBuilder) -> None:
+        from odxtools.uds import UDSSID as SID, positive_response_id as pos
+
+        b.service("RoutineControl_Start_CheckMemory", "ROUTINE",
+                  [b.const("SID_RQ", SID.RoutineControl, 0), b.const("RoutineControlType", 1, 1),
+                   b.const("RoutineIdentifier", 0x0202, 2, 16)],
+                  [b.const("SID_PR", pos(SID.RoutineControl), 0), b.matching("RoutineControlType", 1, 1)])
+
+    imported = _import_of(DutProfile(), tmp_path, check_memory_too)
+    assert imported.profile["update"]["family"] == TODO
+    why = imported.todo["update.family"]
+    assert "mcuboot: routine ACTIVATE_UPDATE" in why and "flash_bootloader: routine CHECK_MEMORY" in why, why
+    assert "accepted: mcuboot, flash_bootloader" in why
+
+
+def test_an_odx_without_a_sign_of_its_family_keeps_the_default_to_check(tmp_path):
+    def no_erase_no_activation(b: OdxBuilder) -> None:
+        b.services[:] = [s for s in b.services if s.short_name not in ("RoutineControl_Start_EraseMemory",
+                                                                        "RoutineControl_Start_ActivateUpdate")]
+
+    imported = _import_of(DutProfile(), tmp_path, no_erase_no_activation)
+    assert imported.profile["update"]["family"] == "mcuboot"
+    assert "nothing in the ODX tells the update family" in imported.check["update.family"]
+    assert "routines.ERASE_MEMORY" in imported.todo and "routines.CHECK_MEMORY" not in imported.todo
+
+
+def test_an_erase_record_of_neither_family_is_listed(tmp_path):
+    def two_byte_erase_record(b: OdxBuilder) -> None:
+        from odxtools.nameditemlist import NamedItemList
+
+        u16 = b.dop(Field("u16", "uint", 16), DutProfile())
+        for request in b.requests:
+            if request.short_name == "RQ_RoutineControl_Start_EraseMemory":
+                request.parameters = NamedItemList([*request.parameters, b.value("Bank", u16, 4)])
+
+    imported = _import_of(DutProfile(), tmp_path, two_byte_erase_record)
+    assert any(m.startswith("routines.ERASE_MEMORY (RoutineControl_Start_EraseMemory): the option record has Bank at "
+                            "byte 4 (2 byte(s)); the framework sends none (mcuboot) or addressAndLengthFormatIdentifier")
+               for m in imported.not_mapped), imported.not_mapped
 
 
 @pytest.mark.parametrize("profile_file", PROFILES, ids=IDS)

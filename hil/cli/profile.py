@@ -28,8 +28,8 @@ def profile() -> None:
               help="settle a role the names do not match: a DID or routine role and the ODX service's SHORT-NAME "
                    "(or its identifier, 0x...); repeatable")
 @click.option("--extra", type=click.Path(dir_okay=False, exists=True),
-              help="a partial profile YAML with what ODX cannot say (seed-to-key algorithm, CAN names, console, "
-                   "restore), merged over the draft: keep it beside the profile so a new ODX re-imports without losing it")
+              help="a partial profile YAML with what ODX cannot say (seed-to-key algorithm, attempts, CAN names, console, "
+                   "restore, SOC core, records, a flash bootloader's blocks), merged over the draft: keep it beside the profile so a new ODX re-imports without losing it")
 @click.option("--force", is_flag=True, help="overwrite OUTPUT if it exists")
 def import_(source: str, output: str, dbc: str | None, variant: str | None, mappings: tuple[str, ...],
             extra: str | None, force: bool) -> None:

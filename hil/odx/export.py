@@ -9,14 +9,19 @@ What the profile says about diagnostics becomes ODX objects a tester or `hil pro
 - sessions: one DiagnosticSessionControl service per role;
 - security: RequestSeed / SendKey services per level, the seed and key lengths in their records;
 - DIDs: one ReadDataByIdentifier service per role with the record layout of `layouts.DID_LAYOUTS`
-  (enum fields as TEXTTABLEs carrying the profile's encodings), WriteDataByIdentifier for the DIDs
-  the framework writes;
-- routines: one RoutineControl startRoutine service per role (ACTIVATE_UPDATE with its mode);
+  (enum fields as TEXTTABLEs carrying the profile's encodings; the fingerprint as long as
+  `update.fingerprint_length`), WriteDataByIdentifier for the DIDs the framework writes (the
+  configuration; the flash bootloader's fingerprint);
+- routines: one RoutineControl startRoutine service per role the profile gives (its update family's),
+  with its option record: ACTIVATE_UPDATE's mode, CHECK_MEMORY's signature record, ERASE_MEMORY's
+  addressAndLengthFormatIdentifier (the board's, a constant), address and size for the flash bootloader;
 - the download: RequestDownload (its response fixes maxNumberOfBlockLength), TransferData,
   RequestTransferExit, ECUReset, TesterPresent.
 
-What ODX has no place for (the seed-to-key algorithm, the attempt counter, CAN message names, console
-lines, the restore method) stays in the profile; `hil profile import` names it as to be filled in.
+What ODX has no place for (the seed-to-key algorithm, the attempt counter and delay, CAN message names,
+console patterns and lines, the restore method, the SOC core's frames, the vehicle state's timing, the
+update-record layouts, the flash bootloader's logical blocks: `hil.odx.importer.NOT_IN_ODX`) stays in the
+profile; `hil profile import` names it as to be filled in or checked.
 
 The PDX is deterministic: the same profile and odxtools version give the same bytes (odxtools stamps
 the time into the archive; `write_pdx` rewrites it with a fixed date).
@@ -34,7 +39,7 @@ from typing import Any, Callable
 
 from hil.bench.dut_profile import ENCODED_ENUMS, DutProfile
 from hil.odx.layouts import (DID_LAYOUTS, ENCODING_HOMES, ROUTINE_OPTIONS, SECURITY_ROLES, SESSION_ROLES, WRITTEN_DIDS,
-                             Field)
+                             Field, did_layout, routine_options)
 
 #: The date every entry of an exported PDX carries (a fixed one: the same profile gives the same file).
 FIXED_DATE = "2024-01-01T00:00:00"
@@ -179,7 +184,10 @@ class OdxBuilder:
         """Value parameters for `fields`, the first at byte `start`."""
         out, position = [], start
         for f in fields:
-            out.append(self.value(f.name, self.dop(f, profile), position))
+            if f.value is not None:
+                out.append(self.const(f.name, f.value, position, f.bits or 8))
+            else:
+                out.append(self.value(f.name, self.dop(f, profile), position))
             position += (f.bits or 0) // 8
         return out
 
@@ -240,19 +248,17 @@ def _services(b: OdxBuilder, profile: DutProfile) -> None:
         b.service(f"ReadDataByIdentifier_{role_name(role)}", "CURRENTDATA",
                   [b.const("SID_RQ", SID.ReadDataByIdentifier, 0), b.const("DataIdentifier", ident, 1, 16)],
                   [b.const("SID_PR", pos(SID.ReadDataByIdentifier), 0), b.matching("DataIdentifier", 1, 2),
-                   *b.fields(DID_LAYOUTS[role], 3, profile)])
-    for role in WRITTEN_DIDS:
-        if role not in profile.dids:
-            continue  # an optional role the board lacks (contract OPTIONAL_DIDS)
+                   *b.fields(did_layout(role, profile), 3, profile)])
+    for role in (r for r in WRITTEN_DIDS if r in profile.dids):
         ident = profile.dids[role]
         b.service(f"WriteDataByIdentifier_{role_name(role)}", "CALIBRATION",
                   [b.const("SID_RQ", SID.WriteDataByIdentifier, 0), b.const("DataIdentifier", ident, 1, 16),
-                   *b.fields(DID_LAYOUTS[role], 3, profile)],
+                   *b.fields(did_layout(role, profile), 3, profile)],
                   [b.const("SID_PR", pos(SID.WriteDataByIdentifier), 0), b.matching("DataIdentifier", 1, 2)])
     for role, ident in profile.routines.items():
         b.service(f"RoutineControl_Start_{role_name(role)}", "ROUTINE",
                   [b.const("SID_RQ", SID.RoutineControl, 0), b.const("RoutineControlType", 1, 1),
-                   b.const("RoutineIdentifier", ident, 2, 16), *b.fields(ROUTINE_OPTIONS[role], 4, profile)],
+                   b.const("RoutineIdentifier", ident, 2, 16), *b.fields(routine_options(role, profile), 4, profile)],
                   [b.const("SID_PR", pos(SID.RoutineControl), 0), b.matching("RoutineControlType", 1, 1),
                    b.matching("RoutineIdentifier", 2, 2), *b.fields((Field("status", "bytes", None),), 4, profile)])
     u32 = b.dop(Field("u32", "uint", 32), profile)

@@ -8,10 +8,18 @@ those record fields) and the download block length (RequestDownload). Roles are 
 service's SHORT-NAME, then its LONG-NAME), an ambiguous or missing match is named with its
 candidates, and `--map ROLE=SHORT_NAME` settles it.
 
+The board's update family (hil/images/families.py) is inferred from what only one family has: its
+own DID and routine roles (ACTIVATE_UPDATE: mcuboot; FINGERPRINT, CHECK_MEMORY: flash_bootloader) and
+the form of the erase routine's option record (none, or addressAndLengthFormatIdentifier + address +
+size, whose format becomes `update.address_length_format`); the fingerprint record's length becomes
+`update.fingerprint_length`. The report says what the family was inferred from; only that family's
+roles are demanded. Signs of two families leave `update.family` to fill in, naming them.
+
 What could not be mapped is listed: services the profile cannot express (an IOControl, a vendor
 routine, a session or security level without a framework role, ...), record layouts the framework
-cannot read, codes without a framework meaning. What ODX has no place for (the seed-to-key algorithm,
-CAN message names, console lines, ...) is named as to be filled in - in the output and as comments in
+cannot read, codes without a framework meaning. What ODX has no place for (`NOT_IN_ODX`: the seed-to-key
+algorithm, CAN message names, console lines, the flash bootloader's logical blocks, ...) is named as to
+be filled in, or as a default kept to check - in the output and as comments in
 the draft, whose placeholders (`TODO`) fail at load naming the field until they are given. A file of
 those facts (`--extra`, a partial profile) is merged in, so a new ODX release re-imports without losing
 them.
@@ -30,7 +38,9 @@ from hil.bench import contract
 from hil.bench.dut_profile import ENCODED_ENUMS, FRAMEWORK_MESSAGES, DutProfile
 from hil.bench.validation import hex_id, is_identifier_path
 from hil.errors import BenchConfigError
-from hil.odx.layouts import DID_LAYOUTS, ENCODING_HOMES, ROUTINE_OPTIONS, Field, normalise
+from hil.images.families import DEFAULT_FAMILY, FAMILIES, shared_dids
+from hil.odx.layouts import (DID_LAYOUTS, ENCODING_HOMES, ERASE_OPTIONS, ROUTINE_OPTIONS, WRITTEN_DIDS, Field,
+                             erase_options, normalise)
 
 #: The value a draft carries where something has to be filled in: the loader refuses it, naming the field.
 TODO = "TODO"
@@ -46,6 +56,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "ERASE_MEMORY": ("erase", "erasememory", "eraseflash"),
     "CHECK_PROGRAMMING_DEPENDENCIES": ("checkdependencies", "checkprogrammingdependencies"),
     "ACTIVATE_UPDATE": ("activate", "activateupdate", "activatesoftware"),
+    "CHECK_MEMORY": ("checkmemory", "verifymemory"),
+    "FINGERPRINT": ("fingerprint", "programmingfingerprint", "repairshopcode"),
 }
 #: Name parts that say nothing about the role (stripped before comparing).
 NOISE = ("readdatabyidentifier", "writedatabyidentifier", "routinecontrol", "rdbi", "wdbi", "read", "start", "did",
@@ -280,8 +292,14 @@ def import_odx(source: str | os.PathLike[str], *, dbc: str | os.PathLike[str] | 
     _addressing(layer, imported)
     used |= _sessions(services, imported)
     used |= _security(services, imported)
-    used |= _dids(services, mapping or {}, imported)
-    used |= _routines(services, mapping or {}, imported)
+    reads = [s for s in services if s.sid == 0x22 and 1 in s.consts and s.consts[1][1] == 16]
+    starts = [s for s in services if s.sid == 0x31 and s.consts.get(1, (0, 0))[0] == 1 and 2 in s.consts]
+    did_matches = _match_roles([d.name for d in contract.Did], reads, mapping or {}, "did", _did_of, imported)
+    routine_matches = _match_roles([r.name for r in contract.Routine], starts, mapping or {}, "routine", _routine_of,
+                                   imported)
+    family = _family(did_matches, routine_matches, imported)
+    used |= _dids(services, reads, did_matches, family, imported)
+    used |= _routines(services, starts, routine_matches, family, imported)
     used |= _download(services, imported)
     for svc in services:
         if svc.name in used:
@@ -294,7 +312,7 @@ def import_odx(source: str | os.PathLike[str], *, dbc: str | os.PathLike[str] | 
     imported.mapped.append(f"standard services the framework uses as ISO 14229-1 defines them: "
                            f"{', '.join(standard) or 'none'}")
     _can(dbc, output, imported)
-    _defaults(imported)
+    _defaults(imported, family)
     if extra:
         _merge_extra(imported, extra)
     return imported
@@ -425,55 +443,156 @@ def _security(services: list[_Service], imported: Imported) -> set[str]:
     sec["max_attempts"] = DutProfile().security.max_attempts
     imported.check["security.max_attempts"] = (f"ODX has no attempt counter: the default {sec['max_attempts']} is kept "
                                                "(the failed keys before NRC 0x36)")
+    sec["delay_s"] = DutProfile().security.delay_s
+    imported.check["security.delay_s"] = (f"ODX has no security delay: the default {sec['delay_s']} s is kept (NRC 0x37 "
+                                          "after the attempts)")
     imported.profile["security"] = sec
     imported.mapped.append("security: " + ", ".join(f"{k} {hex_id(v) if isinstance(v, int) and k.endswith('level') else v}"
                                                     for k, v in sec.items() if k != "algorithm"))
     return used
 
 
-def _dids(services: list[_Service], mapping: dict[str, str], imported: Imported) -> set[str]:
-    reads = [s for s in services if s.sid == 0x22 and 1 in s.consts and s.consts[1][1] == 16]
-    ident = lambda s: s.consts[1][0]  # noqa: E731
-    matched = _match_roles([d.name for d in contract.Did], reads, mapping, "did", ident, imported)
+def _did_of(svc: _Service) -> int:
+    return svc.consts[1][0]
+
+
+def _routine_of(svc: _Service) -> int:
+    return svc.consts[2][0]
+
+
+def _wanted(kind: str, family: str | None) -> tuple[str, ...]:
+    """The roles of `kind` ("dids" or "routines") the family uses; every role when the family is not known."""
+    roles = tuple(m.name for m in (contract.Did if kind == "dids" else contract.Routine))
+    if family is None:
+        return roles
+    fam = FAMILIES[family]
+    wanted = (*shared_dids(roles), *fam.dids) if kind == "dids" else fam.routines
+    return tuple(r for r in roles if r in wanted)
+
+
+def _erase_form(svc: _Service) -> tuple[str, int | None] | str:
+    """The family whose erase option record `svc` (an ERASE_MEMORY startRoutine) has, and the flash bootloader's
+    addressAndLengthFormatIdentifier (None for a family without one); or why it is neither family's."""
+    slots = _value_fields(svc.service.request.parameters, 4)
+    consts = {pos: value for pos, value in svc.consts.items() if pos >= 4}
+    if not slots and not consts:
+        return next(f for f, names in ERASE_OPTIONS.items() if not names), None
+    alfid: int | None = None
+    if 4 in consts and consts[4][1] == 8 and len(slots) == 2 and len(consts) == 1:
+        alfid = consts[4][0]  # the board's addressAndLengthFormatIdentifier, a constant in the ODX
+    elif not consts and len(slots) == 3 and slots[0].position == 4 and slots[0].bits == 8 \
+            and all(s.bits for s in slots[1:]):
+        alfid = ((slots[2].bits or 0) // 8) << 4 | (slots[1].bits or 0) // 8  # from the address and size widths
+    family = next(f for f, names in ERASE_OPTIONS.items() if names)
+    if alfid is not None and 1 <= alfid >> 4 <= 4 and 1 <= alfid & 0x0F <= 4:
+        problem = _layout_problem(slots, erase_options(family, alfid)[1:], 5)
+        if problem is None:
+            return family, alfid
+    found = ", ".join([f"constant {hex_id(v)} at byte {pos}" for pos, (v, _) in sorted(consts.items())]
+                      + [f"{s.name} at byte {s.position} ({'variable' if s.bits is None else f'{s.bits // 8} byte(s)'})"
+                         for s in slots])
+    return (f"the option record has {found}; the framework sends none (mcuboot) or addressAndLengthFormatIdentifier, "
+            "memory address and memory size of the widths it gives (flash_bootloader)")
+
+
+def _family(dids: dict[str, _Service], routines: dict[str, _Service], imported: Imported) -> str | None:
+    """The update family the ODX describes, from what only one family has (its own DID and routine roles, the
+    form of the erase record); None (and update.family to fill in) when the ODX has signs of more than one."""
+    signs: dict[str, list[str]] = {name: [] for name in FAMILIES}
+    every_routine = set.intersection(*(set(f.routines) for f in FAMILIES.values()))
+    for name, fam in FAMILIES.items():
+        signs[name] += [f"routine {role} ({routines[role].name})" for role in fam.routines
+                        if role in routines and role not in every_routine]
+        signs[name] += [f"DID {role} ({dids[role].name})" for role in fam.dids if role in dids]
+    erase = routines.get("ERASE_MEMORY")
+    form = _erase_form(erase) if erase is not None else None
+    if isinstance(form, tuple):
+        record = "no option record" if form[1] is None else \
+            f"addressAndLengthFormatIdentifier {hex_id(form[1])}, address and size"
+        signs[form[0]].append(f"ERASE_MEMORY with {record} ({erase.name})")  # type: ignore[union-attr]
+    found = {name: why for name, why in signs.items() if why}
+    update = imported.profile.setdefault("update", {})
+    if isinstance(form, tuple) and form[1] is not None:
+        update["address_length_format"] = form[1]
+    if len(found) == 1:
+        family = next(iter(found))
+        imported.profile["update"] = update = {"family": family, **update}
+        imported.mapped.append(f"update family: {family}, inferred from {'; '.join(found[family])}")
+        return family
+    if not found:
+        update["family"] = DEFAULT_FAMILY
+        imported.check["update.family"] = (f"nothing in the ODX tells the update family (no role only one family "
+                                           f"uses, no erase routine): {DEFAULT_FAMILY} is assumed; accepted: "
+                                           f"{', '.join(FAMILIES)}")
+        return DEFAULT_FAMILY
+    update["family"] = TODO
+    imported.todo["update.family"] = ("the ODX has signs of more than one update family: " + "; ".join(
+        f"{name}: {', '.join(why)}" for name, why in found.items()) + f"; accepted: {', '.join(FAMILIES)}")
+    return None
+
+
+def _dids(services: list[_Service], reads: list[_Service], matched: dict[str, _Service], family: str | None,
+          imported: Imported) -> set[str]:
+    ident = _did_of
+    wanted = _wanted("dids", family)
     dids: dict[str, Any] = {}
-    for did in contract.Did:
-        svc = matched.get(did.name)
+    for role in list(matched):
+        if role not in wanted:  # only where the family is known: then no role of another family matched
+            del matched[role]
+    for role in [r for r in imported.todo if r.startswith("dids.") and r[5:] not in wanted]:
+        del imported.todo[role]  # "several could be" a role this family does not use
+    for name in wanted:
+        svc = matched.get(name)
         if svc is None:
-            dids[did.name] = TODO
-            imported.todo.setdefault(f"dids.{did.name}", "no ReadDataByIdentifier service in the ODX matched its name; "
-                                     f"map one with --map {did.name}=<SHORT-NAME> (unmapped: "
+            dids[name] = TODO
+            imported.todo.setdefault(f"dids.{name}", "no ReadDataByIdentifier service in the ODX matched its name; "
+                                     f"map one with --map {name}=<SHORT-NAME> (unmapped: "
                                      f"{', '.join(f'{s.name} {_h16(ident(s))}' for s in reads if s not in matched.values()) or 'none'})")
             continue
-        dids[did.name] = ident(svc)
+        dids[name] = ident(svc)
         response = svc.service.positive_responses[0].parameters if svc.service.positive_responses else []
         slots = _value_fields(response, 3)
-        problem = _layout_problem(slots, DID_LAYOUTS[did.name], 3)
+        problem = _layout_problem(slots, DID_LAYOUTS[name], 3)
         if problem:
-            expected = ", ".join(f.describe() for f in DID_LAYOUTS[did.name])
-            imported.not_mapped.append(f"dids.{did.name} ({svc.name}, {_h16(ident(svc))}): the ODX record has "
+            expected = ", ".join(f.describe() for f in DID_LAYOUTS[name])
+            imported.not_mapped.append(f"dids.{name} ({svc.name}, {_h16(ident(svc))}): the ODX record has "
                                        f"{problem}; the framework reads {expected}")
             continue
+        if name == "FINGERPRINT":
+            _fingerprint_length(svc, slots, imported)
         for table, (role, field_name) in ENCODING_HOMES.items():
-            if role == did.name:  # the field at the layout's place, whatever the vendor named it
+            if role == name:  # the field at the layout's place, whatever the vendor named it
                 index = [f.name for f in DID_LAYOUTS[role]].index(field_name)
                 _encoding(table, slots[index], f"{svc.name}.{slots[index].name}", imported)
     used = {s.name for s in matched.values()}
     written = {s.consts[1][0]: s for s in services if s.sid == 0x2E and 1 in s.consts}
-    for role in ("VEHICLE_GROUP", "CONFIGURATION"):
-        svc = written.get(dids[role]) if isinstance(dids[role], int) else None
+    for role in WRITTEN_DIDS:
+        svc = written.get(dids[role]) if isinstance(dids.get(role), int) else None
         if svc is not None:
             used.add(svc.name)
-    unmatched = [d.name for d in contract.Did if d.name not in matched]
+    unmatched = [r for r in wanted if r not in matched]
     for svc in reads:
         if svc.name not in used:
             why = (f"matched no framework role by name (roles without a DID: {', '.join(unmatched)}; "
                    f"--map ROLE={svc.name})" if unmatched else
-                   f"has no framework role (accepted: {', '.join(d.name for d in contract.Did)})")
+                   f"has no framework role (accepted: {', '.join(wanted)})")
             imported.not_mapped.append(f"{svc.describe()}: DID {_h16(ident(svc))} {why}")
             used.add(svc.name)
     imported.profile["dids"] = dids
     imported.mapped.append(f"DIDs: {sum(isinstance(v, int) for v in dids.values())} of {len(dids)} roles")
     return used
+
+
+def _fingerprint_length(svc: _Service, slots: list[_Slot], imported: Imported) -> None:
+    """update.fingerprint_length: the fingerprint record's bytes (the date's and the tester id's)."""
+    date, tester = slots
+    update = imported.profile.setdefault("update", {})
+    if tester.bits is None:
+        update["fingerprint_length"] = DutProfile().update.fingerprint_length
+        imported.check["update.fingerprint_length"] = (f"{svc.name}: the tester id runs to the end of the message: "
+                                                       f"the default {update['fingerprint_length']} bytes are kept")
+        return
+    update["fingerprint_length"] = ((date.bits or 0) + tester.bits) // 8
 
 
 def _encoding(table: str, slot: _Slot, where: str, imported: Imported) -> None:
@@ -499,33 +618,46 @@ def _encoding(table: str, slot: _Slot, where: str, imported: Imported) -> None:
     imported.profile.setdefault("encodings", {})[table] = {m: codes[m] for m in members}
 
 
-def _routines(services: list[_Service], mapping: dict[str, str], imported: Imported) -> set[str]:
-    starts = [s for s in services if s.sid == 0x31 and s.consts.get(1, (0, 0))[0] == 1 and 2 in s.consts]
-    ident = lambda s: s.consts[2][0]  # noqa: E731
-    matched = _match_roles([r.name for r in contract.Routine], starts, mapping, "routine", ident, imported)
+def _routines(services: list[_Service], starts: list[_Service], matched: dict[str, _Service], family: str | None,
+              imported: Imported) -> set[str]:
+    ident = _routine_of
+    wanted = _wanted("routines", family)
+    for role in list(matched):
+        if role not in wanted:
+            del matched[role]
+    for role in [r for r in imported.todo if r.startswith("routines.") and r[9:] not in wanted]:
+        del imported.todo[role]
     routines: dict[str, Any] = {}
-    for routine in contract.Routine:
-        svc = matched.get(routine.name)
+    for name in wanted:
+        svc = matched.get(name)
         if svc is None:
-            routines[routine.name] = TODO
-            imported.todo.setdefault(f"routines.{routine.name}", "no RoutineControl startRoutine service in the ODX "
-                                     f"matched its name; map one with --map {routine.name}=<SHORT-NAME> (unmapped: "
+            routines[name] = TODO
+            imported.todo.setdefault(f"routines.{name}", "no RoutineControl startRoutine service in the ODX "
+                                     f"matched its name; map one with --map {name}=<SHORT-NAME> (unmapped: "
                                      f"{', '.join(f'{s.name} {_h16(ident(s))}' for s in starts if s not in matched.values()) or 'none'})")
             continue
-        routines[routine.name] = ident(svc)
+        routines[name] = ident(svc)
+        if name == "ERASE_MEMORY":
+            form = _erase_form(svc)
+            if isinstance(form, str):
+                imported.not_mapped.append(f"routines.{name} ({svc.name}): {form}")
+            elif family is not None and form[0] != family:
+                imported.not_mapped.append(f"routines.{name} ({svc.name}): the option record is {form[0]}'s, the "
+                                           f"other services are {family}'s")
+            continue
         slots = _value_fields(svc.service.request.parameters, 4)
-        problem = _layout_problem(slots, ROUTINE_OPTIONS[routine.name], 4)
+        problem = _layout_problem(slots, ROUTINE_OPTIONS[name], 4)
         if problem:
-            expected = ", ".join(f.describe() for f in ROUTINE_OPTIONS[routine.name]) or "none"
-            imported.not_mapped.append(f"routines.{routine.name} ({svc.name}): the option record has {problem}; "
+            expected = ", ".join(f.describe() for f in ROUTINE_OPTIONS[name]) or "none"
+            imported.not_mapped.append(f"routines.{name} ({svc.name}): the option record has {problem}; "
                                        f"the framework sends {expected}")
             continue
         for table, (role, field_name) in ENCODING_HOMES.items():
-            if role == routine.name:
+            if role == name:
                 index = [f.name for f in ROUTINE_OPTIONS[role]].index(field_name)
                 _encoding(table, slots[index], f"{svc.name}.{field_name}", imported)
     used = {s.name for s in matched.values()}
-    unmatched = [r.name for r in contract.Routine if r.name not in matched]
+    unmatched = [r for r in wanted if r not in matched]
     for svc in (s for s in services if s.sid == 0x31 and s.name not in used):
         sub = svc.consts.get(1, (None, 0))[0]
         role_hint = (f"matched no framework role by name (roles without a routine: {', '.join(unmatched)}; "
@@ -592,18 +724,37 @@ def _can(dbc: str | os.PathLike[str] | None, output: str | os.PathLike[str] | No
                            "framework messages by name")
 
 
-def _defaults(imported: Imported) -> None:
+def _defaults(imported: Imported, family: str | None) -> None:
+    """What ODX has no place for: the family's facts to fill in, the framework's defaults to check."""
     imported.profile.setdefault("encodings", {})
     for table in ENCODED_ENUMS:
         if table not in imported.profile["encodings"]:
             role, field_name = ENCODING_HOMES[table]
+            if not _record_used(role, family):
+                continue  # no record of this family carries the table: the loader keeps the default's
             imported.todo.setdefault(f"encodings.{table}", f"read from the {field_name} field of {role}, which is not "
                                      "mapped (map it, or give the board's code for each name)")
+    update = imported.profile.setdefault("update", {})
+    for name in FAMILIES[family].profile_fields if family is not None else ():
+        update[name] = TODO
+        imported.todo[f"update.{name}"] = (f"ODX does not describe the board's memory map: give the update family "
+                                           f"{family}'s {name} (docs/flash-bootloader.md)")
     imported.profile["console"] = {"patterns": {}}
     imported.check["console.patterns"] = ("ODX has no console lines: without patterns the cases that read the console "
                                           "are skipped (NOT COVERED)")
     imported.profile["restore"] = {"method": "uds_restore"}
     imported.check["restore"] = "uds_restore needs a bench security level; else pyocd or command (docs/porting.md)"
+    default = DutProfile().model_dump(mode="json")
+    for section, why in (("soc_core", "the SOC core's frames (counter signal, cells, temperatures, slow frame rate)"),
+                         ("vehicle_state", "the vehicle state message's period and timeout"),
+                         ("records", "the byte layouts of the update status and update history records")):
+        imported.profile[section] = default[section]
+        imported.check[section] = f"ODX does not say {why}: the default board's are kept"
+
+
+def _record_used(role: str, family: str | None) -> bool:
+    """Whether the family's board has the DID or routine `role` (every role when the family is not known)."""
+    return role in _wanted("dids", family) or role in _wanted("routines", family)
 
 
 def _merge_extra(imported: Imported, extra: dict[str, Any]) -> None:
@@ -623,8 +774,8 @@ def _merge_extra(imported: Imported, extra: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ the diagnostic part
-#: What of a profile ODX carries (and `hil profile import` gives back): everything but the seed-to-key
-#: algorithm, the attempt counter, CAN names, console lines and the restore method.
+#: What of a profile ODX carries (and `hil profile import` gives back); `update` and `encodings` as far as the
+#: board's update family has records that carry them (`odx_update_fields`, `_record_used`).
 DIAGNOSTIC_FIELDS: dict[str, tuple[str, ...] | None] = {
     "name": None,
     "uds": ("phys_request_id", "phys_response_id", "functional_request_id", "extended_ids", "padding", "p2_ms",
@@ -634,16 +785,65 @@ DIAGNOSTIC_FIELDS: dict[str, tuple[str, ...] | None] = {
     "dids": None,
     "routines": None,
     "encodings": None,
+    "update": None,
 }
+
+#: What ODX has no place for: the porter gives it once, in the `--extra` file beside the profile (`extra_part`).
+#: `can.dbc` is the import's --dbc. Every profile field is in this or in DIAGNOSTIC_FIELDS (tests/test_odx.py).
+NOT_IN_ODX: dict[str, tuple[str, ...] | None] = {
+    "can": ("messages", "signals"),
+    "security": ("algorithm", "max_attempts", "delay_s"),
+    "console": None,
+    "restore": None,
+    "soc_core": None,
+    "vehicle_state": None,
+    "records": None,
+    "update": None,  # what odx_update_fields leaves: the logical blocks, facts of another family
+}
+
+
+def odx_update_fields(family: str) -> tuple[str, ...]:
+    """The `update:` fields an ODX of a board of `family` says: the family (from what only it has), the erase
+    record's addressAndLengthFormatIdentifier, the fingerprint's length."""
+    fam = FAMILIES.get(family)
+    if fam is None:
+        return ("family",)
+    return ("family", *(("address_length_format",) if ERASE_OPTIONS[family] else ()),
+            *(("fingerprint_length",) if "FINGERPRINT" in fam.dids else ()))
+
+
+def _family_of(data: dict[str, Any]) -> str:
+    update = data.get("update")
+    family = update.get("family") if isinstance(update, dict) else None
+    return family if isinstance(family, str) else DEFAULT_FAMILY
 
 
 def diagnostic_part(profile: DutProfile | dict[str, Any]) -> dict[str, Any]:
     """The part of a profile (a DutProfile or a draft's data) that ODX describes."""
     data = profile.model_dump() if isinstance(profile, DutProfile) else profile
+    family = _family_of(data)
     out: dict[str, Any] = {}
     for key, fields in DIAGNOSTIC_FIELDS.items():
         value = data.get(key)
+        if key == "update":
+            fields = odx_update_fields(family)
         out[key] = value if fields is None or not isinstance(value, dict) else {f: value.get(f) for f in fields}
+    if isinstance(out["encodings"], dict):
+        out["encodings"] = {t: v for t, v in out["encodings"].items()
+                            if t not in ENCODING_HOMES or _record_used(ENCODING_HOMES[t][0], family)}
+    return out
+
+
+def extra_part(profile: DutProfile) -> dict[str, Any]:
+    """What of `profile` ODX does not carry (NOT_IN_ODX): the `--extra` file that, merged over the import of its
+    export, gives the profile back."""
+    data = profile.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key, fields in NOT_IN_ODX.items():
+        if key == "update":
+            carried = odx_update_fields(profile.update.family)
+            fields = tuple(f for f in data["update"] if f not in carried)
+        out[key] = data[key] if fields is None else {f: data[key][f] for f in fields}
     return out
 
 
@@ -651,13 +851,22 @@ def diagnostic_part(profile: DutProfile | dict[str, Any]) -> dict[str, Any]:
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./:-]*$")
 
 
+#: Fields shown in hex besides identifiers (a format byte, a block's size beside its address).
+_HEX_FIELDS = ("address_length_format", "blocks.size")
+
+
 def _scalar(value: Any, path: str) -> str:
+    """One value in YAML flow style (a list or a mapping inline: the update's blocks, the records' fields)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v, path) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_scalar(v, f'{path}.{k}')}" for k, v in value.items()) + "}"
     if isinstance(value, int):
-        return hex_id(value) if is_identifier_path(path) else str(value)
+        return hex_id(value) if is_identifier_path(path) or path.endswith(_HEX_FIELDS) else str(value)
     if isinstance(value, float):
         return repr(value)
     text = str(value)
