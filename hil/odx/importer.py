@@ -38,7 +38,7 @@ from hil.bench import contract
 from hil.bench.dut_profile import ENCODED_ENUMS, FRAMEWORK_MESSAGES, DutProfile
 from hil.bench.validation import hex_id, is_identifier_path
 from hil.errors import BenchConfigError
-from hil.images.families import DEFAULT_FAMILY, FAMILIES, shared_dids
+from hil.images.families import DEFAULT_FAMILY, FAMILIES, OPTIONAL_DIDS, shared_dids
 from hil.odx.layouts import (DID_LAYOUTS, ENCODING_HOMES, ERASE_OPTIONS, ROUTINE_OPTIONS, WRITTEN_DIDS, Field,
                              erase_options, normalise)
 
@@ -544,6 +544,8 @@ def _dids(services: list[_Service], reads: list[_Service], matched: dict[str, _S
     for name in wanted:
         svc = matched.get(name)
         if svc is None:
+            if name in OPTIONAL_DIDS:
+                continue  # a role a board may lack: not demanded in the draft
             dids[name] = TODO
             imported.todo.setdefault(f"dids.{name}", "no ReadDataByIdentifier service in the ODX matched its name; "
                                      f"map one with --map {name}=<SHORT-NAME> (unmapped: "
