@@ -20,6 +20,8 @@ from hil.campaign.results import (BoardRecord, HistoryView, Outcome, StageTally,
 from hil.campaign.spec import campaign_from_data, load_campaign
 from hil.errors import CampaignError
 
+from bench_ports import private_bench_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -277,7 +279,7 @@ def test_cli_check_shows_the_plan_and_refuses_a_bad_file(tmp_path):
 
     out = CliRunner().invoke(main, ["campaign", "check", str(_small(tmp_path))])
     assert out.exit_code == 0, out.output
-    assert "stage canary: 1 vehicles" in out.output or "stage canary: 1 vehicle" in out.output
+    assert "stage canary: 2 vehicles" in out.output, out.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("campaign: x\n")
     out = CliRunner().invoke(main, ["campaign", "check", str(bad)])
@@ -296,7 +298,7 @@ def test_virtual_fleet_run_stops_at_a_bad_canary_and_reports_it(tmp_path):
     out_dir = tmp_path / "out"
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
     done = subprocess.run([sys.executable, "-m", "hil", "campaign", "run", str(campaign), "--fleet", "2",
-                           "--bench", str(ROOT / "benches/sim.yaml"), "--out", str(out_dir), "--no-progress"],
+                           "--bench", str(private_bench_file("benches/sim.yaml", tmp_path, prefix="fleet")), "--out", str(out_dir), "--no-progress"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 3, done.stdout + done.stderr
     report = json.loads((out_dir / "campaign-report.json").read_text())
@@ -470,7 +472,7 @@ def test_virtual_fleet_rolls_out_configuration_packages_per_vehicle_group(tmp_pa
     out_dir = tmp_path / "out"
     env = {**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")}
     done = subprocess.run([sys.executable, "-m", "hil", "campaign", "run", str(ROOT / "campaigns/winter-profiles.yaml"),
-                           "--fleet", "3", "--bench", str(ROOT / "benches/sim.yaml"), "--out", str(out_dir),
+                           "--fleet", "3", "--bench", str(private_bench_file("benches/sim.yaml", tmp_path, prefix="fleet")), "--out", str(out_dir),
                            "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out_dir / "campaign-report.json").read_text())

@@ -424,7 +424,7 @@ def add_steps(events: Sequence[AuditEvent], images: Sequence[Mapping[str, Any]] 
 #: falls under its nearest listed base class (checked by tests/test_allure_audit.py).
 TIMEOUT_TYPES = ("HilTimeout",)
 BENCH_TYPES = ("BenchBroken", "BenchBusy", "BenchConfigError", "InstrumentError", "LimitViolation",
-               "ReadbackMismatch", "ImageBuildError", "PowerLoss")  # PowerLoss: only inside the virtual board
+               "ReadbackMismatch", "ImageBuildError", "CampaignError", "PowerLoss")  # PowerLoss: only inside the virtual board
 DUT_TYPES = ("VerdictError", "UpdateFailed", "UdsError", "ImageError", "FlashError")
 
 
