@@ -69,10 +69,21 @@ def test_doctor_names_a_supply_that_does_not_answer(tmp_path):
     assert "supply TCPIP0::127.0.0.1::9::SOCKET" in text and "FAIL" in text, text
 
 
-def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
+#: `hil ARGS` started with SIGINT ignored, as a background job of a non-interactive shell starts it (`make test &`,
+#: load_soak.sh, some CI runners): the ignore survives exec, and Python then never raises KeyboardInterrupt.
+HIL_SIGINT_IGNORED = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'hil', *sys.argv[1:]])"]
+
+
+@pytest.mark.parametrize("stop_signal, hil", [
+    pytest.param(signal.SIGINT, HIL, id="ctrl_c"),
+    pytest.param(signal.SIGINT, HIL_SIGINT_IGNORED, id="ctrl_c-sigint_ignored_by_its_parent"),
+    pytest.param(signal.SIGTERM, HIL, id="sigterm"),
+])
+def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(stop_signal, hil, tmp_path):
     bench = _sim_bench(tmp_path)
-    proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(hil + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
     try:
         ready = ""
         assert proc.stdout is not None
@@ -81,7 +92,7 @@ def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
                 ready = line
                 break
         assert "psu" in ready and "console" in ready and "socket://" in ready, ready
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:

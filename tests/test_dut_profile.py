@@ -116,6 +116,7 @@ def test_missing_profile_file_is_named(tmp_path):
 def _inproc_bench(tmp_path: Path, profile: Path) -> Path:
     """The in-process virtual bench, with `profile` and without explicit levels (the profile's apply)."""
     data = yaml.safe_load((ROOT / "benches/sim-inproc.yaml").read_text())
+    data["bench"] = f"profile-{uuid.uuid4().hex[:8]}"  # its own lock: runs beside a suite on sim-inproc
     data["dut"]["profile"] = str(profile)
     for key in ("security", "bench_security"):
         data["dut"][key].pop("level", None)

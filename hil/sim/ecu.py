@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # type-only: these modules do not import this one back
     from hil.images.payload import FirmwareDescriptor
     from hil.sim.bootloader import Bootloader
     from hil.sim.defects import Defects
+    from hil.sim.soc import CpuStall
 
 
 @dataclass
@@ -48,6 +49,7 @@ class EcuContext(Protocol):
     sa_attempts: int
     sa_lockout_until: float
     charge_inhibit: bool
+    cpu_stall: "CpuStall"
 
     def log(self, line: str) -> None: ...
     def nv_get(self, key: str, default: Any = None) -> Any: ...
