@@ -10,7 +10,7 @@ The per-defect lines printed while the runs go are provisional; the summary appl
     .venv/bin/python benchmarks/mutation_score.py [--jobs 2] [--defects a,b] [--no-clean] [--bench benches/sim.yaml]
 
 Prints one line per defect with the tests that went red, then the score; the last line is one JSON
-object. Not part of `make test` (it takes minutes); tests/test_defects.py runs three defects there.
+object. Not part of `make test` (it takes minutes); tests/test_defects.py runs four defects there.
 """
 
 from __future__ import annotations
