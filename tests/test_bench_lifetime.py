@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from test_cli_and_plugin import HIL, _sim_bench  # noqa: E402
 
+#: Every test here runs whole virtual benches (and validation cases in a subprocess): `make test-fast` leaves them out.
+pytestmark = pytest.mark.integration
+
 #: A short case that runs with the virtual bench up for several seconds (a fixed 5 s observation window).
 CASE = "testcases/test_soc_timing.py::test_soc_cycle_timing_idle"
 

@@ -87,13 +87,16 @@ def exit_with_parent(parent_pid: int, stop: Callable[[str], None], *, death_sign
             print(f"hil sim: no parent-death signal ({exc}); watching the parent's pipe only", file=sys.stderr)
 
     def watch() -> None:
+        # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds the reader's lock, and the
+        # interpreter then aborts at exit ("could not acquire lock for <stdin> at interpreter shutdown", SIGABRT).
         try:
-            while sys.stdin.buffer.read(4096):  # the parent never writes: only end-of-file ends this
+            while os.read(stdin, 4096):  # the parent never writes: only end-of-file ends this
                 pass
         except (OSError, ValueError):
             pass
         stop(f"its parent (pid {parent_pid}) closed the pipe - it ended")
 
+    stdin = sys.stdin.fileno()
     threading.Thread(target=watch, name="hil-sim-parent-watch", daemon=True).start()
     if os.getppid() != parent_pid:  # the parent died before the signal was asked for
         stop(f"its parent (pid {parent_pid}) is gone")
