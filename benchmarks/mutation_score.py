@@ -103,8 +103,10 @@ def bench_copy(base: Path, workdir: Path, slot: int, defect: str | None) -> Path
     for key, default in (("recipes", "../firmware_images/recipes"), ("build_dir", "../firmware_images/build"),
                          ("keys_dir", "../firmware_images/keys"), ("packages", "../firmware_images/packages")):
         images[key] = str((base.parent / images.get(key, default)).resolve())
-    if data["can"].get("dbc"):  # else the DUT profile's DBC
+    if data["can"].get("dbc"):
         data["can"]["dbc"] = str((base.parent / data["can"]["dbc"]).resolve())
+    else:  # the DUT profile's DBC, or dbc/bms.dbc next to the base bench - not next to this copy
+        data["can"]["dbc"] = str(load_bench(base).can.dbc)
     if data["dut"].get("profile"):
         data["dut"]["profile"] = str((base.parent / data["dut"]["profile"]).resolve())
     if images.get("signing_key"):
