@@ -101,6 +101,7 @@ def test_new_message_case_fails_on_a_board_that_keeps_sending_it_after_a_rollbac
     assert "1 failed" in out and "the board still sends" in out, out
 
 
+@pytest.mark.integration
 def test_charging_window_case_fails_on_a_board_that_starves_its_soc_task_in_the_rampdown(tmp_path):
     result = _run_case(tmp_path, "soc_starved_during_charge_rampdown", "charging_paused_for_the_install",
                        case_file="testcases/test_charging_window.py")
