@@ -10,7 +10,7 @@ The per-defect lines printed while the runs go are provisional; the summary appl
     .venv/bin/python benchmarks/mutation_score.py [--jobs 2] [--defects a,b] [--no-clean] [--bench benches/sim.yaml]
 
 Prints one line per defect with the tests that went red, then the score; the last line is one JSON
-object. Not part of `make test` (it takes minutes); tests/test_defects.py runs three defects there.
+object. Not part of `make test` (it takes minutes); tests/test_defects.py runs four defects there.
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ def bench_copy(base: Path, workdir: Path, slot: int, defect: str | None) -> Path
     for key, default in (("recipes", "../firmware_images/recipes"), ("build_dir", "../firmware_images/build"),
                          ("keys_dir", "../firmware_images/keys"), ("packages", "../firmware_images/packages")):
         images[key] = str((base.parent / images.get(key, default)).resolve())
-    if data["can"].get("dbc"):  # else the DUT profile's DBC
+    if data["can"].get("dbc"):
         data["can"]["dbc"] = str((base.parent / data["can"]["dbc"]).resolve())
+    else:  # the DUT profile's DBC, or dbc/bms.dbc next to the base bench - not next to this copy
+        data["can"]["dbc"] = str(load_bench(base).can.dbc)
     if data["dut"].get("profile"):
         data["dut"]["profile"] = str((base.parent / data["dut"]["profile"]).resolve())
     if images.get("signing_key"):

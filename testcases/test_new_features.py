@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from hil.bench import contract
 from hil.bench.contract import MSG_BALANCING, MSG_CELL_VOLTAGES, MSG_SOC_CORE, MSG_TEMPERATURES, Reason, UpdateState
 from hil.bench.frames import cell_layout, temperature_layout
 from hil.drivers.load import CELL_VOLTAGE, PACK_CURRENT, TEMPERATURE
+from hil.dut.settle import settle, settle_signal
 from hil.timing.measure import Measurement
 from hil.images.releases import new_messages, release_database, release_messages
 
@@ -29,6 +31,10 @@ HIGH_CELL_V = 3.76
 TEMP_C = 31.0
 PACK_A = -20.0  # discharging: the sign and scale of the pack current must survive every release
 WINDOW_S = 4.0
+#: What "the board reports the held value" allows: the cell voltages' resolution (1 mV) plus sensing, whole degrees.
+CELL_TOLERANCE_V = 0.005
+TEMP_TOLERANCE_C = 1.0
+PACK_TOLERANCE_A = 0.5
 
 
 def _high_cell(can) -> int:
@@ -36,15 +42,37 @@ def _high_cell(can) -> int:
     return min(5, can.profile.soc_core.cells)
 
 
-def _hold_pack(load, can, bench_config) -> None:
-    """Set the pack state, then let the board see it (every multiplexed group once) before anything is judged."""
+def _sensors_near(layout, signals: dict, expected, tolerance: float) -> bool:
+    """Every pack sensor one frame carries (its group of `layout`) within `tolerance` of `expected(sensor number)`."""
+    values = layout.values(signals)
+    return bool(values) and all(abs(v - expected(i)) <= tolerance for i, v in values.items())
+
+
+def _hold_pack(load, can, dut_profile, measure, when: str) -> None:
+    """Set the pack state, then wait until the board reports it - the current, every cell group, every temperature
+    group - each measured against the DUT profile's settling time, before anything is judged. A value that does
+    not settle fails its measurement; the checks that follow say what it means."""
     load.require(CELL_VOLTAGE, TEMPERATURE, PACK_CURRENT)
+    settling = dut_profile.settling
+    high = _high_cell(can)
+    cells, temps = cell_layout(can.db, can.profile), temperature_layout(can.db, can.profile)
+    since = time.monotonic()
     load.set_cell_voltage(CELL_V)
-    load.set_cell_voltage(HIGH_CELL_V, _high_cell(can))
+    load.set_cell_voltage(HIGH_CELL_V, high)
     load.set_temperature(TEMP_C)
     load.set_pack_current(PACK_A)
-    groups = max(len(cell_layout(can.db, can.profile).groups()), len(temperature_layout(can.db, can.profile).groups()))
-    can.collect(MSG_SOC_CORE, (groups + 2) * bench_config.timing.soc_period_ms / 1000.0)
+    measure(settle_signal(can, MSG_SOC_CORE, contract.SIG_PACK_CURRENT, PACK_A, tolerance=PACK_TOLERANCE_A,
+                          name=f"pack_current_{when}", since=since, limit_s=settling.pack_s).measurement)
+
+    def cell_v(i: int) -> float:
+        return HIGH_CELL_V if i == high else CELL_V
+
+    measure(settle(can, MSG_CELL_VOLTAGES, lambda s: _sensors_near(cells, s, cell_v, CELL_TOLERANCE_V),
+                   name=f"cell_voltages_{when}", what=f"{MSG_CELL_VOLTAGES} reporting the held cells", since=since,
+                   limit_s=settling.pack_s, hold=len(cells.groups())).measurement)
+    measure(settle(can, MSG_TEMPERATURES, lambda s: _sensors_near(temps, s, lambda i: TEMP_C, TEMP_TOLERANCE_C),
+                   name=f"cell_temperatures_{when}", what=f"{MSG_TEMPERATURES} reporting {TEMP_C:g} degC", since=since,
+                   limit_s=settling.temperature_s, hold=len(temps.groups())).measurement)
 
 
 def _record_all(can, seconds: float) -> dict[str, list]:
@@ -103,7 +131,8 @@ def _check_shared_layouts(decoded: dict[str, list[dict]], version: str, can) -> 
 
 @pytest.mark.fault(row=21, expect="after the update to 2.0.0 the new message arrives at its period with plausible signals")
 @pytest.mark.requirement("R156-integrity", "BMS-new-feature")
-def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can, load, bench_config, measure):
+def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can, load, bench_config, dut_profile,
+                                                       measure):
     db = can.db
     new_version = images.version("major_update")
     balancing_name = can.profile.can.dbc_message(MSG_BALANCING)
@@ -112,7 +141,7 @@ def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can
     outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(new_version, UpdateState.SUCCESS, Reason.NONE), measure)
-    _hold_pack(load, can, bench_config)
+    _hold_pack(load, can, dut_profile, measure, "held")
     frames = _record_all(can, WINDOW_S)
     decoded, unknown = _decode_with_release(frames, can, dut.version())
     assert not unknown, f"frames release {new_version} does not define:\n" + "\n".join(unknown[:10])
@@ -138,13 +167,13 @@ def test_new_can_message_arrives_after_update_to_2_0_0(dut, flasher, images, can
 
 @pytest.mark.fault(row=21, expect="after a rollback the new message is gone and the old messages are as before")
 @pytest.mark.requirement("R156-recovery", "BMS-new-feature")
-def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load, bench_config, measure):
+def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load, bench_config, dut_profile, measure):
     baseline = dut.version()
     assert can.profile.can.dbc_message(MSG_BALANCING) not in release_messages(can.db, baseline)
     outcome = flasher.update(images["major_update_selftest_fail"])  # runs 2.0.0 for its trial boot, then rolls back
     assert outcome.state is UpdateState.ROLLED_BACK, outcome.states_seen
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.ROLLED_BACK, Reason.SELFTEST_FAILED), measure)
-    _hold_pack(load, can, bench_config)
+    _hold_pack(load, can, dut_profile, measure, "held")
     frames = _record_all(can, WINDOW_S)
     decoded, unknown = _decode_with_release(frames, can, dut.version())
     assert not unknown, f"after the rollback to {baseline} the board still sends:\n" + "\n".join(unknown[:10])
@@ -154,8 +183,9 @@ def test_new_can_message_is_gone_after_rollback(dut, flasher, images, can, load,
 
 @pytest.mark.fault(row=21, expect="the messages every release shares keep their layout in 2.0.0")
 @pytest.mark.requirement("BMS-new-feature")
-def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can, load, bench_config, measure):
-    _hold_pack(load, can, bench_config)
+def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can, load, bench_config, dut_profile,
+                                                      measure):
+    _hold_pack(load, can, dut_profile, measure, "held_before")
     before, unknown = _decode_with_release(_record_all(can, 2.0), can, dut.version())
     assert not unknown, "\n".join(unknown[:10])
     assert not _check_shared_layouts(before, dut.version(), can), "the baseline itself does not decode plausibly"
@@ -163,7 +193,7 @@ def test_existing_messages_keep_their_layout_in_2_0_0(dut, flasher, images, can,
     new_version = images.version("major_update")
     outcome = flasher.update(images["major_update"])
     assert outcome.state is UpdateState.SUCCESS, outcome.states_seen
-    _hold_pack(load, can, bench_config)
+    _hold_pack(load, can, dut_profile, measure, "held_after")
     after, unknown = _decode_with_release(_record_all(can, 2.0), can, new_version)
     assert not unknown, "\n".join(unknown[:10])
     problems = _check_shared_layouts(after, new_version, can)

@@ -56,19 +56,23 @@ def test_doctor_names_a_supply_that_does_not_answer(tmp_path):
 
 def _inherit_sigint(disposition):
     """A child that starts with SIGINT as given: SIG_IGN is what a non-interactive shell's background job passes on
-    (`make test &`), whatever the test run itself inherited."""
+    (`make test &`, load_soak.sh, some CI runners), whatever the test run itself inherited."""
     return lambda: signal.signal(signal.SIGINT, disposition)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint_default", "sigint_ignored"])
-def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path, inherited):
-    """Ctrl-C (SIGINT, what the plugin sends its bench) stops `hil sim` at once, also when it inherited SIGINT
-    ignored: Python then raises no KeyboardInterrupt, and the bench was killed after a 15 s timeout."""
+@pytest.mark.parametrize("stop_signal, inherited", [
+    pytest.param(signal.SIGINT, signal.SIG_DFL, id="ctrl_c"),
+    pytest.param(signal.SIGINT, signal.SIG_IGN, id="ctrl_c-sigint_ignored_by_its_parent"),
+    pytest.param(signal.SIGTERM, signal.SIG_DFL, id="sigterm"),
+])
+def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path, stop_signal, inherited):
+    """Ctrl-C (SIGINT, what the plugin sends its bench) and SIGTERM stop `hil sim` at once, also when it inherited
+    SIGINT ignored: Python then raises no KeyboardInterrupt, and the bench was killed after a 15 s timeout."""
     bench = _sim_bench(tmp_path)
     proc = subprocess.Popen(HIL + ["sim", "--bench", str(bench), "--ready-line"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_inherit_sigint(inherited))
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_inherit_sigint(inherited),
+                            env={**os.environ, "HIL_LOCK_DIR": str(tmp_path / "locks")})
     try:
         ready = ""
         assert proc.stdout is not None
@@ -77,8 +81,8 @@ def test_hil_sim_prints_endpoints_and_stops_on_ctrl_c(tmp_path, inherited):
                 ready = line
                 break
         assert "psu" in ready and "console" in ready and "socket://" in ready, ready
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -4,7 +4,9 @@ The full kill matrix is `benchmarks/mutation_score.py` (minutes, not part of `ma
 defects show that the verdicts of the black-box power-cut cases cannot lie:
 - a supply that acknowledges OUTP OFF but keeps its output live fails the black-box sweep;
 - a board that resumes an interrupted swap from the wrong step fails the multi-cut swap case;
-- a board that keeps sending the new release's CAN message after a rollback fails the new-feature case.
+- a board that keeps sending the new release's CAN message after a rollback fails the new-feature case;
+- a board whose activation starves its SOC task until the charge current has fallen fails the charging-window
+  case (no SOC cycle, no 0 A limit: the charger stopped on its own timeout).
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ def test_new_message_case_fails_on_a_board_that_keeps_sending_it_after_a_rollbac
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "1 failed" in out and "the board still sends" in out, out
+
+
+@pytest.mark.integration
+def test_charging_window_case_fails_on_a_board_that_starves_its_soc_task_in_the_rampdown(tmp_path):
+    result = _run_case(tmp_path, "soc_starved_during_charge_rampdown", "charging_paused_for_the_install",
+                       case_file="testcases/test_charging_window.py")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "1 failed" in out and "did not keep its cycle" in out, out
 
 
 def _mutation_score():

@@ -52,9 +52,15 @@ class SimProcess:
         The parent holds the bench lock, so the child is told not to take it (`--lock-held`).
         A child that exits first is reported at once with its exit code and last output.
         """
-        cmd = [sys.executable, "-m", "hil", "sim", "--bench", str(self.bench_file), "--ready-line", "--lock-held"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # The child ends with this process, however it ends (hil/sim/lifetime.py): it watches the pipe on its
+        # stdin, whose write end only this process holds, and on Linux asks for SIGTERM when its parent thread
+        # ends - asked only from the main thread, whose end is this process's end.
+        cmd = [sys.executable, "-m", "hil", "sim", "--bench", str(self.bench_file), "--ready-line", "--lock-held",
+               "--parent-pid", str(os.getpid())]
+        if threading.current_thread() is threading.main_thread():
+            cmd.append("--death-signal")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._reader = threading.Thread(target=self._read, name="hil-sim-output", daemon=True)
         self._reader.start()
         # The reader sets the event on READY and also at end of output (the child exited).
@@ -95,15 +101,21 @@ class SimProcess:
                 log.close()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Ctrl-C the simulator, and kill it if it does not stop in time."""
-        if self.proc is None or self.proc.poll() is not None:
+        """Ctrl-C the simulator, and kill it if it does not stop in time; then close its pipe."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
 
 
 @dataclass

@@ -512,6 +512,24 @@ def _default_roles(roles: type[enum.IntEnum]) -> dict[str, int]:
     return {m.name: int(m.value) for m in roles if m.name in wanted}
 
 
+class SettlingProfile(_Model):
+    """How long the board takes to act on an input it samples: from the input's change to the value it derives.
+
+    A board scans its cell temperatures, measures its pack current and supply, reads the vehicle
+    state from CAN and applies a configuration package at its own pace, so a frame sent just after
+    an input changed may still carry the old value. Cases wait until the value has settled and
+    record the time it took as a measurement with these limits (hil.dut.settle), never the first
+    frame after the change.
+    """
+
+    temperature_s: float = Field(2.0, gt=0, description="cell temperatures -> BMS_Temperatures and the charge limits")
+    pack_s: float = Field(1.0, gt=0, description="pack current and cell voltages -> BMS_SocCore, BMS_CellVoltages and "
+                                                "the activation precondition")
+    configuration_s: float = Field(2.0, gt=0, description="an applied configuration package -> the limits it sets")
+    vehicle_state_s: float = Field(1.0, gt=0, description="VCU_VehicleState -> the charging window the activation checks")
+    supply_s: float = Field(0.5, gt=0, description="the supply voltage -> the activation precondition")
+
+
 def _default_encodings() -> dict[str, dict[str, int]]:
     return {k: _enum_table(e) for k, e in ENCODED_ENUMS.items()}
 
@@ -536,6 +554,7 @@ class DutProfile(_Model):
     soc_core: SocCoreProfile = SocCoreProfile()
     vehicle_state: VehicleStateProfile = VehicleStateProfile()
     records: RecordsProfile = RecordsProfile()
+    settling: SettlingProfile = SettlingProfile()
     source: Path | None = Field(None, exclude=True)
 
     @field_validator("dids", "routines")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import signal
-import threading
+import sys
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console as RichConsole
@@ -23,47 +25,87 @@ def main() -> None:
     """Hardware-in-the-loop validation of BMS firmware updates."""
 
 
+class _StopRequest:
+    """Why `hil sim` should stop (None: it should not). Signal handlers set it, so it takes no lock: an
+    Event.set() in a handler deadlocks when the signal lands while the main thread holds that Event's own
+    lock inside Event.wait(). Until the bench runs, a request also interrupts the start-up."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.starting = True
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        if self.reason is None:
+            self.reason = signal.Signals(signum).name
+        if self.starting:
+            self.starting = False
+            raise KeyboardInterrupt
+
+    def from_thread(self, reason: str) -> None:
+        """A stop asked by another thread (the parent's pipe closed): as if a SIGTERM arrived."""
+        if self.reason is None:
+            self.reason = reason
+        if self.starting:
+            _thread.interrupt_main(signal.SIGTERM)  # runs on_signal in the main thread: the start-up ends
+
+
 @main.command()
 @bench_option("bench YAML with virtual: true")
 @click.option("--power-on", is_flag=True, help="switch the emulated supply on at start (else the board stays unpowered "
                                                  "until a client switches the supply on)")
 @click.option("--ready-line", is_flag=True, hidden=True, help="print a machine-readable READY line (for the plugin)")
 @click.option("--lock-held", is_flag=True, hidden=True, help="the parent process holds the bench lock (Bench.open)")
-def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> None:
+@click.option("--parent-pid", type=int, default=None, hidden=True,
+              help="end when this parent ends: end-of-file on stdin (a pipe the parent holds) - SimProcess")
+@click.option("--death-signal", is_flag=True, hidden=True,
+              help="with --parent-pid, on Linux: also SIGTERM when the parent dies (PR_SET_PDEATHSIG)")
+def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool, parent_pid: int | None,
+        death_signal: bool) -> None:
     """Run a virtual bench in the foreground until Ctrl-C (holding the bench lock)."""
     from hil.bench.bench import READY_MARK
     from hil.bench.lock import BenchLock
     from hil.sim.bench import VirtualBench
+    from hil.sim.lifetime import exit_with_parent, exit_within, stop_orphans
 
-    cfg = load_bench_config(bench_file)
-    if not cfg.virtual:
-        raise click.ClickException(f"{bench_file}: virtual is false; `hil sim` runs virtual benches only")
-    if cfg.can.interface == "virtual":
-        raise click.ClickException(f"{bench_file}: can.interface 'virtual' only works inside one process; "
-                                   "use udp_multicast for a bench in its own process")
-    stop = threading.Event()
-    # Ctrl-C and SIGTERM stop the bench. SIGINT explicitly too: a process started in the background by a
-    # non-interactive shell inherits SIGINT ignored, and Python then raises no KeyboardInterrupt - the
-    # plugin's SIGINT would go unheard and its bench be killed after a timeout.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    lock = None if lock_held else BenchLock(cfg.bench)
-    if lock is not None:
+    # Ctrl-C and SIGTERM stop the bench in order. Both handlers are set here, whatever this process inherited:
+    # a process started with SIGINT ignored (a background job of a non-interactive shell - `make test &`,
+    # load_soak.sh, some CI runners) keeps ignoring it, and Python then never raises KeyboardInterrupt.
+    stopping = _StopRequest()
+    signal.signal(signal.SIGINT, stopping.on_signal)
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid, stopping.from_thread, death_signal=death_signal)
+    lock: BenchLock | None = None
+    bench: VirtualBench | None = None
+    ready = False
+    try:
+        cfg = load_bench_config(bench_file)
+        if not cfg.virtual:
+            raise click.ClickException(f"{bench_file}: virtual is false; `hil sim` runs virtual benches only")
+        if cfg.can.interface == "virtual":
+            raise click.ClickException(f"{bench_file}: can.interface 'virtual' only works inside one process; "
+                                       "use udp_multicast for a bench in its own process")
+        if not lock_held:
+            lock = BenchLock(cfg.bench)
+            try:
+                lock.acquire()
+            except HilError as exc:
+                lock = None
+                raise click.ClickException(str(exc)) from None
+        # This run holds the bench lock (itself or through its parent): a `hil sim` of the same bench file whose
+        # parent has gone belongs to nobody, and would hold the ports and the flash file.
+        for orphan in stop_orphans(cfg.source or Path(bench_file)):
+            print(f"hil sim: stopped an orphaned virtual bench of {bench_file}: {orphan.describe()} - its run had "
+                  "ended and nobody held the bench lock for it", file=sys.stderr, flush=True)
+        bench = VirtualBench(cfg)
         try:
-            lock.acquire()
-        except HilError as exc:
-            raise click.ClickException(str(exc)) from None
-    bench = VirtualBench(cfg)
-    try:
-        bench.start()
-    except (HilError, OSError) as exc:
-        bench.stop()
-        if lock is not None:
-            lock.release()
-        raise click.ClickException(f"virtual bench {cfg.bench} could not start: {exc}") from None
-    try:
+            bench.start()
+        except (HilError, OSError) as exc:
+            raise click.ClickException(f"virtual bench {cfg.bench} could not start: {exc}") from None
         if power_on:
             bench.supply.power_on(cfg.psu.channel, cfg.psu.nominal_voltage, cfg.psu.current_limit)
+        stopping.starting = False  # from here on a stop request is noticed by the loop below
+        ready = True
         endpoints = bench.endpoints()
         table = Table(title=f"virtual bench {cfg.bench}")
         table.add_column("endpoint")
@@ -83,16 +125,19 @@ def sim(bench_file: str, power_on: bool, ready_line: bool, lock_held: bool) -> N
             out.print(f"Holding the bench lock of {cfg.bench}: pytest, `hil flash` and `hil doctor` on this bench "
                       "are refused until Ctrl-C.")
             out.print("Ctrl-C stops the bench.")
-        while not stop.wait(0.5):
-            pass
+        while stopping.reason is None:
+            time.sleep(0.1)  # a flag, not an Event: signal handlers set it (see _StopRequest)
     except KeyboardInterrupt:
-        pass
+        print(f"hil sim: stopped before the bench was ready ({stopping.reason or 'interrupted'})", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
-        bench.stop()
+        exit_within()  # the orderly stop below must not keep the process alive
+        if bench is not None:
+            bench.stop()
         if lock is not None:
             lock.release()
-        if not ready_line:
-            out.print("virtual bench stopped")
+        if ready and not ready_line:
+            out.print(f"virtual bench stopped ({stopping.reason})")
 
 
 @main.command()

@@ -236,6 +236,12 @@ class CanChannel:
                          else f"(no DBC frames at all; {self.undecoded} other frames)")
         return "\n".join(lines)
 
+    def frames_since(self, message: str, since: float) -> list[Frame]:
+        """Every kept frame of `message` received at/after `since` (time.monotonic()), oldest first."""
+        self._check_name(message)
+        with self._cond:
+            return [f for f in self._history[message] if f.received >= since]
+
     def latest(self, name: str) -> Frame | None:
         """The last decoded frame of `name`, if any."""
         self._check_name(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import can
 
@@ -94,12 +94,26 @@ class Vehicle:
                 self._task = None
 
 
+class ChargerChange(NamedTuple):
+    """One change of the current the charger delivers, and why it made it."""
+
+    time: float  # time.monotonic() when the battery emulator was programmed
+    amps: float
+    #: "limit" (a BMS_ChargeLimits frame), "comm_loss" (no limit frame for `comm_loss_s`: the charger's own
+    #: timeout), "unplugged" (the vehicle says no charger is connected) or "stop" (the bench stopped it).
+    cause: str
+    #: The receive time (Frame.received) of the limit frame it followed; None for the other causes.
+    limit_frame: float | None = None
+
+
 class ChargerEmulation:
     """The charger: delivers `request_a` into the pack, never more than the BMS's MaxChargeCurrent.
 
     Follows every BMS_ChargeLimits frame (sent once a second, and at once when the limit changes) and
     programs the battery emulator's pack current, as a charger obeying the BMS would. Stops (0 A) when
-    the vehicle is unplugged or on `stop()`. Use as a context manager.
+    the vehicle is unplugged, when no limit frame came for `comm_loss_s` (its own timeout), or on
+    `stop()`. Every change is logged with its cause (`log`), so a case can tell a charger that obeyed
+    the BMS from one that gave up waiting for it. Use as a context manager.
     """
 
     def __init__(self, can_channel: Any, load: Any, vehicle: Vehicle, request_a: float,
@@ -111,9 +125,10 @@ class ChargerEmulation:
         self._vehicle = vehicle
         self.request_a = request_a
         self.delivered_a = 0.0
-        self.log: list[tuple[float, float]] = []  # (monotonic time, amps) of every change the charger made
+        self.log: list[ChargerChange] = []  # every change the charger made, with its cause
         self.errors: list[str] = []
         self._stop = threading.Event()
+        self._delivering = threading.Event()
         self._thread = threading.Thread(target=self._run, name="charger", daemon=True)
 
     def __enter__(self) -> "ChargerEmulation":
@@ -126,29 +141,47 @@ class ChargerEmulation:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5.0)
-        self._set(0.0)
+        self._set(0.0, "stop")
 
-    def _set(self, amps: float) -> None:
+    def wait_delivering(self, timeout: float) -> ChargerChange:
+        """The change with which the charger started delivering current; HilTimeout with its log otherwise."""
+        if not self._delivering.wait(timeout):
+            raise HilTimeout(f"the charger delivered no current within {timeout:g} s (it follows BMS_ChargeLimits)",
+                             "\n".join(map(str, self.log + [*(f"error: {e}" for e in self.errors)])) or "(no change)")
+        return next(c for c in self.log if c.amps > 0)
+
+    def stops(self, since: float) -> list[ChargerChange]:
+        """The changes to 0 A made at/after `since` (time.monotonic())."""
+        return [c for c in self.log if c.time >= since and c.amps == 0.0]
+
+    def _set(self, amps: float, cause: str, limit_frame: float | None = None) -> None:
         if amps != self.delivered_a:
             self._load.set_pack_current(amps)
             self.delivered_a = amps
-            self.log.append((time.monotonic(), amps))
+            self.log.append(ChargerChange(time.monotonic(), amps, cause, limit_frame))
+            if amps > 0:
+                self._delivering.set()
 
     def _run(self) -> None:
         since = time.monotonic()
         last_limit_at = since
         limit = 0.0
+        limit_frame: float | None = None
+        cause = "limit"
         while not self._stop.is_set():
             try:
                 frame = self._can.wait_for(contract.MSG_CHARGE_LIMITS, timeout=0.2, since=since)
                 since = frame.received + 1e-6
                 last_limit_at = time.monotonic()
                 limit = float(frame.signals[contract.SIG_MAX_CHARGE_CURRENT])
+                limit_frame, cause = frame.received, "limit"
             except HilTimeout:
                 if time.monotonic() - last_limit_at > self.comm_loss_s:
-                    limit = 0.0  # the BMS is silent (installing): a charger without a limit delivers nothing
-            target = min(self.request_a, limit) if self._vehicle.state.charger_connected else 0.0
+                    # The BMS is silent: a charger without a limit delivers nothing (its own timeout).
+                    limit, limit_frame, cause = 0.0, None, "comm_loss"
+            plugged = self._vehicle.state.charger_connected
+            target = min(self.request_a, limit) if plugged else 0.0
             try:
-                self._set(target)
+                self._set(target, cause if plugged else "unplugged", limit_frame if plugged else None)
             except Exception as exc:  # recorded for the test's verdict, never lost in a thread
                 self.errors.append(f"{type(exc).__name__}: {exc}")

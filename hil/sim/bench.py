@@ -30,6 +30,7 @@ from hil.sim.family import board_parts
 from hil.sim.console import ConsoleServer
 from hil.sim.defects import Defects
 from hil.sim.flash import FlashModel
+from hil.sim.lifetime import port_holder
 from hil.sim.instruments import BATTERY_MODELS, SUPPLY_MODELS, BatteryEmulatorModel, SupplyModel
 from hil.sim.nvstore import NvStore
 from hil.sim.scpi import LineServer, ScpiServer
@@ -41,8 +42,10 @@ def _listen(server: LineServer, field: str, host: str, port: int) -> int:
         return server.start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise BenchBroken(f"{field}: port {host}:{port} is in use (another virtual bench or `hil sim` on it? "
-                              "give each bench its own ports, or 0 for a free one)") from None
+            holder = port_holder(host, port)
+            who = f"held by {holder.describe()}" if holder else "held by a process this user cannot see"
+            raise BenchBroken(f"{field}: port {host}:{port} is in use, {who} (another virtual bench or `hil sim` on "
+                              "it? give each bench its own ports, or 0 for a free one)") from None
         raise BenchBroken(f"{field}: cannot listen on {host}:{port}: {exc}") from None
 
 

@@ -52,6 +52,27 @@ DEFAULT_CONFIG[2] = {**DEFAULT_CONFIG[1], "balancing_threshold_mV": 10}
 TX_MAILBOX_DEPTH = 32
 #: Defect bms_offline_too_long_during_install: silent start-up after an install, beyond a 5 s offline budget.
 OFFLINE_DEFECT_S = 6.5
+#: The analog front end scans the temperature sensors this often; the firmware works with the last scan
+#: (one reason a board takes time to settle after a temperature change: the DUT profile's `settling`).
+TEMPERATURE_SCAN_S = 0.5
+
+
+class TemperatureScan:
+    """The AFE's periodic temperature scan: sensors are read at most once per `period_s`, readers get the last scan."""
+
+    def __init__(self, read: Callable[[], list[float]], period_s: float = TEMPERATURE_SCAN_S) -> None:
+        self._read = read
+        self.period_s = period_s
+        self._lock = threading.Lock()
+        self._values: list[float] | None = None
+        self._at = 0.0
+
+    def __call__(self) -> list[float]:
+        with self._lock:
+            now = time.monotonic()
+            if self._values is None or now - self._at >= self.period_s:
+                self._values, self._at = list(self._read()), now
+            return list(self._values)
 
 
 class CpuReset(Exception):
@@ -131,7 +152,8 @@ class Board:
         self.trusted = list(trusted)
         self.bus = bus
         self.notifier = notifier
-        self.battery = battery
+        # What the firmware reads of the pack: current and cell voltages each cycle, temperatures from the last scan.
+        self.battery = PackSource(battery.pack_current, TemperatureScan(battery.temperatures), battery.cell_voltages)
         self._console = console
         self.profile = cfg.profile
         dbc = cfg.can.dbc or self.profile.can.dbc

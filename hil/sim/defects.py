@@ -146,6 +146,9 @@ DEFECTS: dict[str, DefectInfo] = {
     "install_outside_charging_window": DefectInfo(
         "an install is refused while the vehicle is driving or unplugged", (23,),
         "install_refused_outside_the_charging_window", ("test_charging_window.py",)),
+    "soc_starved_during_charge_rampdown": DefectInfo(
+        "the SOC core keeps its cycle, and sends the 0 A charge limit, while the charge ramps down for an install",
+        (17, 23), "charging_paused_for_the_install", ("test_charging_window.py",)),
     "bms_offline_too_long_during_install": DefectInfo(
         "the BMS is offline for an install no longer than its budget", (26,),
         "charging_paused_for_the_install", ("test_charging_window.py",)),

@@ -7,6 +7,7 @@ nothing a tester sends can crash it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -548,13 +549,17 @@ class DiagServer:
             ecu.log(f"UPD: activation refused, not in the charging window ({said})")
             ecu.set_update(UpdateState.VERIFIED, refusal)
             raise NegativeResponse(Nrc.CONDITIONS_NOT_CORRECT)
-        ecu.charge_inhibit = True  # BMS_ChargeLimits goes to 0 A at the next SOC cycle
-        limit = ecu.sim.activation_max_current_a
-        deadline = time.monotonic() + ecu.sim.charge_rampdown_s
-        current = abs(ecu.battery.pack_current())
-        while current > limit and time.monotonic() < deadline:
-            ecu.pause(0.05)
+        # Defect: the activation's wait starves the SOC task until the current has fallen - no BMS_SocCore and
+        # no 0 A BMS_ChargeLimits meanwhile, so the charger stops only on its own timeout.
+        starved = ecu.defects.has("soc_starved_during_charge_rampdown")
+        with ecu.cpu_stall.held() if starved else contextlib.nullcontext():
+            ecu.charge_inhibit = True  # BMS_ChargeLimits goes to 0 A at the next SOC cycle
+            limit = ecu.sim.activation_max_current_a
+            deadline = time.monotonic() + ecu.sim.charge_rampdown_s
             current = abs(ecu.battery.pack_current())
+            while current > limit and time.monotonic() < deadline:
+                ecu.pause(0.05)
+                current = abs(ecu.battery.pack_current())
         if current > limit and not ecu.defects.has("pack_current_precondition_ignored"):
             ecu.charge_inhibit = False
             ecu.log(f"UPD: activation refused, pack current {current:.1f} A")

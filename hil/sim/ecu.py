@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # type-only: these modules do not import this one back
     from hil.images.payload import FirmwareDescriptor
     from hil.sim.bootloader import Bootloader
     from hil.sim.defects import Defects
+    from hil.sim.soc import CpuStall
 
 
 @dataclass
@@ -49,6 +50,7 @@ class EcuContext(Protocol):
     sa_attempts: int
     sa_lockout_until: float
     charge_inhibit: bool
+    cpu_stall: "CpuStall"
 
     @property
     def sa_delay_s(self) -> float: ...
