@@ -800,6 +800,7 @@ NOT_IN_ODX: dict[str, tuple[str, ...] | None] = {
     "soc_core": None,
     "vehicle_state": None,
     "records": None,
+    "settling": None,  # how long the board takes to act on an input it samples
     "update": None,  # what odx_update_fields leaves: the logical blocks, facts of another family
 }
 
