@@ -553,13 +553,16 @@ class DiagServer:
         # no 0 A BMS_ChargeLimits meanwhile, so the charger stops only on its own timeout.
         starved = ecu.defects.has("soc_starved_during_charge_rampdown")
         with ecu.cpu_stall.held() if starved else contextlib.nullcontext():
-            ecu.charge_inhibit = True  # BMS_ChargeLimits goes to 0 A at the next SOC cycle
+            # BMS_ChargeLimits goes to 0 A at the next SOC cycle. The starving board decides that only once the
+            # current has fallen: a cycle already under way when the stall began must not carry the 0 A.
+            ecu.charge_inhibit = not starved
             limit = ecu.sim.activation_max_current_a
             deadline = time.monotonic() + ecu.sim.charge_rampdown_s
             current = abs(ecu.battery.pack_current())
             while current > limit and time.monotonic() < deadline:
                 ecu.pause(0.05)
                 current = abs(ecu.battery.pack_current())
+            ecu.charge_inhibit = True
         if current > limit and not ecu.defects.has("pack_current_precondition_ignored"):
             ecu.charge_inhibit = False
             ecu.log(f"UPD: activation refused, pack current {current:.1f} A")
