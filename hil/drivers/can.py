@@ -305,7 +305,13 @@ class CanChannel:
         try:
             for path in paths:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                writers.append(can.Logger(str(path)))
+                writer = can.Logger(str(path))
+                if isinstance(writer, can.ASCWriter):
+                    # The .asc counts time from its first entry, and python-can writes an entry stamped before
+                    # it as an absolute time: the board stamps a frame with the end of its transmission, which
+                    # can precede a frame logged just before it. A start entry a second early keeps all relative.
+                    writer.log_event("trace started", timestamp=time.time() - 1.0)
+                writers.append(writer)
         except (OSError, ValueError) as exc:
             for w in writers:
                 w.stop()
