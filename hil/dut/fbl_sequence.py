@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from hil.bench import contract
 from hil.bench.contract import ActivationMode, Did, Reason, Routine
-from hil.dut.sequence import Phase, SequenceContext, StageResult, read_resume_record
+from hil.dut.sequence import Phase, SequenceContext, StageResult, read_resume_record, unlock_programming
 from hil.errors import UpdateFailed
 
 if TYPE_CHECKING:
@@ -55,13 +55,7 @@ class FblSequence:
 
     # ------------------------------------------------------------------ single steps
     def unlock(self, bench_level: bool = False) -> None:
-        ctx = self.ctx
-        ctx.phase(Phase.UNLOCK)
-        ctx.uds.session(contract.SESSION_PROGRAMMING)
-        security = ctx.dut.bench_security if bench_level else ctx.dut.security
-        if security is None:
-            raise UpdateFailed("this bench has no bench_security level configured; restores need it")
-        ctx.uds.unlock(security)
+        unlock_programming(self.ctx, bench_level)
 
     def fingerprint(self) -> bytes:
         """The fingerprint record: BCD date, then the tester id, padded with NULs to the profile's length."""

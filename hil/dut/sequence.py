@@ -152,6 +152,19 @@ def sequence_for(ctx: SequenceContext) -> ProgrammingSequence:
     return load(family(ctx.profile.update.family).sequence)(ctx)  # type: ignore[no-any-return]
 
 
+def unlock_programming(ctx: SequenceContext, bench_level: bool = False) -> None:
+    """Programming session and SecurityAccess at the programming level (the bench level for restores):
+    the first step of every family's sequence."""
+    from hil.errors import UpdateFailed
+
+    ctx.phase(Phase.UNLOCK)
+    ctx.uds.session(contract.SESSION_PROGRAMMING)
+    security = ctx.dut.bench_security if bench_level else ctx.dut.security
+    if security is None:
+        raise UpdateFailed("this bench has no bench_security level configured; restores need it")
+    ctx.uds.unlock(security)
+
+
 def read_resume_record(uds: "UdsLink") -> tuple[int, int, int]:
     """DID DOWNLOAD_RESUME: announced size, bytes stored, CRC-32 of them."""
     size, stored, crc = struct.unpack(">III", uds.read_did(Did.DOWNLOAD_RESUME))
@@ -170,15 +183,7 @@ class McubootSequence:
         self.ctx = ctx
 
     def unlock(self, bench_level: bool = False) -> None:
-        from hil.errors import UpdateFailed
-
-        ctx = self.ctx
-        ctx.phase(Phase.UNLOCK)
-        ctx.uds.session(contract.SESSION_PROGRAMMING)
-        security = ctx.dut.bench_security if bench_level else ctx.dut.security
-        if security is None:
-            raise UpdateFailed("this bench has no bench_security level configured; restores need it")
-        ctx.uds.unlock(security)
+        unlock_programming(self.ctx, bench_level)
 
     def erase(self) -> None:
         self.ctx.phase(Phase.ERASE)

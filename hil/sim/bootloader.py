@@ -108,6 +108,21 @@ class TrailerLayout:
         return self.status0 + k * self.unit
 
 
+def revert_reason(cause: ResetCause, nv: NvStore, defects: Defects) -> Reason:
+    """Why a trial boot that was not confirmed is reverted, from the reset that ended it (every family's
+    bootloader): a watchdog, a fault, a failed self-test (the application recorded it), else not confirmed."""
+    if defects.has("wrong_revert_reason_reported"):
+        return Reason.NOT_CONFIRMED
+    if cause is ResetCause.WATCHDOG:
+        return Reason.WATCHDOG_RESET
+    if cause is ResetCause.FAULT:
+        return Reason.CRASHED_AT_BOOT
+    upd = nv.get("update", {}) or {}
+    if cause is ResetCause.SOFTWARE and upd.get("reason") == int(Reason.SELFTEST_FAILED):
+        return Reason.SELFTEST_FAILED
+    return Reason.NOT_CONFIRMED
+
+
 class Bootloader:
     """MCUboot-style bootloader over a FlashModel; see the module docstring and docs/flash-and-boot.md."""
 
@@ -297,16 +312,7 @@ class Bootloader:
         return self._boot_primary(reverted)
 
     def _revert_reason(self, cause: ResetCause) -> Reason:
-        if self.defects.has("wrong_revert_reason_reported"):
-            return Reason.NOT_CONFIRMED
-        if cause is ResetCause.WATCHDOG:
-            return Reason.WATCHDOG_RESET
-        if cause is ResetCause.FAULT:
-            return Reason.CRASHED_AT_BOOT
-        upd = self.nv.get("update", {}) or {}
-        if cause is ResetCause.SOFTWARE and upd.get("reason") == int(Reason.SELFTEST_FAILED):
-            return Reason.SELFTEST_FAILED
-        return Reason.NOT_CONFIRMED
+        return revert_reason(cause, self.nv, self.defects)
 
     def _revert(self, reason: Reason) -> bool:
         """Step 2: REVERT request in the secondary trailer first (it survives the primary trailer's erase)."""

@@ -28,7 +28,7 @@ from hil.bench.dut_profile import DutProfile, LogicalBlock
 from hil.errors import HilError, ImageError
 from hil.images import fbl as fmt
 from hil.images.mcuboot import TrustedKey
-from hil.sim.bootloader import BootResult
+from hil.sim.bootloader import BootResult, revert_reason
 from hil.sim.defects import Defects
 from hil.sim.diag import RESUME_RECORD_EVERY, DiagServer, NegativeResponse, _Download, _FlashWriter, _require
 from hil.sim.errors import FlashError, PowerLoss
@@ -243,16 +243,7 @@ class FblBootloader:
         return self._boot_active(reverted)
 
     def _revert_reason(self, cause: ResetCause) -> Reason:
-        if self.defects.has("wrong_revert_reason_reported"):
-            return Reason.NOT_CONFIRMED
-        if cause is ResetCause.WATCHDOG:
-            return Reason.WATCHDOG_RESET
-        if cause is ResetCause.FAULT:
-            return Reason.CRASHED_AT_BOOT
-        upd = self.nv.get("update", {}) or {}
-        if cause is ResetCause.SOFTWARE and upd.get("reason") == int(Reason.SELFTEST_FAILED):
-            return Reason.SELFTEST_FAILED
-        return Reason.NOT_CONFIRMED
+        return revert_reason(cause, self.nv, self.defects)
 
     def _revert(self, s: dict[str, Any], reason: Reason) -> bool:
         failed, backup = int(s["active"]), int(s["trial"]["backup"])
