@@ -26,6 +26,7 @@ from hil.campaign.results import Outcome, VehicleResult
 from hil.campaign.spec import Campaign
 from hil.dut.dut import Dut, wait_dut_up
 from hil.errors import BenchBroken, CampaignError, HilError, HilTimeout, UdsError
+from hil.images.container import ImageContainer
 
 #: VCU_VehicleState is sent every 100 ms and the board holds a state older than 0.5 s as none: a new state
 #: has reached it after a few periods.
@@ -84,11 +85,9 @@ class ReleaseArtifacts:
             return name, self._cache[key]
 
 
-def _version_of(image: bytes) -> str:
-    from hil.images.mcuboot import parse_image
-
+def _version_of(container: ImageContainer, image: bytes) -> str:
     try:
-        return parse_image(image).version_str
+        return container.read(image).version_str
     except HilError:
         return "0.0.0"
 
@@ -190,7 +189,6 @@ class Gateway:
     def _prepare(self, dut: Dut) -> None:
         """The board on the baseline release, nothing staged, the vehicle plugged in and parked, nominal power."""
         from hil.dut.restore import restore_strategy
-        from hil.images.mcuboot import parse_image
 
         b = self.bench
         if b.load is not None:
@@ -202,11 +200,11 @@ class Gateway:
             wait_dut_up(dut, self.cfg.dut.boot_timeout_s * 2)
         except HilTimeout as exc:
             raise BenchBroken(f"bench {self.cfg.bench}: the board does not answer UDS: {exc}") from exc
-        baseline = parse_image(self.artifacts.baseline(self.cfg))
+        baseline = b.programmer.container.read(self.artifacts.baseline(self.cfg))
         info = dut.boot_info()
         status = dut.status()
         if (info.mode.name != "APPLICATION" or not info.confirmed or dut.version() != baseline.version_str
-                or dut.security_counter() > (baseline.security_counter or 0)
+                or dut.security_counter() > baseline.security_counter
                 or status.state not in (UpdateState.SUCCESS, UpdateState.IDLE, UpdateState.ROLLED_BACK,
                                         UpdateState.REJECTED, UpdateState.VERIFIED, UpdateState.DOWNLOADED)):
             restore_strategy(self.cfg.profile.restore).restore(b, self.artifacts.baseline(self.cfg),
@@ -241,15 +239,15 @@ class Gateway:
 
     # ------------------------------------------------------------------ a firmware release
     def _firmware(self, dut: Dut, a: Assignment, r: VehicleResult) -> None:
-        from hil.images import mutate
         from hil.timing.soc_timing import record_timing
 
         b = self.bench
         release = self.campaign.release
         image = self.artifacts.image(self.cfg, a.params["image"] if a.condition == "bad_build" else str(release.image))
-        r.target_version = _version_of(image)
-        sent = mutate.flip_bit(image, "payload", a.params["bit"]) if a.condition == "corrupted_download" else image
         flasher = b.programmer
+        r.target_version = _version_of(flasher.container, image)
+        sent = (flasher.container.flip_bit(image, "payload", a.params["bit"]) if a.condition == "corrupted_download"
+                else image)
         vehicle = b.vehicle
         # ---- on the road: the gateway downloads in the background; the SOC core keeps its budget meanwhile
         if vehicle is not None:
