@@ -203,7 +203,8 @@ def test_brown_out_during_swap_resumes(dut, flasher, psu, console, images, bench
 @pytest.mark.fault(row=3, expect="a second cut during the revert still converges to the old image")
 @pytest.mark.requirement("R156-recovery")
 def test_second_power_cut_during_revert_converges(dut, flasher, psu, console, images, bench_config, measure, evidence,
-                                                  console_pattern, dut_profile):
+                                                  console_pattern, dut_profile, family_phase):
+    family_phase("interruptible_revert")  # a revert long enough to see begin and cut (MCUboot: a sector swap back)
     running, revert = console_pattern("selftest_running"), console_pattern("revert")
     swap = dut_profile.console_pattern("swap_progress") or revert  # a board that swaps may show progress first
     baseline = dut.version()

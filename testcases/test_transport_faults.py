@@ -16,7 +16,7 @@ import pytest
 
 from hil.dut.checks import Expected, check_final_state
 from hil.bench.contract import (MSG_SOC_CORE, MSG_UPDATE_STATUS, SIG_UPDATE_REASON, SIG_UPDATE_STATE, Did, Nrc, Reason,
-                                Routine, UpdateState)
+                                UpdateState)
 from hil.errors import HilTimeout, UdsError
 from hil.timing.measure import Measurement
 
@@ -216,7 +216,7 @@ def test_silent_tester_finds_the_default_session_and_a_closed_transfer_after_s3(
     s3 = dut_profile.uds.s3_s
     margin = bench_config.tester.host_margin_ms / 1000.0
     cycle = bench_config.timing.soc_period_ms / 1000.0
-    sent = _pause_download(flasher, image, 0.5)
+    _pause_download(flasher, image, 0.5)
     silent_since = time.monotonic()
     # Silence: the tester only listens. The board must end the session by itself and say so on CAN
     # (the update-status message is sent in the cycle after a change of state or reason).
@@ -233,9 +233,10 @@ def test_silent_tester_finds_the_default_session_and_a_closed_transfer_after_s3(
     assert len(soc) >= 0.5 * (frame.received - silent_since) / cycle, f"SOC core stalled: {len(soc)} frames"
     # The same tester comes back: no session change of its own, so whatever it finds the board did.
     assert uds.read_did(Did.ACTIVE_SESSION) == bytes([dut_profile.sessions.default]), "session still open after S3"
-    per_block = dut_profile.uds.max_block_length - 2
+    assert flasher.open_transfer is not None, "the paused stage left no transfer to continue"
+    counter, block = flasher.open_transfer.next_block()  # the block the tester would have sent next
     with pytest.raises(UdsError) as closed:
-        uds.transfer_data((sent // per_block + 1) & 0xFF, image[sent:sent + per_block])
+        uds.transfer_data(counter, block)
     assert closed.value.nrc == Nrc.REQUEST_SEQUENCE_ERROR, f"TransferData after S3: {closed.value}"
     with pytest.raises(UdsError) as no_exit:
         uds.request_transfer_exit()
@@ -275,11 +276,9 @@ def test_tester_present_keeps_the_session_and_the_transfer_beyond_s3(dut, flashe
     assert not dropped, f"the board abandoned the download although TesterPresent kept coming: {dropped}"
     assert uds.read_did(Did.ACTIVE_SESSION) == bytes([dut_profile.sessions.programming]), \
         f"TesterPresent every {s3 / 2.5:g} s did not keep the programming session for {held:.1f} s"
-    # The transfer is still open: the rest of the image goes through and the board accepts it.
-    per_block = dut_profile.uds.max_block_length - 2
-    for counter, offset in enumerate(range(sent, len(image), per_block), start=sent // per_block + 1):
-        uds.transfer_data(counter & 0xFF, image[offset:offset + per_block])
-    uds.request_transfer_exit()
-    result = uds.routine(Routine.CHECK_PROGRAMMING_DEPENDENCIES)
-    assert result[:1] == b"\x00", f"the image completed after the hold was rejected: {result.hex()}"
+    # The transfer is still open: the rest of its blocks go through with the counters that follow (no new
+    # RequestDownload), then the family's remaining downloads, and the board accepts the image.
+    staged = flasher.finish_stage(image)
+    assert staged.resumed_from == sent, f"the open transfer was taken up at {staged.resumed_from} bytes, paused at {sent}"
+    assert staged.accepted, f"the image completed after the hold was rejected: {staged.reason.name}"
     check_final_state(dut, bench_config.timing, Expected(baseline, UpdateState.VERIFIED, config=config), measure)

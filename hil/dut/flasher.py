@@ -23,9 +23,26 @@ from hil.errors import HilTimeout, UdsError, UpdateFailed
 from hil.bench.dut_profile import DutProfile
 from hil.images.container import ImageContainer, container_for
 
-__all__ = ["BlockFilter", "Flasher", "Phase", "StageResult", "UpdateOutcome"]
+__all__ = ["BlockFilter", "Flasher", "OpenTransfer", "Phase", "StageResult", "UpdateOutcome"]
 
 TERMINAL_STATES = (UpdateState.SUCCESS, UpdateState.ROLLED_BACK, UpdateState.REJECTED, UpdateState.RECOVERY)
+
+
+@dataclass
+class OpenTransfer:
+    """A RequestDownload's transfer in progress: what it carries and where the tester is in it."""
+
+    address: int  # where the download's data start (the RequestDownload asked for address + the first offset)
+    data: bytes
+    next_offset: int  # the first byte of data not yet sent
+    per_block: int  # data bytes per TransferData block (what the board granted)
+    counter: int  # the next block's sequence counter
+    sent_before: int  # bytes of the image in the downloads before this one
+    total: int  # bytes of the whole image (every download)
+
+    def next_block(self) -> tuple[int, bytes]:
+        """(counter, data) of the next TransferData block."""
+        return self.counter, self.data[self.next_offset:self.next_offset + self.per_block]
 
 
 @dataclass
@@ -78,6 +95,8 @@ class Flasher:
         self.container: ImageContainer = container_for(self.profile)
         self.sequence: ProgrammingSequence = sequence_for(self)
         self._transfer = TransferTiming()  # the TransferData blocks of the stage under way
+        #: The download whose TransferData blocks are under way (None after its RequestTransferExit).
+        self.open_transfer: OpenTransfer | None = None
 
     # ------------------------------------------------------------------ what sequences use
     def phase(self, phase: Phase) -> None:
@@ -95,22 +114,50 @@ class Flasher:
         block_len = self.uds.request_download(address + offset, len(data) - offset)
         per_block = block_len - 2
         self._transfer.block_bytes = max(self._transfer.block_bytes, per_block)
-        counter = 1
+        self._send_blocks(OpenTransfer(address, data, offset, per_block, 1, sent_before, total))
+
+    def _send_blocks(self, transfer: OpenTransfer) -> None:
+        """The TransferData blocks of `transfer` from its next byte on, then RequestTransferExit. Until the exit the
+        transfer is `open_transfer` (a hook that raises leaves it open on the board, to finish or abandon)."""
+        self.open_transfer = transfer
         download_start = time.monotonic()
-        for block_start in range(offset, len(data), per_block):
-            chunk = data[block_start:block_start + per_block]
-            frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
-            for c, payload in frames:
-                t = time.monotonic()
-                self.uds.transfer_data(c, payload)
-                self._transfer.block_seconds.append(time.monotonic() - t)
-            sent = sent_before + block_start + len(chunk)
-            for hook in list(self.on_progress):
-                hook(sent, total)
-            counter = (counter + 1) & 0xFF
-        self._transfer.download_seconds += time.monotonic() - download_start
+        try:
+            while transfer.next_offset < len(transfer.data):
+                counter, chunk = transfer.next_block()
+                frames = self.block_filter(counter, chunk) if self.block_filter else [(counter, chunk)]
+                for c, payload in frames:
+                    t = time.monotonic()
+                    self.uds.transfer_data(c, payload)
+                    self._transfer.block_seconds.append(time.monotonic() - t)
+                transfer.next_offset += len(chunk)
+                transfer.counter = (counter + 1) & 0xFF  # 0xFF wraps to 0x00 (ISO 14229-1)
+                for hook in list(self.on_progress):
+                    hook(transfer.sent_before + transfer.next_offset, transfer.total)
+        finally:
+            self._transfer.download_seconds += time.monotonic() - download_start
         self.phase(Phase.TRANSFER_EXIT)
         self.uds.request_transfer_exit()
+        self.open_transfer = None
+
+    def finish_stage(self, image: bytes, *, check: bool = True) -> StageResult:
+        """Go on with a `stage(image)` that a progress hook interrupted while its transfer is still open on the board:
+        the rest of the open download's blocks with the counters that follow (no new RequestDownload), its exit, the
+        family's remaining downloads, then the ECU's check. UpdateFailed when no transfer of `image` is open."""
+        transfer = self.open_transfer
+        downloads = self.downloads(image)
+        index = next((i for i, (address, data) in enumerate(downloads)
+                      if transfer is not None and (address, data) == (transfer.address, transfer.data)), None)
+        if transfer is None or index is None:
+            raise UpdateFailed("no transfer of this image is open to finish: finish_stage follows a stage() that a "
+                               "progress hook interrupted")
+        start, before = time.monotonic(), transfer.sent_before + transfer.next_offset
+        self._send_blocks(transfer)
+        sent = transfer.sent_before + len(transfer.data)
+        for address, data in downloads[index + 1:]:
+            self.download(address, data, sent_before=sent, total=transfer.total)
+            sent += len(data)
+        accepted, reason = self.verify(image) if check else (True, Reason.NONE)
+        return StageResult(transfer.total, time.monotonic() - start, accepted, reason, before, self._transfer)
 
     # ------------------------------------------------------------------ the family's steps
     def unlock(self, bench_level: bool = False) -> None:
@@ -141,6 +188,7 @@ class Flasher:
         stored (no erase); falls back to a full download when there is nothing to resume."""
         self.staged.append((time.time(), image))
         self._transfer = TransferTiming()
+        self.open_transfer = None
         result = self.sequence.stage(image, bench_level=bench_level, check=check, resume=resume)
         result.transfer = self._transfer
         return result

@@ -41,7 +41,8 @@ class UpdateFamily:
     dids: tuple[str, ...] = ()
     #: fields of the profile's `update:` section this family needs filled in.
     profile_fields: tuple[str, ...] = ()
-    #: what a case may ask for (a console pattern, a capability) that this family does not have, and why.
+    #: what a case may ask for (a console pattern, or a phase through the `family_phase` fixture) that this family
+    #: does not have, and why.
     not_applicable: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -74,6 +75,11 @@ FAMILIES: Mapping[str, UpdateFamily] = MappingProxyType({
                      "reset (no sector copy to interrupt or to watch); the exhaustive sweep cuts that record at every "
                      "flash operation (rows 1-3)"
                for name in ("swap_start", "swap_progress", "swap_resume", "swap_done")},
+            "interruptible_revert": "the revert is a bank switch in one NV record, written within milliseconds of "
+                                    "power-on: no phase a tester can see on the console and then cut into through the "
+                                    "supply; a cut in that write leaves the old or the new record (journaled NV store) - "
+                                    "the exhaustive sweep cuts and tears it at every flash operation of a revert and "
+                                    "stacks cuts (rows 1-3)",
         }),
     ),
 })

@@ -15,8 +15,8 @@ from __future__ import annotations
 # pytest registers this module: its hooks and fixtures are the names below (the code lives beside it,
 # one concern a file). Tests import MISSING_ROLE_PREFIX, ImageStore and measurement_verdict from here.
 from hil.plugin.fixtures import (bench, bench_config, can, config_packages, console, console_if_any, console_pattern,
-                                 dut, dut_profile, evidence, flasher, images, load, measure, not_covered, psu, uds,
-                                 vehicle)
+                                 dut, dut_profile, evidence, family_phase, flasher, images, load, measure, not_covered,
+                                 psu, uds, vehicle)
 from hil.plugin.evidence import measurement_verdict
 from hil.plugin.hooks import (pytest_addoption, pytest_collection_modifyitems, pytest_configure, pytest_pyfunc_call,
                               pytest_runtest_call, pytest_runtest_makereport, pytest_runtest_setup,
@@ -26,6 +26,6 @@ from hil.plugin.session import FIXTURES, MARKERS, HilSession, uses_bench
 
 __all__ = ["FIXTURES", "MARKERS", "MISSING_ROLE_PREFIX", "HilSession", "ImageStore", "bench", "bench_config", "can",
            "config_packages", "console", "console_if_any", "console_pattern", "dut", "dut_profile", "evidence",
-           "flasher", "images", "load", "measure", "measurement_verdict", "not_covered", "psu", "pytest_addoption",
-           "pytest_collection_modifyitems", "pytest_configure", "pytest_pyfunc_call", "pytest_runtest_call",
+           "family_phase", "flasher", "images", "load", "measure", "measurement_verdict", "not_covered", "psu",
+           "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure", "pytest_pyfunc_call", "pytest_runtest_call",
            "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish", "uds", "uses_bench", "vehicle"]

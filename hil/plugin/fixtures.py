@@ -168,22 +168,39 @@ def dut_profile(bench_config: BenchConfig) -> Any:
     return bench_config.profile
 
 
+def _skip_if_not_applicable(profile: Any, name: str, what: str) -> None:
+    """Skip (NOT COVERED) naming the family's reason when the board's update family does not have `name`."""
+    from hil.images.families import NOT_APPLICABLE_PREFIX, family
+
+    fam = family(profile.update.family)
+    if name in fam.not_applicable:
+        pytest.skip(f"{NOT_APPLICABLE_PREFIX}{fam.name}: {what} {name!r}: {fam.not_applicable[name]}")
+
+
 @pytest.fixture
 def console_pattern(bench_config: BenchConfig) -> Any:
     """`console_pattern(name)`: the profile's console pattern, or skip the case naming the missing pattern - and,
     where the board's update family has no such phase at all (no swap to watch), why it does not apply."""
-    from hil.images.families import NOT_APPLICABLE_PREFIX, family
 
     def get(name: str) -> str:
         profile = bench_config.profile
         pattern = profile.console_pattern(name)
         if pattern is None:
-            fam = family(profile.update.family)
-            if name in fam.not_applicable:
-                pytest.skip(f"{NOT_APPLICABLE_PREFIX}{fam.name}: console pattern {name!r}: {fam.not_applicable[name]}")
+            _skip_if_not_applicable(profile, name, "console pattern")
             pytest.skip(f"console pattern missing: profile {profile.name} has no console pattern {name!r}")
         return pattern
     return get
+
+
+@pytest.fixture
+def family_phase(bench_config: BenchConfig) -> Callable[[str], None]:
+    """`family_phase(name)`: a case needs this phase of an update (e.g. `interruptible_revert`); where the board's
+    update family has no such phase (hil/images/families.py `not_applicable`), the case skips with the family's
+    reason and its fault-matrix row is NOT COVERED."""
+
+    def need(name: str) -> None:
+        _skip_if_not_applicable(bench_config.profile, name, "phase")
+    return need
 
 
 @pytest.fixture
