@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 from hil.bench import contract
 from hil.bench.contract import ActivationMode, Did, Reason, Routine
-from hil.dut.sequence import Phase, SequenceContext, StageResult, read_resume_record, unlock_programming
+from hil.dut.sequence import (Phase, SequenceContext, StageResult, read_resume_record, reset_to_install,
+                              unlock_programming)
 from hil.errors import UpdateFailed
 
 if TYPE_CHECKING:
@@ -153,9 +154,7 @@ class FblSequence:
         ctx = self.ctx
         ctx.phase(Phase.ACTIVATE)
         if reset:
-            ctx.phase(Phase.RESET)
-            ctx.uds.ecu_reset()
-            ctx.phase(Phase.INSTALL)
+            reset_to_install(ctx)
 
     def discard(self) -> None:
         self.unlock()

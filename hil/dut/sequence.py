@@ -165,6 +165,13 @@ def unlock_programming(ctx: SequenceContext, bench_level: bool = False) -> None:
     ctx.uds.unlock(security)
 
 
+def reset_to_install(ctx: SequenceContext) -> None:
+    """The ECUReset that starts the install, and the install phase after it (every family's last step)."""
+    ctx.phase(Phase.RESET)
+    ctx.uds.ecu_reset()
+    ctx.phase(Phase.INSTALL)
+
+
 def read_resume_record(uds: "UdsLink") -> tuple[int, int, int]:
     """DID DOWNLOAD_RESUME: announced size, bytes stored, CRC-32 of them."""
     size, stored, crc = struct.unpack(">III", uds.read_did(Did.DOWNLOAD_RESUME))
@@ -230,9 +237,7 @@ class McubootSequence:
         ctx.phase(Phase.ACTIVATE)
         ctx.uds.routine(Routine.ACTIVATE_UPDATE, bytes([ctx.profile.encode(mode)]))
         if reset:
-            ctx.phase(Phase.RESET)
-            ctx.uds.ecu_reset()
-            ctx.phase(Phase.INSTALL)
+            reset_to_install(ctx)
 
     def discard(self) -> None:
         self.unlock()
