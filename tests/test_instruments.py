@@ -528,3 +528,24 @@ def test_supply_monitor_samples_go_to_its_csv_not_line_by_line_into_the_log(psu:
     assert "OUTP ON" in log and log.count("measure voltage") == 1, log
     measured = [e for e in psu.events if e.kind == "measure" and e.name == "voltage"]
     assert len(measured) == monitor.samples + 1  # still events (reports read them)
+
+
+def test_closing_one_bench_supply_leaves_another_bench_supply_working(tmp_path: Path) -> None:
+    """pyvisa shares one resource manager per VISA library in a process: a driver that closed it on its
+    own close took every other bench's session with it (the virtual fleet: "Invalid session handle")."""
+    servers, drivers = [], []
+    try:
+        for i in range(2):
+            model = SupplyModel()
+            model.set_load(2, _board_load)
+            server = ScpiServer(model)
+            servers.append(server)
+            drivers.append(ScpiPowerSupply(_psu_cfg(server.start()), log_path=tmp_path / f"supply-{i}.log"))
+        drivers[0].close()
+        drivers[1].set_voltage(11.0)
+        assert drivers[1].identity() == contract.PSU_IDN_SIM
+    finally:
+        for d in drivers[1:]:
+            d.close()
+        for s in servers:
+            s.stop()

@@ -195,11 +195,15 @@ class ScpiSession:
             raise InstrumentError(f"{self.name} {self.resource} reported after {after!r}: {'; '.join(errors)}")
 
     def close(self) -> None:
-        """Close the VISA session and the log."""
+        """Close this VISA session and the log.
+
+        Never the resource manager: pyvisa shares one per VISA library in the process, and closing it
+        closes every other instrument's session too (the virtual fleet runs many benches in one process:
+        another board's supply then failed with "Invalid session handle" or a closed socket).
+        """
         with self.lock:
             try:
                 self._inst.close()
-                self._rm.close()
             except (pyvisa.errors.Error, OSError):
                 pass  # closing a session to an instrument that went away must not fail
             self.start_log(None)
