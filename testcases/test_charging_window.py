@@ -88,21 +88,24 @@ def test_install_refused_outside_the_charging_window(situation, reason, dut, fla
 def _offline_s(frames, request: float, reset: float, period_s: float) -> tuple[float, str]:
     """Seconds without the old image's regular SOC cycle until the new image's first frame, and how they were found.
 
-    The silence starts at the last frame of the old image's regular cycle: the frame before its first gap of
-    more than 1.5 periods at or after the activation request - whatever caused that gap (a stall in the
-    ramp-down counts from where it began). The new image's first frame is the first frame received after the
-    reset request that follows such a gap. Gaps are measured on the bus timestamps (`Frame.timestamp`);
-    `request` and `reset` are time.monotonic() values (`Frame.received`).
+    The new image's first frame ends the widest gap between frames received after the reset request (a board
+    that restarts within 1.5 periods still leaves its widest gap there). The silence starts at the last frame
+    of the old image's regular cycle: the frame before its first gap of more than 1.5 periods at or after the
+    activation request - whatever caused that gap (a stall in the ramp-down counts from where it began) -
+    or, with no such gap before the reset, the frame before the new image's first one. Gaps are measured on
+    the bus timestamps (`Frame.timestamp`); `request` and `reset` are time.monotonic() values (`Frame.received`).
     """
     gap_s = 1.5 * period_s
     first = max([i for i, f in enumerate(frames) if f.received < request], default=0)
     window = list(frames)[first:]
     pairs = list(zip(window, window[1:]))
-    last_regular = next((a for a, b in pairs if b.timestamp - a.timestamp > gap_s), None)
-    first_new = next((b for a, b in pairs if b.received > reset and b.timestamp - a.timestamp > gap_s), None)
-    if last_regular is None or first_new is None:
-        return float("inf"), (f"old image's last regular frame: {last_regular.describe() if last_regular else None}; "
-                              f"new image's first frame: {first_new.describe() if first_new else None}")
+    after_reset = [(a, b) for a, b in pairs if b.received > reset]
+    if not after_reset:
+        return float("inf"), f"no SOC frame after the reset request ({len(window)} since the activation request)"
+    restart = max(after_reset, key=lambda p: p[1].timestamp - p[0].timestamp)
+    first_new = restart[1]
+    last_regular = next((a for a, b in pairs if b.timestamp - a.timestamp > gap_s
+                         and b.timestamp <= first_new.timestamp), restart[0])
     return first_new.timestamp - last_regular.timestamp, (f"from {last_regular.describe()} to {first_new.describe()}")
 
 
