@@ -288,6 +288,7 @@ def test_cli_check_shows_the_plan_and_refuses_a_bad_file(tmp_path):
     assert out.exit_code == 2 and "exactly one of --rack RACK" in out.output, out.output
 
 
+@pytest.mark.integration
 def test_virtual_fleet_run_stops_at_a_bad_canary_and_reports_it(tmp_path):
     """Three in-process virtual boards of two variants (private names, OS-chosen ports): the bad build for one
     variant stops the campaign at its canary; the report, JSON and Allure results say so."""
@@ -463,6 +464,7 @@ def test_rack_leases_go_through_the_labgrid_coordinator(tmp_path, coordinator):
 from tests.test_rack import _labgrid_client, coordinator  # noqa: E402,F401  (the labgrid coordinator fixture)
 
 
+@pytest.mark.integration
 def test_virtual_fleet_rolls_out_configuration_packages_per_vehicle_group(tmp_path):
     """The white paper's seasonal profiles: a package per vehicle group on boards of two variants; a corrupted
     package is refused with the board's reason, a lost link sends it again, every entry agrees with FD0B."""

@@ -214,3 +214,39 @@ def test_host_input_reaches_the_server() -> None:
         assert typed == ["help"]
     finally:
         srv.stop()
+
+
+def test_lines_sent_while_the_port_opens_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A board that greets at once: pyserial's open() used to read and drop what arrived before it returned."""
+    import select
+
+    import serial.urlhandler.protocol_socket as protocol_socket
+
+    sent = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"greeting at accept\r\n")
+            sent.set()
+            conn.recv(1)  # until the client goes
+
+    reconfigure = protocol_socket.Serial._reconfigure_port
+
+    def after_the_greeting(self: protocol_socket.Serial) -> None:
+        assert sent.wait(2.0), "the server did not greet"
+        assert select.select([self._socket], [], [], 2.0)[0], "the greeting did not reach the socket"
+        reconfigure(self)
+
+    monkeypatch.setattr(protocol_socket.Serial, "_reconfigure_port", after_the_greeting)
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    con = Console(f"socket://127.0.0.1:{port}", log_path=tmp_path / "console.log")
+    try:
+        con.expect("greeting at accept", timeout=2.0)
+    finally:
+        con.close()
+        listener.close()
+        server.join(timeout=2.0)

@@ -241,6 +241,7 @@ def _store(cfg: Any) -> Any:
     return ImageStore(cfg)
 
 
+@pytest.mark.integration
 def test_the_oem_sequence_on_the_wire_updates_and_keeps_the_backup(work: Path, tmp_path: Path) -> None:
     cfg = load_bench(_bench(work, tmp_path))
     p, images = cfg.profile, _store(cfg)
@@ -279,6 +280,7 @@ def test_the_oem_sequence_on_the_wire_updates_and_keeps_the_backup(work: Path, t
     assert sum(1 for s in starts if s[0] == 0x34) == len(p.update.blocks), "one RequestDownload per logical block"
 
 
+@pytest.mark.integration
 def test_rollback_resume_and_refusals_on_the_board(work: Path, tmp_path: Path) -> None:
     cfg = load_bench(_bench(work, tmp_path))
     images = _store(cfg)
@@ -310,6 +312,7 @@ def test_rollback_resume_and_refusals_on_the_board(work: Path, tmp_path: Path) -
         assert flasher.update(images["update"]).state is UpdateState.SUCCESS
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("defect", "case"), [
     ("check_memory_ignores_signature", "bad_signature"),
     ("dependency_check_skipped", "wrong_hardware"),

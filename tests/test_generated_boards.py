@@ -106,6 +106,7 @@ def tally():
         pytest.fail(f"{len(t.failed)} of {t.drawn} generated boards failed:\n\n" + "\n\n".join(t.failed), pytrace=False)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [_first_seed() + n for n in range(_boards_to_draw())], ids=lambda n: f"seed{n}")
 def test_generated_board_passes_the_fast_selection(seed, tmp_path_factory, tally):
     board = draw_board(seed)
@@ -126,6 +127,7 @@ def test_generated_board_passes_the_fast_selection(seed, tmp_path_factory, tally
     tally.passed += 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", sorted(REGRESSIONS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_regression_board_passes_the_fast_selection(path, tmp_path):
     """Each kept board passes the fast selection; one without a cycle counter ends its idle timing case NOT COVERED,
@@ -197,6 +199,7 @@ def test_fast_selection_names_real_cases():
         assert (ROOT / file).is_file() and f"def {name.split('[')[0]}(" in (ROOT / file).read_text(), nodeid
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [900, 901, 902], ids=lambda n: f"seed{n}")
 def test_drawn_board_answers_on_its_own_wire(seed, tmp_path):
     """A quick look before the real cases: a drawn board's virtual bench starts in-process and answers the tester

@@ -95,6 +95,7 @@ def test_the_supplier_pdx_is_the_one_the_example_makes(tmp_path):
         diagnostic_part(acme_supplier.acme_profile())
 
 
+@pytest.mark.integration
 def test_the_guide_ports_a_new_board_to_its_first_green_update_case(tmp_path):
     """Every `sh test` block of docs/porting.md, run as written in a copy of the repository."""
     copy = tmp_path / "repo"

@@ -763,6 +763,7 @@ CHAPTERS: dict[str, Callable[[Tester], None]] = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fd", [False, True], ids=["classic", "fd"])
 def test_a_second_client_walks_every_service_and_nrc_of_the_contract(tmp_path: Path, fd: bool) -> None:
     cfg = private_bench(tmp_path, fd=fd)
@@ -776,6 +777,7 @@ def test_a_second_client_walks_every_service_and_nrc_of_the_contract(tmp_path: P
         default_session(tester)  # after the update: the same answers, the history and backup filled
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fd", [False, True], ids=["classic", "fd"])
 def test_a_second_client_finds_the_recovery_server(tmp_path: Path, fd: bool) -> None:
     cfg = private_bench(tmp_path, fd=fd)
@@ -790,6 +792,7 @@ def test_a_second_client_finds_the_recovery_server(tmp_path: Path, fd: bool) -> 
         recovery_mode(tester)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("defect", "chapter"), [
     ("s3_never_expires", "s3"),
     ("tester_present_ignored", "s3"),

@@ -30,6 +30,22 @@ TAIL_CHARS = 3000
 RECONNECT_INTERVAL_S = 0.1
 
 
+def open_keeping_input(url: str, baudrate: int) -> Any:
+    """The console port opened with timeout=0 (reads return what is there), keeping what already arrived.
+
+    pyserial's `open()` ends with `reset_input_buffer()`, which on a socket:// or rfc2217:// port reads and
+    drops whatever the server sent since the connection was accepted: the board's first lines after a
+    reconnect were lost whenever the host was slow to finish opening (seen under load).
+    """
+    port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, do_not_open=True)
+    port.reset_input_buffer = lambda: None  # this instance only, for the open below
+    try:
+        port.open()
+    finally:
+        del port.reset_input_buffer
+    return port
+
+
 def _stamp(t: float) -> str:
     return _dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="microseconds")
 
@@ -72,7 +88,7 @@ class Console:
     def _open(self) -> Any:
         try:
             # timeout=0: reads return what is there; the reader blocks in select() instead.
-            return serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0)
+            return open_keeping_input(self.url, self.baudrate)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise InstrumentError(f"console {self.url}: cannot open: {exc}") from exc
 
@@ -117,7 +133,7 @@ class Console:
             if select.select([self._wake_r], [], [], RECONNECT_INTERVAL_S)[0]:
                 return False
             try:
-                self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0)
+                self._port = open_keeping_input(self.url, self.baudrate)
             except (serial.SerialException, OSError) as exc:
                 last = str(exc)
                 continue
