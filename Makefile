@@ -10,7 +10,7 @@ BENCH  ?= benches/sim.yaml
 RACK   ?=
 WORKERS ?= 2
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 4
 
 .PHONY: suite test test-fast setup report clean
 
@@ -41,7 +41,9 @@ report:
 	$(PY) -m hil report html --results reports/allure-results --output reports/html --config reports/allurerc.mjs
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
-## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), after mypy
+## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), after mypy.
+## Four workers on two cores: the integration tests mostly wait on the paced bus, flash timing and resets, so
+## two per core keep both busy (quiet 2-core machine: 2 workers 5 min 6 s, 4 workers 3 min; benchmarks/README.md).
 ## on hil/. Hermetic: their own lock directory, benches and ports, so a validation run may go on beside them.
 ## worksteal: the integration tests come first (tests/conftest.py) and an idle worker takes over half of the
 ## other's queue (xdist's default `load` hands each worker a fixed first batch: one got every long test).
@@ -51,7 +53,7 @@ test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## The fast loop while developing: every framework test but the integration ones (a whole virtual bench, or
-## validation cases in a subprocess: @pytest.mark.integration); the goal is under a minute (not met yet: benchmarks/README.md).
+## validation cases in a subprocess: @pytest.mark.integration); under a minute on 2 cores (benchmarks/README.md).
 test-fast: $(VENV)/.installed node_modules/.installed
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal -m "not integration" $(PYTEST_ARGS)
 
