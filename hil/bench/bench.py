@@ -229,6 +229,7 @@ class Bench:
             self.flasher = Flasher(self.uds, self.can, self.cfg.dut, self.cfg.profile)
             self.vehicle = Vehicle(self.can)
             self.vehicle.start()  # the charging window (plugged in, parked) until a test says otherwise
+            self.flasher.vehicle = self.vehicle
         return self.can
 
     def open_drivers(self) -> None:

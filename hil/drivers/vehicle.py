@@ -62,6 +62,13 @@ class Vehicle:
             if self._task is None:
                 self._task = self._can.bus.send_periodic(self._message(), self.period_s)
 
+    def announce(self) -> None:
+        """One frame of the current state now, besides the periodic ones (nothing while stopped): a board that
+        booted less than a period ago knows the vehicle's state before an install is asked of it."""
+        with self._lock:
+            if self._task is not None:
+                self._can.bus.send(self._message())
+
     def set_state(self, state: VehicleState) -> None:
         """Change the state; the next periodic frame carries it."""
         with self._lock:

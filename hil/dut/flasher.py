@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from hil.bench import contract
 from hil.bench.config import DutConfig
@@ -97,6 +97,9 @@ class Flasher:
         self._transfer = TransferTiming()  # the TransferData blocks of the stage under way
         #: The download whose TransferData blocks are under way (None after its RequestTransferExit).
         self.open_transfer: OpenTransfer | None = None
+        #: The bench's vehicle emulation (`hil.drivers.vehicle.Vehicle`), when it has one: its state is announced
+        #: right before an activation, the moment the board decides on its charging window.
+        self.vehicle: Any = None
 
     # ------------------------------------------------------------------ what sequences use
     def phase(self, phase: Phase) -> None:
@@ -204,7 +207,13 @@ class Flasher:
 
     def activate(self, mode: ActivationMode = ActivationMode.TEST, *, reset: bool = True) -> None:
         """Make the verified image install; with `reset`, the reset that starts the install (the bootloader
-        installs at the next reset either way, a power cycle included)."""
+        installs at the next reset either way, a power cycle included).
+
+        The vehicle's state goes out once more first: a board that booted less than a vehicle-state period ago
+        (a fast stage on a slow period) would otherwise decide on a window it has not heard of yet.
+        """
+        if self.vehicle is not None:
+            self.vehicle.announce()
         self.sequence.activate(mode, reset=reset)
 
     def wait_outcome(self, timeout: float | None = None) -> UpdateOutcome:
