@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from hil.bench import contract
 from hil.bench.config import DutConfig
@@ -22,6 +22,9 @@ from hil.dut.sequence import BlockFilter, Phase, ProgrammingSequence, StageResul
 from hil.errors import HilTimeout, UdsError, UpdateFailed
 from hil.bench.dut_profile import DutProfile
 from hil.images.container import ImageContainer, container_for
+
+if TYPE_CHECKING:
+    from hil.drivers.vehicle import Vehicle
 
 __all__ = ["BlockFilter", "Flasher", "OpenTransfer", "Phase", "StageResult", "UpdateOutcome"]
 
@@ -99,7 +102,7 @@ class Flasher:
         self.open_transfer: OpenTransfer | None = None
         #: The bench's vehicle emulation (`hil.drivers.vehicle.Vehicle`), when it has one: its state is announced
         #: right before an activation, the moment the board decides on its charging window.
-        self.vehicle: Any = None
+        self.vehicle: Vehicle | None = None
 
     # ------------------------------------------------------------------ what sequences use
     def phase(self, phase: Phase) -> None:
