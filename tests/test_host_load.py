@@ -225,7 +225,7 @@ def test_tester_margins_come_from_the_bench_file() -> None:
     try:
         assert client._client.config["p2_timeout"] == pytest.approx(contract.P2_SERVER_MS / 1000 + 0.75)
         assert client._client.config["p2_star_timeout"] == pytest.approx(contract.P2_STAR_SERVER_MS / 1000 + 0.75)
-        assert client._stack.params.rx_consecutive_frame_timeout == 1500
+        assert client._conn.link.params.rx_consecutive_frame_timeout == 1500
     finally:
         client.close()
         channel.close()

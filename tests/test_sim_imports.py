@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: What the virtual board may import from the framework: the bench description it is configured by
 #: (the contract, the DUT profile and its frame layouts, the bench YAML, seed-to-key), the image format (its bootloader
 #: verifies images), the configuration package format (its board verifies packages like images), the
-#: framework's base errors and the bus factory (python-can).
+#: framework's base errors, the bus factory (python-can) and the ISO-TP link on it (can-isotp).
 ALLOWED = ("hil.bench.contract", "hil.bench.dut_profile", "hil.bench.frames", "hil.bench.config", "hil.bench.seedkeys",
            "hil.bench.validation", "hil.images", "hil.config_packages.package", "hil.errors", "hil.drivers.canbus",
+           "hil.drivers.isotp_link",
            "hil.sim")
 
 

@@ -21,7 +21,6 @@ from typing import Any, Callable, Literal
 
 import can
 import cantools
-import isotp
 from can.interfaces.udp_multicast import UdpMulticastBus
 from can.interfaces.udp_multicast.utils import pack_message, unpack_message
 from can.interfaces.virtual import VirtualBus
@@ -41,6 +40,12 @@ ABSORB_S = 0.002
 PR_SET_TIMERSLACK = 29
 #: Receive buffer of a udp_multicast socket: the default (~212 KB) drops bursts.
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
+#: A udp_multicast receiver holds a frame stamped with a crossing time still ahead by at most this (see
+#: `PacedBus` early forwarding); a stamp further ahead is no pacing (another clock) and is delivered at once.
+HOLD_MAX_S = 0.05
+#: The last stretch of such a hold is spent polling the clock, not asleep: a sleep ends 40-120 us late on a
+#: shared 2-core host (p50-p99, measured), and the frame that ends a turnaround would reach its receiver that late.
+HOLD_SPIN_S = 80e-6
 
 
 def fd_length(n_bytes: int) -> int:
@@ -152,6 +157,21 @@ def _fine_timer_slack() -> None:
             pass  # no prctl: sleeps keep the default slack
 
 
+def _hold_until(wall_deadline: float, fine: threading.local) -> None:
+    """Return when the wall clock reaches `wall_deadline` (at most `HOLD_MAX_S` ahead): sleep, then poll the clock."""
+    ahead = wall_deadline - time.time()
+    if ahead <= 0 or ahead > HOLD_MAX_S:
+        return
+    deadline = time.monotonic() + ahead  # the monotonic clock from here: the wall clock may be stepped
+    if ahead > HOLD_SPIN_S:
+        if not getattr(fine, "slack", False):
+            fine.slack = True
+            _fine_timer_slack()
+        time.sleep(ahead - HOLD_SPIN_S)
+    while time.monotonic() < deadline:
+        pass  # at most HOLD_SPIN_S (plus nothing when the sleep overslept): holds this process's GIL that long
+
+
 class PacedBus(_BusWrapper):
     """Wraps a (virtual) bus so `send()` returns only once the frame would have crossed a real bus.
 
@@ -161,17 +181,29 @@ class PacedBus(_BusWrapper):
     rate. Frames received from other nodes mark the bus busy until their arrival (they have crossed
     by then); the next frame after one starts no earlier than when it is sent, so turnaround time
     (flow control, responses) is real bus idle time. Thread-safe: several senders share one schedule.
+
+    `early_forward` (udp_multicast between processes, whose receivers hold frames: `_SenderStampedUdpBus`):
+    a frame without a timestamp is handed to the inner bus when it *starts*, stamped with the wall-clock
+    time at which it has crossed, and `send()` still returns only once it has crossed. The receiving
+    process delivers it at that time, not before - so the peer sees it exactly when a real bus would
+    have carried it, instead of a host hop (~0.1 ms of loopback UDP and a wake-up) later. Every
+    turnaround of an ISO-TP transfer (first frame -> flow control, last frame -> response) paid that hop
+    twice per block. A frame the sender stamped itself (the virtual board's CAN controller, see
+    hil/sim/board.py `_can_tx`) keeps its stamp and is forwarded once it has crossed, as without the flag.
     """
 
     def __init__(self, inner: can.BusABC, *, bitrate: int, data_bitrate: int | None = None,
-                 stuffing: Stuffing = "worst", echoes_own: bool = False,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 stuffing: Stuffing = "worst", echoes_own: bool = False, early_forward: bool = False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 wall: Callable[[], float] = time.time) -> None:
         super().__init__(inner, f"paced {getattr(inner, 'channel_info', inner)}")
         self.bitrate = bitrate
         self.data_bitrate = data_bitrate
         self.stuffing: Stuffing = stuffing
         self._clock = clock
         self._sleep = sleep
+        self._wall = wall
+        self.early_forward = early_forward
         self._lock = threading.Lock()
         self._sender = threading.local()  # per sending thread: its timer slack is set
         #: Monotonic time at which the bus is free again.
@@ -190,6 +222,10 @@ class PacedBus(_BusWrapper):
 
     def reserve(self, msg: can.Message) -> float:
         """Book the bus for `msg`; return the monotonic time at which it has crossed."""
+        return self._book(msg)[1]
+
+    def _book(self, msg: can.Message) -> tuple[float, float]:
+        """Book the bus for `msg`: the monotonic times at which it starts and has crossed."""
         duration = self.frame_time(msg)
         with self._lock:
             now = self._clock()
@@ -201,20 +237,30 @@ class PacedBus(_BusWrapper):
             self.busy_s += duration
             if self._own is not None:
                 self._own.append((msg.arbitration_id, bytes(msg.data)))
-            return self.free_at
+            return start, self.free_at
 
     def send(self, msg: can.Message, timeout: float | None = None) -> None:
-        """Block until `msg` has crossed the bus, then hand it to the inner bus."""
+        """Block until `msg` has crossed the bus; the inner bus has it then (or, `early_forward`, from its start)."""
         if msg.is_fd and self._can_protocol is can.CanProtocol.CAN_20:
             raise can.CanOperationError("cannot send a CAN FD frame on a classic CAN bus (fd: false)")
-        crossed = self.reserve(msg)
-        delay = crossed - self._clock()
+        start, crossed = self._book(msg)
+        if self.early_forward and not msg.timestamp:
+            self._wait_until(start)  # another sender's frame of this process may still be on the bus
+            stamped = copy.copy(msg)
+            stamped.timestamp = self._wall() + (crossed - self._clock())
+            self._inner.send(stamped, timeout)
+            self._wait_until(crossed)
+            return
+        self._wait_until(crossed)
+        self._inner.send(msg, timeout)
+
+    def _wait_until(self, deadline: float) -> None:
+        delay = deadline - self._clock()
         if delay > 0:
             if not getattr(self._sender, "fine_slack", False):
                 self._sender.fine_slack = True
                 _fine_timer_slack()
             self._sleep(delay)
-        self._inner.send(msg, timeout)
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
         msg = self._inner.recv(timeout)  # the inner bus applies the filters (see _apply_filters)
@@ -278,30 +324,6 @@ class TxTap(_BusWrapper):
         return self._inner.recv(timeout), True  # the inner bus applies the filters
 
 
-class IsoTpStack(isotp.NotifierBasedCanStack):
-    """can-isotp's `NotifierBasedCanStack` with one thread hand-over less per received frame (tester and board).
-
-    can-isotp's listener puts each frame in a BufferedReader; its relay thread moves it to the queue its
-    main thread reads. That is two wake-ups of two threads before the stack sees a frame, each one a
-    futex and a GIL hand-over that a busy 2-core host makes cost 0.1-0.3 ms, and every TransferData
-    block waits on such frames in turn (first frame -> flow control -> consecutive frames ->
-    response). Here the notifier thread puts the frame on the main thread's queue itself (what the
-    relay thread does with it); the relay thread only waits for the stop.
-    """
-
-    def _on_message_received(self, msg: can.Message) -> None:
-        if msg.is_error_frame or msg.is_remote_frame or self.buffered_reader is None:
-            return  # buffered_reader is None: stopped (can-isotp's own test)
-        self.rx_relay_queue.put(isotp.CanMessage(arbitration_id=msg.arbitration_id, data=bytes(msg.data),
-                                                 extended_id=msg.is_extended_id, is_fd=msg.is_fd,
-                                                 bitrate_switch=msg.bitrate_switch))
-
-    def _rx_canbus(self, timeout: float) -> None:
-        """The relay thread's read: frames no longer come this way; wait for the stop (or the timeout)."""
-        self.events.stop_requested.wait(timeout)
-        return None
-
-
 def echoes_own_frames(cfg: CanConfig) -> bool:
     """Whether the bus `open_bus` makes for `cfg` hands a sender its own frames back: only when the bench file
     asks (`receive_own_messages`); udp_multicast's loopback echoes are dropped by the bus itself."""
@@ -335,6 +357,11 @@ class _SenderStampedUdpBus(UdpMulticastBus):
     which is no property of the board. Frames sent without a timestamp (0) get the receive time as
     before. udp_multicast only carries virtual benches, so no real interface is affected.
 
+    Frames stamped ahead of now (at most `HOLD_MAX_S`) are held until their stamp: a `PacedBus` with
+    `early_forward` sends each frame at its start, stamped with its end on the bus. A receiver that is
+    no `_SenderStampedUdpBus` (another client of the group, such as scapy or a raw python-can bus) may
+    see such a frame up to one frame time early; its timestamp still says when it crossed.
+
     Own frames: the multicast socket receives everything sent to the group, its own sends included
     (python-can documents `receive_own_messages` as unsupported, the kernel loops them back anyway).
     Each echo cost a received frame's whole path - unpacking, the notifier, every listener, the
@@ -345,6 +372,7 @@ class _SenderStampedUdpBus(UdpMulticastBus):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._receiver = threading.local()  # per receiving thread: its timer slack is set
         #: Packed frames sent and not yet seen coming back (bounded: an echo lost to a full socket buffer ages out).
         self._unechoed: collections.deque[bytes] = collections.deque(maxlen=256)
         self._unechoed_lock = threading.Lock()
@@ -381,6 +409,7 @@ class _SenderStampedUdpBus(UdpMulticastBus):
             msg.timestamp = received
         if self._can_protocol is not can.CanProtocol.CAN_FD and msg.is_fd:
             return None, False
+        _hold_until(msg.timestamp, self._receiver)  # an early-forwarded frame (PacedBus): not before it has crossed
         return msg, False
 
 
@@ -420,5 +449,6 @@ def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
         raise BenchBroken(f"cannot open CAN interface {cfg.interface!r} channel {cfg.channel!r}: "
                           f"{type(exc).__name__}: {exc}") from exc
     if cfg.pacing:
-        return PacedBus(bus, bitrate=cfg.bitrate, data_bitrate=cfg.data_bitrate, echoes_own=echoes_own_frames(cfg))
+        return PacedBus(bus, bitrate=cfg.bitrate, data_bitrate=cfg.data_bitrate, echoes_own=echoes_own_frames(cfg),
+                        early_forward=isinstance(bus, _SenderStampedUdpBus))
     return bus

@@ -1,4 +1,4 @@
-"""`UdsClient`: udsoncan over ISO-TP (can-isotp's NotifierBasedCanStack on the bench's one notifier).
+"""`UdsClient`: udsoncan over ISO-TP (can-isotp's protocol logic on the bench's one notifier: `IsoTpLink`).
 
 Every negative response becomes `UdsError` (service, NRC name from the contract, `nrc`); every
 missing response becomes `HilTimeout` naming the request.
@@ -7,6 +7,7 @@ missing response becomes `HilTimeout` naming the request.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from typing import Any, Iterator
@@ -14,14 +15,14 @@ from typing import Any, Iterator
 import isotp
 import udsoncan
 from udsoncan.client import Client
-from udsoncan.connections import PythonIsoTpConnection
+from udsoncan.connections import BaseConnection
 from udsoncan.exceptions import (ConfigError, InvalidResponseException, NegativeResponseException, TimeoutException,
                                  UnexpectedResponseException)
 
 from hil.bench import contract
 from hil.bench.config import DutConfig, TesterConfig
 from hil.drivers.can import CanChannel
-from hil.drivers.canbus import IsoTpStack
+from hil.drivers.isotp_link import IsoTpLink
 from hil.errors import HilTimeout, UdsError
 from hil.bench.dut_profile import DutProfile
 
@@ -29,6 +30,32 @@ log = logging.getLogger(__name__)
 
 #: Wall against a server that answers 0x78 forever (each 0x78 restarts P2*).
 OVERALL_TIMEOUT_S = 120.0
+
+
+def _name_response_codes_by_lookup() -> None:
+    """udsoncan names the code of every response it parses by walking `inspect.getmembers(ResponseCode)`:
+    ~40 us per response on a quiet host, 0.1-0.2 ms inside a download (measured), between a TransferData
+    response and the next block. The same names - the alphabetically first member with the value, as
+    `getmembers` sorts them; str(code) for an unknown one - are looked up in a table built once."""
+    from udsoncan.ResponseCode import ResponseCode
+
+    if getattr(ResponseCode.get_name, "_hil_lookup", False):
+        return
+    names: dict[int, str] = {}
+    for name, value in inspect.getmembers(ResponseCode):
+        if isinstance(value, int):
+            names.setdefault(value, name)
+
+    def get_name(cls: type, given_id: int | None) -> str:
+        if given_id is None:
+            return ""
+        return names.get(given_id, str(given_id))
+
+    get_name._hil_lookup = True  # type: ignore[attr-defined]
+    ResponseCode.get_name = classmethod(get_name)  # type: ignore[method-assign, assignment]
+
+
+_name_response_codes_by_lookup()
 
 
 class BytesCodec(udsoncan.DidCodec):
@@ -60,24 +87,45 @@ def nrc_name(code: int) -> str:
         return udsoncan.Response.Code.get_name(code) or "UNKNOWN"
 
 
-class _IsoTpConnection(PythonIsoTpConnection):
-    """udsoncan's connection to the ISO-TP stack, without a thread round trip before every request.
+class _IsoTpConnection(BaseConnection):
+    """udsoncan's connection over an `IsoTpLink`: the requesting thread drives ISO-TP itself (no stack thread).
 
-    udsoncan empties the receive side before each request; can-isotp's `stop_receiving` does that by
-    asking the stack's main thread and waiting for its answer (two thread hand-overs on the tester's
-    critical path between two TransferData blocks). With no reception in progress there is nothing
-    for that thread to abort, and clearing the completed-message queue is all that is left to do.
+    udsoncan empties the receive side before each request: what arrived since the last one answers
+    nothing that is still asked, and a message half received is dropped.
     """
 
-    def __init__(self, stack: isotp.TransportLayer, name: str) -> None:
-        super().__init__(stack, name=name)
-        self._stack = stack
+    def __init__(self, link: IsoTpLink, name: str) -> None:
+        super().__init__(name)
+        self.link = link
+        self.opened = False
+
+    def open(self) -> "_IsoTpConnection":
+        self.link.start()
+        self.opened = True
+        return self
+
+    def close(self) -> None:
+        self.opened = False
+        self.link.stop()
+
+    def is_open(self) -> bool:
+        return self.opened
+
+    def specific_send(self, payload: bytes, timeout: float | None = None) -> None:
+        # Blocking: P2 starts after the last frame, not while a 4 KiB request is segmented.
+        self.link.send(payload, timeout if timeout is not None else OVERALL_TIMEOUT_S)
+
+    def specific_wait_frame(self, timeout: float | None = None) -> bytes | None:
+        message = self.link.recv(timeout if timeout is not None else OVERALL_TIMEOUT_S)
+        if message is None:
+            raise TimeoutException(f"Did not receive IsoTP frame from the Transport layer in time (timeout={timeout} sec)")
+        return message
 
     def empty_rxqueue(self) -> None:
-        if self._stack.is_rx_active():
-            super().empty_rxqueue()  # a stale response half received: the stack's thread drops it
-        else:
-            self._stack.clear_rx_queue()
+        self.link.discard_received()
+
+    def empty_txqueue(self) -> None:
+        self.link.abort_send()
 
 
 class UdsClient:
@@ -97,11 +145,9 @@ class UdsClient:
         self.isotp_timeout_s = tester.isotp_timeout_ms / 1000.0
         fd = can.cfg.fd
         mode = isotp.AddressingMode.Normal_29bits if self.profile.uds.extended_ids else isotp.AddressingMode.Normal_11bits
-        self._stack = IsoTpStack(
-            can.bus, can.notifier,
-            address=isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id),
-            params=self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
-                                             timeout_ms=tester.isotp_timeout_ms))
+        address = isotp.Address(mode, txid=dut.tx_id, rxid=dut.rx_id)
+        params = self.profile.isotp_params(fd, fd and can.cfg.data_bitrate is not None, blocking_send=True,
+                                           timeout_ms=tester.isotp_timeout_ms)
         codecs: dict[Any, Any] = {self.profile.did(did): BytesCodec(length) for did, length in contract.DID_LENGTH.items()
                                   if did.name in self.profile.dids}  # the roles of the board's update family
         codecs["default"] = BytesCodec(None)  # DIDs outside the profile (negative tests)
@@ -113,7 +159,8 @@ class UdsClient:
             "p2_star_timeout": self.profile.uds.p2_star_ms / 1000 + self.p2_margin_s,
             "request_timeout": OVERALL_TIMEOUT_S,
         })
-        self._conn = _IsoTpConnection(self._stack, name=f"uds-{dut.name}")
+        self._conn = _IsoTpConnection(IsoTpLink(can.bus, can.notifier, address, params, name=f"uds-{dut.name}"),
+                                      name=f"uds-{dut.name}")
         self._client = Client(self._conn, config=config)  # type: ignore[arg-type]
         self._lock = threading.RLock()  # one request at a time (TesterPresent may come from another thread)
         self._client.open()
