@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -171,6 +172,90 @@ def test_paced_bus_ignores_its_own_echoes() -> None:
         clock.now += 0.001
         bus._note_received(msg)  # udp_multicast hands our own frame back: not foreign traffic
         assert bus.free_at == free
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+def test_paced_bus_early_forward_hands_a_frame_over_at_its_start_stamped_with_its_crossing() -> None:
+    clock = FakeClock(overshoot=30e-6)
+    channel = f"early-{uuid.uuid4().hex}"
+    inner = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    handed: list[tuple[float, float]] = []  # (fake time of the hand-over, the frame's stamp)
+    real_send = inner.send
+    inner.send = lambda msg, timeout=None: (handed.append((clock.now, msg.timestamp)), real_send(msg, timeout))[1]  # type: ignore[method-assign]
+    bus = PacedBus(inner, bitrate=500_000, early_forward=True, clock=clock, sleep=clock.sleep, wall=clock)
+    peer = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    try:
+        ft = frame_time_s(8, bitrate=500_000)
+        msg = can.Message(arbitration_id=0x7E0, data=bytes(8), is_extended_id=False)
+        bus.send(msg)
+        assert handed == [(100.0, pytest.approx(100.0 + ft))]  # handed over at its start, stamped with its end
+        assert clock.now >= 100.0 + ft  # send() still returns once it has crossed
+        assert msg.timestamp == 0.0  # the caller's message is not changed
+        got = peer.recv(1.0)
+        assert got is not None and got.timestamp == pytest.approx(100.0 + ft)
+        # a frame its sender stamped (the board's CAN controller) keeps its stamp and goes once it has crossed
+        stamped = can.Message(arbitration_id=0x180, data=bytes(8), is_extended_id=False, timestamp=42.0)
+        before = clock.now
+        bus.send(stamped)
+        assert handed[-1] == (pytest.approx(clock.now), 42.0) and clock.now >= before + ft
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+def _udp_pair(pacing: bool, fd: bool = False) -> tuple[can.BusABC, can.BusABC]:
+    from bench_ports import private_ports
+
+    ports = private_ports()
+    kw = {"fd": True, "data_bitrate": 2_000_000} if fd else {}
+    sender = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC,
+                       pacing=pacing, **kw)
+    receiver = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC, **kw)
+    try:
+        return open_bus(sender), open_bus(receiver)
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))
+
+
+def test_udp_multicast_holds_a_frame_stamped_ahead_until_its_stamp() -> None:
+    bus, peer = _udp_pair(pacing=False)
+    try:
+        ahead = time.time() + 0.03
+        bus.send(can.Message(arbitration_id=0x7E0, data=bytes(8), is_extended_id=False, timestamp=ahead))
+        got = peer.recv(2.0)
+        assert got is not None and got.timestamp == ahead
+        assert time.time() >= ahead, "delivered before the time it was stamped with"
+        # a stamp further ahead than any frame is long is no pacing (another clock): delivered at once, stamp kept
+        far = time.time() + 10.0
+        bus.send(can.Message(arbitration_id=0x7E0, data=bytes(8), is_extended_id=False, timestamp=far))
+        got = peer.recv(2.0)
+        assert got is not None and got.timestamp == far and time.time() < far
+    finally:
+        bus.shutdown()
+        peer.shutdown()
+
+
+def test_paced_udp_multicast_never_delivers_a_frame_before_it_has_crossed() -> None:
+    """Early forwarding hides the host's hop, not bus time: every frame reaches the peer at or after the end
+    of its transmission, and the stamps are at least one frame time apart."""
+    bus, peer = _udp_pair(pacing=True, fd=True)
+    assert isinstance(bus, PacedBus) and bus.early_forward
+    received: list[tuple[float, float]] = []
+    try:
+        frames = [can.Message(arbitration_id=0x7E0, data=bytes([n]) * 64, is_fd=True, bitrate_switch=True) for n in range(20)]
+        sender = threading.Thread(target=lambda: [bus.send(m) for m in frames], daemon=True)
+        sender.start()
+        for _ in frames:
+            got = peer.recv(2.0)
+            assert got is not None
+            received.append((time.time(), got.timestamp))
+        sender.join(2.0)
+        ft = frame_time_s(64, fd=True, bitrate=500_000, data_bitrate=2_000_000)
+        assert all(arrival >= stamp for arrival, stamp in received), received
+        stamps = [stamp for _, stamp in received]
+        assert all(b - a >= ft * 0.999 for a, b in zip(stamps, stamps[1:])), stamps
     finally:
         bus.shutdown()
         peer.shutdown()

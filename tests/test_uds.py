@@ -170,3 +170,21 @@ def test_functional_tester_present_is_answered(rig) -> None:
     tester.bus.send(can.Message(arbitration_id=contract.UDS_FUNC_REQUEST_ID, data=b"\x02\x3E\x00\xCC\xCC\xCC\xCC\xCC",
                                 is_extended_id=False))
     assert answered.wait(1.0), "functional TesterPresent got no response"
+
+
+def test_response_code_names_are_udsoncans_own() -> None:
+    """`hil.drivers.uds` names response codes from a table instead of udsoncan's walk over the class members
+    on every response; the names are the same for every code (an unknown one: its number)."""
+    import inspect
+
+    from udsoncan.ResponseCode import ResponseCode
+
+    def walked(code: int) -> str:  # udsoncan 1.x's ResponseCode.get_name
+        for name, value in inspect.getmembers(ResponseCode):
+            if isinstance(value, int) and value == code:
+                return name
+        return str(code)
+
+    assert getattr(ResponseCode.get_name, "_hil_lookup", False)
+    assert all(ResponseCode.get_name(code) == walked(code) for code in range(256))
+    assert ResponseCode.get_name(None) == ""  # type: ignore[arg-type]

@@ -53,7 +53,8 @@ class IsoTpLink:
         self._dropped = 0
         self._lock = threading.RLock()  # one thread drives the protocol at a time
         self._may_block = False
-        self._request: isotp.TransportLayerLogic.SendRequest | None = None
+        self._request: isotp.TransportLayerLogic.SendRequest | None = None  # the one `send` just queued
+        self._sending: isotp.TransportLayerLogic.SendRequest | None = None  # the one being sent
         self._logic = isotp.TransportLayerLogic(self._read, self._write, address, error_handler=error_handler,
                                                 params={**params, "blocking_send": False}, post_send_callback=self._queued)
         self._listening = False
@@ -105,7 +106,11 @@ class IsoTpLink:
             self._arrival.notify_all()
 
     def _read(self, timeout: float) -> isotp.CanMessage | None:
-        # can-isotp's rxfn: it reads until a read returns nothing, so only the first read of a pass may wait.
+        # can-isotp's rxfn: it reads until a read returns nothing, so only the first read of a pass may wait,
+        # and a send waits for frames only until its message is out (a flow control; never after its last frame).
+        sending = self._sending
+        if sending is not None and sending.complete_event.is_set():
+            self._may_block = False
         with self._arrival:
             if not self._frames and self._may_block and timeout > 0:
                 self._may_block = False
@@ -142,15 +147,19 @@ class IsoTpLink:
             self._logic.send(payload)
             request, self._request = self._request, None
             assert request is not None
-            deadline = time.monotonic() + timeout
-            while not request.complete_event.is_set():
-                if self._stopped.is_set():
-                    self.abort_send()
-                    raise isotp.BlockingSendFailure(f"{self.name}: stopped while sending {len(payload)} bytes")
-                if time.monotonic() > deadline:
-                    self.abort_send()
-                    raise isotp.BlockingSendTimeout(f"{self.name}: {len(payload)} bytes not sent within {timeout:g} s")
-                self._pass(self.POLL_S)
+            self._sending = request
+            try:
+                deadline = time.monotonic() + timeout
+                while not request.complete_event.is_set():
+                    if self._stopped.is_set():
+                        self.abort_send()
+                        raise isotp.BlockingSendFailure(f"{self.name}: stopped while sending {len(payload)} bytes")
+                    if time.monotonic() > deadline:
+                        self.abort_send()
+                        raise isotp.BlockingSendTimeout(f"{self.name}: {len(payload)} bytes not sent within {timeout:g} s")
+                    self._pass(self.POLL_S)
+            finally:
+                self._sending = None
             if not request.success:
                 raise isotp.BlockingSendFailure(f"{self.name}: sending {len(payload)} bytes failed")
 
