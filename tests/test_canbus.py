@@ -172,6 +172,9 @@ def test_paced_bus_ignores_its_own_echoes() -> None:
         clock.now += 0.001
         bus._note_received(msg)  # udp_multicast hands our own frame back: not foreign traffic
         assert bus.free_at == free
+        assert bus.foreign_frames == 0 and bus.foreign_busy_s == 0.0
+        bus._note_received(can.Message(arbitration_id=0x7E8, data=bytes(8), is_extended_id=False))
+        assert bus.foreign_frames == 1 and bus.foreign_busy_s == pytest.approx(frame_time_s(8, bitrate=500_000))
     finally:
         bus.shutdown()
         peer.shutdown()

@@ -211,6 +211,9 @@ class PacedBus(_BusWrapper):
         #: Accounting: frames paced and the bus time they took.
         self.frames_sent = 0
         self.busy_s = 0.0
+        #: Accounting: frames received from other nodes and the bus time they took (at this bus's bit rates).
+        self.foreign_frames = 0
+        self.foreign_busy_s = 0.0
         self._after_rx = False  # free_at was last set by a received frame, not by our own schedule
         # An inner bus that hands its own frames back (receive_own_messages): those are not foreign traffic.
         self._own: collections.deque[tuple[int, bytes]] | None = collections.deque(maxlen=256) if echoes_own else None
@@ -275,6 +278,8 @@ class PacedBus(_BusWrapper):
                 if key in self._own:
                     self._own.remove(key)
                     return
+            self.foreign_frames += 1
+            self.foreign_busy_s += self.frame_time(msg)
             now = self._clock()
             if now >= self.free_at:
                 self.free_at = now
