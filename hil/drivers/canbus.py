@@ -157,6 +157,13 @@ def _fine_timer_slack() -> None:
             pass  # no prctl: sleeps keep the default slack
 
 
+def _fine_timer_slack_once(thread_state: threading.local) -> None:
+    """`_fine_timer_slack` for the calling thread, the first time it gets here (`thread_state` remembers)."""
+    if not getattr(thread_state, "fine_slack", False):
+        thread_state.fine_slack = True
+        _fine_timer_slack()
+
+
 def _hold_until(wall_deadline: float, fine: threading.local) -> None:
     """Return when the wall clock reaches `wall_deadline` (at most `HOLD_MAX_S` ahead): sleep, then poll the clock."""
     ahead = wall_deadline - time.time()
@@ -164,9 +171,7 @@ def _hold_until(wall_deadline: float, fine: threading.local) -> None:
         return
     deadline = time.monotonic() + ahead  # the monotonic clock from here: the wall clock may be stepped
     if ahead > HOLD_SPIN_S:
-        if not getattr(fine, "slack", False):
-            fine.slack = True
-            _fine_timer_slack()
+        _fine_timer_slack_once(fine)
         time.sleep(ahead - HOLD_SPIN_S)
     while time.monotonic() < deadline:
         pass  # at most HOLD_SPIN_S (plus nothing when the sleep overslept): holds this process's GIL that long
@@ -260,9 +265,7 @@ class PacedBus(_BusWrapper):
     def _wait_until(self, deadline: float) -> None:
         delay = deadline - self._clock()
         if delay > 0:
-            if not getattr(self._sender, "fine_slack", False):
-                self._sender.fine_slack = True
-                _fine_timer_slack()
+            _fine_timer_slack_once(self._sender)
             self._sleep(delay)
 
     def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:

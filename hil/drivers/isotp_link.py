@@ -53,8 +53,7 @@ class IsoTpLink:
         self._dropped = 0
         self._lock = threading.RLock()  # one thread drives the protocol at a time
         self._may_block = False
-        self._request: isotp.TransportLayerLogic.SendRequest | None = None  # the one `send` just queued
-        self._sending: isotp.TransportLayerLogic.SendRequest | None = None  # the one being sent
+        self._sending: isotp.TransportLayerLogic.SendRequest | None = None  # the one `send` queued and drives
         self._logic = isotp.TransportLayerLogic(self._read, self._write, address, error_handler=error_handler,
                                                 params={**params, "blocking_send": False}, post_send_callback=self._queued)
         self._listening = False
@@ -84,9 +83,8 @@ class IsoTpLink:
                 pass
         with self._arrival:
             self._arrival.notify_all()  # a thread waiting for a frame looks at the stop now
-        with self._lock:
-            self.discard_received()
-            self.abort_send()
+        self.discard_received()
+        self.abort_send()
 
     # ------------------------------------------------------------------ the CAN side
     def _on_frame(self, msg: can.Message) -> None:
@@ -122,7 +120,7 @@ class IsoTpLink:
                                    is_fd=msg.is_fd, bitrate_switch=msg.bitrate_switch))
 
     def _queued(self, request: isotp.TransportLayerLogic.SendRequest) -> None:
-        self._request = request
+        self._sending = request  # can-isotp's post-send callback, inside `send` (the lock is held)
 
     def _pass(self, wait_s: float) -> None:
         """One protocol pass, as can-isotp's main thread makes it: consecutive frames paced by STmin, else
@@ -145,9 +143,8 @@ class IsoTpLink:
         gave up (no flow control within N_Bs, an overflow answer; can-isotp logs which)."""
         with self._lock:
             self._logic.send(payload)
-            request, self._request = self._request, None
+            request = self._sending
             assert request is not None
-            self._sending = request
             try:
                 deadline = time.monotonic() + timeout
                 while not request.complete_event.is_set():
