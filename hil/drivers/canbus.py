@@ -207,7 +207,9 @@ class PacedBus(_BusWrapper):
         self.stuffing: Stuffing = stuffing
         self._clock = clock
         self._sleep = sleep
-        self._wall = wall
+        # Wall clock = monotonic + this, taken once: a stamp read from both clocks per frame is off by whatever
+        # preempts the thread between the two reads, and consecutive stamps would not keep the frames' spacing.
+        self._wall_offset = wall() - clock()
         self.early_forward = early_forward
         self._lock = threading.Lock()
         self._sender = threading.local()  # per sending thread: its timer slack is set
@@ -255,7 +257,7 @@ class PacedBus(_BusWrapper):
         if self.early_forward and not msg.timestamp:
             self._wait_until(start)  # another sender's frame of this process may still be on the bus
             stamped = copy.copy(msg)
-            stamped.timestamp = self._wall() + (crossed - self._clock())
+            stamped.timestamp = crossed + self._wall_offset
             self._inner.send(stamped, timeout)
             self._wait_until(crossed)
             return
