@@ -12,6 +12,12 @@ WORKERS ?= 2
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 4
 
+# A run starts a hundred Python processes (benches, pytest subprocesses, imgtool). With PYTHONDONTWRITEBYTECODE
+# set (some shells and containers do), each one compiles every module of hil/ again, and pytest rewrites the
+# asserts of every module of its plugins' distributions (all of hypothesis) again: ~1 s of CPU per pytest process.
+# Python's default instead: bytecode cached in __pycache__ (ignored by git), written once, read by every process.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: suite test test-fast setup report clean
 
 $(VENV)/.installed: pyproject.toml
