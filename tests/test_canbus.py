@@ -322,6 +322,35 @@ def test_open_bus_udp_multicast_drops_its_own_frames_only() -> None:
         peer.shutdown()
 
 
+def test_open_bus_udp_multicast_keeps_the_bench_on_loopback() -> None:
+    """A virtual bench's frames go through the loopback interface, never out on the host's network link
+    (python-can's default route); a client that joined the group the default way still hears them, and is heard."""
+    from bench_ports import private_ports
+    from can.interfaces.udp_multicast import UdpMulticastBus
+
+    ports = private_ports()
+    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
+    try:
+        bus, peer = open_bus(cfg), open_bus(cfg)
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))
+    plain = UdpMulticastBus(channel=ports.group, port=ports.udp_port)  # python-can as it comes: the default route
+    try:
+        frame = can.Message(arbitration_id=0x7E0, data=bytes(range(8)), is_extended_id=False)
+        bus.send(frame)
+        received = peer._multicast.recv(2.0)  # type: ignore[attr-defined]  # (datagram, sender address, time)
+        assert received is not None and received[1][0] == "127.0.0.1", received
+        got = plain.recv(2.0)
+        assert got is not None and bytes(got.data) == bytes(range(8))
+        plain.send(can.Message(arbitration_id=0x7E8, data=b"\x02\x7e\x00", is_extended_id=False))
+        got = bus.recv(2.0)
+        assert got is not None and got.arbitration_id == 0x7E8
+    finally:
+        plain.shutdown()
+        bus.shutdown()
+        peer.shutdown()
+
+
 # ---------------------------------------------------------------------- CanChannel
 @pytest.fixture
 def channel_pair():
