@@ -235,3 +235,21 @@ def private_config(cfg: BenchConfig, tmp_path: Path, *, prefix: str = "test", **
     if cfg.sim is not None:
         update["sim"] = cfg.sim.model_copy(update={"flash_file": tmp_path / f"{prefix}-{tag}.flash", **sim})
     return cfg.model_copy(update=update)
+
+
+def udp_bus_pair(dbc: Path, **can_fields: Any) -> tuple[Any, Any]:
+    """Two buses as `open_bus` makes them for a udp_multicast bench on a private group and port; the first one
+    with `can_fields` (pacing, FD), the second plain FD/classic alike. Skips where the host has no multicast."""
+    import pytest
+
+    from hil.bench.config import CanConfig
+    from hil.drivers.canbus import open_bus
+    from hil.errors import BenchBroken
+
+    ports = private_ports()
+    base = {"interface": "udp_multicast", "channel": ports.group, "args": {"port": ports.udp_port}, "dbc": dbc}
+    fd = {k: v for k, v in can_fields.items() if k in ("fd", "data_bitrate")}
+    try:
+        return open_bus(CanConfig(**base, **can_fields)), open_bus(CanConfig(**base, **fd))
+    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
+        pytest.skip(str(exc))

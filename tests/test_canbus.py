@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import can
 import pytest
@@ -209,17 +210,10 @@ def test_paced_bus_early_forward_hands_a_frame_over_at_its_start_stamped_with_it
 
 
 def _udp_pair(pacing: bool, fd: bool = False) -> tuple[can.BusABC, can.BusABC]:
-    from bench_ports import private_ports
+    from bench_ports import udp_bus_pair
 
-    ports = private_ports()
-    kw = {"fd": True, "data_bitrate": 2_000_000} if fd else {}
-    sender = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC,
-                       pacing=pacing, **kw)
-    receiver = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC, **kw)
-    try:
-        return open_bus(sender), open_bus(receiver)
-    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
-        pytest.skip(str(exc))
+    kw: dict[str, Any] = {"fd": True, "data_bitrate": 2_000_000} if fd else {}
+    return udp_bus_pair(DBC, pacing=pacing, **kw)
 
 
 def test_udp_multicast_holds_a_frame_stamped_ahead_until_its_stamp() -> None:
@@ -299,14 +293,9 @@ def test_open_bus_udp_multicast_enlarges_receive_buffer_and_refuses_fd_frames() 
 def test_open_bus_udp_multicast_drops_its_own_frames_only() -> None:
     """The kernel loops a multicast socket's sends back to it; the bench's bus drops those echoes (each cost a
     received frame's whole path) and still receives a peer's frame, even one with the same bytes."""
-    from bench_ports import private_ports
+    from bench_ports import udp_bus_pair
 
-    ports = private_ports()
-    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
-    try:
-        bus, peer = open_bus(cfg), open_bus(cfg)
-    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
-        pytest.skip(str(exc))
+    bus, peer = udp_bus_pair(DBC)
     try:
         frame = can.Message(arbitration_id=0x7E0, data=b"\x21\x01\x02\x03\x04\x05\x06\x07", is_extended_id=False)
         bus.send(frame)
@@ -325,16 +314,12 @@ def test_open_bus_udp_multicast_drops_its_own_frames_only() -> None:
 def test_open_bus_udp_multicast_keeps_the_bench_on_loopback() -> None:
     """A virtual bench's frames go through the loopback interface, never out on the host's network link
     (python-can's default route); a client that joined the group the default way still hears them, and is heard."""
-    from bench_ports import private_ports
+    from bench_ports import udp_bus_pair
     from can.interfaces.udp_multicast import UdpMulticastBus
 
-    ports = private_ports()
-    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
-    try:
-        bus, peer = open_bus(cfg), open_bus(cfg)
-    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
-        pytest.skip(str(exc))
-    plain = UdpMulticastBus(channel=ports.group, port=ports.udp_port)  # python-can as it comes: the default route
+    bus, peer = udp_bus_pair(DBC)
+    group, port = bus._multicast.group, bus._multicast.port  # type: ignore[attr-defined]
+    plain = UdpMulticastBus(channel=group, port=port)  # python-can as it comes: the default route
     try:
         frame = can.Message(arbitration_id=0x7E0, data=bytes(range(8)), is_extended_id=False)
         bus.send(frame)

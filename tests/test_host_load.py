@@ -29,11 +29,11 @@ from hil.bench.config import CanConfig, DutConfig, SecurityConfig, load_bench
 from hil.bench import config as hil_config  # (TesterConfig imported by name would be collected as a test class)
 from hil.drivers.can import CanChannel
 from hil.drivers.uds import UdsClient
-from hil.errors import BenchBroken, BenchConfigError
+from hil.errors import BenchConfigError
 from hil.sim.mcu_time import ModelLock
 from hil.sim.soc import SocCore, SocEstimator, TimingProfile
 
-from bench_ports import private_config, private_ports
+from bench_ports import private_config, udp_bus_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "benches/dbc/bms.dbc"
@@ -197,12 +197,7 @@ def test_virtual_bus_delivers_the_sender_stamp() -> None:
 
 
 def test_udp_multicast_keeps_the_sender_stamp() -> None:
-    ports = private_ports()
-    cfg = CanConfig(interface="udp_multicast", channel=ports.group, args={"port": ports.udp_port}, dbc=DBC)
-    try:
-        board, tester = open_bus(cfg), open_bus(cfg)
-    except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
-        pytest.skip(str(exc))
+    board, tester = udp_bus_pair(DBC)
     try:
         board.send(can.Message(timestamp=1234.5, arbitration_id=0x180, data=bytes(8), is_extended_id=False))
         board.send(can.Message(arbitration_id=0x7E8, data=bytes(8), is_extended_id=False))
