@@ -349,31 +349,24 @@ def load_dbc(path: str | os.PathLike[str]) -> cantools.database.can.Database:
     return db
 
 
-def _enlarge_rcvbuf(bus: can.BusABC) -> None:
-    """Give a udp_multicast bus a big receive buffer (python-can keeps the socket at `_multicast._socket`)."""
-    sock = getattr(getattr(bus, "_multicast", None), "_socket", None)
-    if not isinstance(sock, socket.socket):
-        log.warning("udp_multicast: no socket found to enlarge its receive buffer; bursts may be dropped")
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
+def _tune_multicast_socket(bus: can.BusABC) -> None:
+    """Give a udp_multicast bus (python-can keeps the socket at `_multicast._socket`) a big receive buffer, and
+    keep its frames on the loopback interface.
 
-
-def _keep_on_loopback(bus: can.BusABC) -> None:
-    """Send a udp_multicast bus's frames through the loopback interface and listen there too.
-
-    python-can joins the group on the interface of the default route and sends there: every frame of a
-    virtual bench went out on the host's network link (TTL 1), a virtio exit each on a VM, and a host without
-    a default route could not run a bench. Looped back, the frames stay on this host; a client that joined
-    the group the default way (scapy, a plain python-can bus) still receives them and is still received
-    (Linux delivers a group's datagrams to every socket bound to its port: IP_MULTICAST_ALL, on by default).
+    The default receive buffer (~212 KB) drops bursts. python-can joins the group on the interface of the
+    default route and sends there: every frame of a virtual bench went out on the host's network link (TTL 1).
+    Looped back, the frames stay on this host; a client that joined the group the default way (scapy, a plain
+    python-can bus) still receives them and is still received (Linux delivers a group's datagrams to every
+    socket bound to its port: IP_MULTICAST_ALL, on by default).
     """
     multicast = getattr(bus, "_multicast", None)
     sock = getattr(multicast, "_socket", None)
-    if not isinstance(sock, socket.socket) or multicast is None:
-        log.warning("udp_multicast: no socket found to keep the bench on loopback; frames take the default route")
+    if not isinstance(sock, socket.socket):
+        log.warning("udp_multicast: no socket found to tune; bursts may be dropped, frames take the default route")
         return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
     try:
-        group = socket.inet_pton(sock.family, multicast.group)
+        group = socket.inet_pton(sock.family, multicast.group)  # type: ignore[union-attr]
         if sock.family == socket.AF_INET:
             loopback = socket.inet_aton("127.0.0.1")
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, loopback)
@@ -384,7 +377,7 @@ def _keep_on_loopback(bus: can.BusABC) -> None:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index))
     except OSError as exc:
         log.warning("udp_multicast: cannot keep group %s on loopback (%s); frames take the default route",
-                    multicast.group, exc)
+                    multicast.group, exc)  # type: ignore[union-attr]
 
 
 class _SenderStampedUdpBus(UdpMulticastBus):
@@ -474,8 +467,7 @@ def open_bus(cfg: CanConfig, *, sender_stamps: bool = False) -> can.BusABC:
     try:
         if cfg.interface == "udp_multicast":
             bus: can.BusABC = _SenderStampedUdpBus(channel=cfg.channel, fd=cfg.fd, **args)
-            _enlarge_rcvbuf(bus)
-            _keep_on_loopback(bus)
+            _tune_multicast_socket(bus)
         elif cfg.interface == "virtual":
             virtual = _SenderStampedVirtualBus if sender_stamps else VirtualBus
             bus = virtual(channel=cfg.channel, receive_own_messages=False, preserve_timestamps=sender_stamps,
