@@ -47,16 +47,20 @@ report:
 	$(PY) -m hil report html --results reports/allure-results --output reports/html --config reports/allurerc.mjs
 	@echo "report: reports/html/index.html  fault matrix: reports/fault-matrix.md  traceability: reports/traceability.md"
 
-## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), after mypy.
+## The framework's own tests on both cores (pytest-xdist; TEST_WORKERS=1 runs them in one process), and mypy on
+## hil/ beside them (the tests leave a fifth of the two cores idle waiting on the bus; mypy's output comes after
+## theirs, and either failing fails the target).
 ## Four workers on two cores: the integration tests mostly wait on the paced bus, flash timing and resets, so
 ## two per core keep both busy (quiet 2-core machine: 2 workers 5 min 6 s, 4 workers 3 min; benchmarks/README.md).
-## on hil/. Hermetic: their own lock directory, benches and ports, so a validation run may go on beside them.
+## Hermetic: their own lock directory, benches and ports, so a validation run may go on beside them.
 ## worksteal: the integration tests come first (tests/conftest.py) and an idle worker takes over half of the
 ## other's queue (xdist's default `load` hands each worker a fixed first batch: one got every long test).
 ## node_modules too: tests/test_report_html.py generates a report with Allure 3.
 test: $(VENV)/.installed node_modules/.installed
-	$(PY) -m mypy hil
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	out=$$(mktemp); $(PY) -m mypy hil > $$out 2>&1 & mypy=$$!; \
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); status=$$?; \
+	wait $$mypy; mypy_status=$$?; echo "mypy hil:"; cat $$out; rm -f $$out; \
+	[ $$status -eq 0 ] && [ $$mypy_status -eq 0 ]
 
 ## The fast loop while developing: every framework test but the integration ones (a whole virtual bench, or
 ## validation cases in a subprocess: @pytest.mark.integration); under a minute on 2 cores (benchmarks/README.md).
