@@ -304,7 +304,10 @@ def test_a_suite_outside_the_repository_runs_from_the_fixture_reference(tmp_path
     work = tmp_path / "my-suite"
     shutil.copytree(ROOT / "tests/outside_suite", work)
     (work / "benches").mkdir()
-    bench = _sim_bench(work / "benches", **{"sim.flash_timing": "fast"})  # the plugin's path, not flash timing
+    # The plugin's path is the point, not flash timing or the bus rate: the board in the suite's process, unpaced.
+    data = private_bench_data("benches/sim-inproc.yaml", work / "benches")
+    data["sim"]["flash_timing"], data["can"]["pacing"] = "fast", False
+    bench = write_bench(data, work / "benches" / "bench.yaml")
     # Only this suite's own evidence counts: a validation run beside this test writes there too.
     repo_evidence = ROOT / "reports" / "evidence"
     ours = "test_my_updates"
