@@ -1,6 +1,6 @@
 """The unchanged suite on the second virtual board (benches/sim-vendor-b.yaml): another profile, other
-images, no console. Here: the update cases and the image-fault cases on a copy with its own ports;
-`pytest testcases --bench benches/sim-vendor-b.yaml` runs them all."""
+images, no console. Here: the update cases and the image-fault cases on an in-process copy (its own channel,
+ports the OS picks); `pytest testcases --bench benches/sim-vendor-b.yaml` runs them all, across processes."""
 
 from __future__ import annotations
 
