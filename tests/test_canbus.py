@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -313,13 +314,19 @@ def test_open_bus_udp_multicast_drops_its_own_frames_only() -> None:
 
 def test_open_bus_udp_multicast_keeps_the_bench_on_loopback() -> None:
     """A virtual bench's frames go through the loopback interface, never out on the host's network link
-    (python-can's default route); a client that joined the group the default way still hears them, and is heard."""
+    (python-can's default route); a client that joined the group the default way still hears them, and is heard.
+
+    The plain client's own frames are sent on loopback too (its socket's IP_MULTICAST_IF): tests talk to
+    loopback only, and which interface a client sends on does not matter to a bus that joined on loopback.
+    """
     from bench_ports import udp_bus_pair
     from can.interfaces.udp_multicast import UdpMulticastBus
 
     bus, peer = udp_bus_pair(DBC)
     group, port = bus._multicast.group, bus._multicast.port  # type: ignore[attr-defined]
-    plain = UdpMulticastBus(channel=group, port=port)  # python-can as it comes: the default route
+    plain = UdpMulticastBus(channel=group, port=port)  # python-can as it comes: joined on the default route
+    plain._multicast._socket.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,  # type: ignore[attr-defined]
+                                        socket.inet_aton("127.0.0.1"))
     try:
         frame = can.Message(arbitration_id=0x7E0, data=bytes(range(8)), is_extended_id=False)
         bus.send(frame)
@@ -429,7 +436,7 @@ def test_trace_has_each_tester_frame_once_on_an_interface_that_echoes(tmp_path: 
         chan = CanChannel(cfg)
     except BenchBroken as exc:  # pragma: no cover - a host without multicast on loopback
         pytest.skip(str(exc))
-    board = can.Bus(interface="udp_multicast", channel=group, port=cfg.args["port"])
+    board = open_bus(cfg)  # the board's side of the bench: on loopback, like the tester's
     try:
         asc = tmp_path / "can.asc"
         chan.start_trace([asc])
