@@ -56,7 +56,9 @@ def test_derived_variants_are_signed_as_the_role_says(tmp_path):
     key = ensure_key("board-dev", tmp_path / "keys")
     cfg = load_bench(_bench(tmp_path, {"catalogue": {"update": "1.1.0"}, "signing_key": str(key)}))
     update = ImageStore(cfg)["update"]
-    trusted = load_trusted_keys([ROOT / "firmware_images/keys/dev-ecdsa-p256.pem", key])
+    # the update is signed with the bench's own development key (images.keys_dir); the board trusts it
+    # and the board key, not the unknown one
+    trusted = load_trusted_keys([tmp_path / "keys/dev-ecdsa-p256.pem", key])
     higher = derive("higher_security_counter", update, cfg)
     assert parse_image(higher).security_counter == (parse_image(update).security_counter or 0) + 1
     verify_image(higher, trusted)
