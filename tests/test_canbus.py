@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -355,6 +356,23 @@ def channel_pair():
     finally:
         chan.close()
         board.shutdown()
+
+
+def test_a_channel_given_a_bus_leaves_it_open_when_closed_and_collected(caplog: pytest.LogCaptureFixture) -> None:
+    name = f"given-{uuid.uuid4().hex}"
+    given, peer = (can.Bus(interface="virtual", channel=name) for _ in range(2))
+    try:
+        chan = CanChannel(CanConfig(interface="virtual", channel=name, dbc=DBC), bus=given)
+        chan.close()
+        del chan
+        gc.collect()  # python-can's __del__ shuts a bus down that nobody did (and warns)
+        assert "not properly shut down" not in caplog.text
+        given.send(can.Message(arbitration_id=0x123, data=b"\x01", is_extended_id=False))
+        received = peer.recv(1.0)
+        assert received is not None and received.arbitration_id == 0x123, "the caller's bus was shut down"
+    finally:
+        given.shutdown()
+        peer.shutdown()
 
 
 def _soc(chan: CanChannel, soc: float) -> can.Message:

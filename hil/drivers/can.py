@@ -350,6 +350,8 @@ class CanChannel:
         self.stop_trace()
         if self._owns_bus:
             self.bus.shutdown()
+        else:
+            self.bus.release()
 
     def __enter__(self) -> "CanChannel":
         return self

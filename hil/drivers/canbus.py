@@ -143,6 +143,11 @@ class _BusWrapper(can.BusABC):
         super().shutdown()
         self._inner.shutdown()
 
+    def release(self) -> None:
+        """Done with the wrapper; the inner bus stays open for whoever opened it (python-can's `__del__`
+        would otherwise warn, and shut the inner bus down with the wrapper whenever it is collected)."""
+        can.BusABC.shutdown(self)
+
 
 def _fine_timer_slack() -> None:
     """Linux: the calling thread's sleeps end within ~1 us of their deadline instead of the default 50 us.
