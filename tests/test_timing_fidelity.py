@@ -78,8 +78,10 @@ def test_measured_periods_match_the_true_release_times(tmp_path: Path) -> None:
         frames = b.can.collect(MSG_SOC_CORE, WINDOW_S)
         assert vb.board is not None
         # sim_only backdoor: the in-process board's own record of its SOC task and CAN controller.
-        released = [(r.cycle % 16, r.queued) for r in vb.board.soc_trace]
-        on_bus = [(c, t) for t, c in vb.board.soc_sent]
+        # The board's threads append while we read: copy each deque in one step (list() of a deque runs in C
+        # under the GIL), then walk the copies; a comprehension over the live deque races its appends.
+        released = [(r.cycle % 16, r.queued) for r in list(vb.board.soc_trace)]
+        on_bus = [(c, t) for t, c in list(vb.board.soc_sent)]
     task_err, task_delay = _period_errors(frames, released)
     bus_err, bus_delay = _period_errors(frames, on_bus)
     assert len(task_err) >= 0.8 * WINDOW_S * 10, f"only {len(task_err)} of {len(frames)} frames matched the truth"
